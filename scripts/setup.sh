@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install vaekit with its dependencies into it.
+# Sourced by demo.sh and test.sh; safe to run again (it skips what is already done).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+py="${PYTHON:-python3}"
+pipq() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@" 2>&1 | grep -v -E '^WARNING: Location .* is ignored' || true; }
+
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  # A CPU wheel of torch 2.13.0 lying on local disk installs in seconds; elsewhere take any torch >= 2.1.
+  tmp="$(mktemp -d)"
+  if "$venv/bin/python" -m pip download -q --no-deps --no-index torch==2.13.0 -d "$tmp" >/dev/null 2>&1; then
+    echo "setup: installing torch 2.13.0 from local disk"
+    pipq install "torch==2.13.0"
+  else
+    echo "setup: installing torch (this downloads it once)"
+    pipq install "torch>=2.1"
+  fi
+  rm -rf "$tmp"
+fi
+
+stamp="$venv/.vaekit-installed"
+want="$(cat "$root/pyproject.toml" | cksum)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import vaekit" 2>/dev/null; then
+  echo "setup: installing vaekit and its dependencies into .venv"
+  pipq install -e "$root[test]"
+  echo "$want" > "$stamp"
+fi
+"$venv/bin/python" -c "import torch, vaekit" || { echo "setup: torch or vaekit failed to import" >&2; exit 1; }

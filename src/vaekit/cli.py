@@ -1,0 +1,244 @@
+"""The ``vaekit`` command: parses flags into a RunConfig or a run folder and calls the library.
+
+Every user error ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+from . import __version__
+from .errors import VaekitError
+
+# flag -> (config key, or a function from the value to overrides), argparse options
+TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
+    ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, digits, blobs[:D], "
+                                       "folder:PATH or vectors:PATH")),
+    ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder with the IDX files (else $VAEKIT_DATA)")),
+    ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"])),
+    ("--channels", "data.channels", dict(type=int, metavar="C", help="folder images: 1 gray, 3 RGB")),
+    ("--image-size", "data.image_size", dict(type=int, metavar="N", help="folder images: resize to NxN")),
+    ("--labels", "data.labels", dict(metavar="FILE.npy", help="vectors: integer labels, one per row")),
+    ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F")),
+    ("--model", "model.kind", dict(choices=["vae", "ae"], help="VAE or plain autoencoder")),
+    ("--arch", "model.arch", dict(choices=["mlp", "conv"])),
+    ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths or conv channels, e.g. 400,400")),
+    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse"])),
+    ("--output", "model.output", dict(choices=["auto", "logits", "identity", "sigmoid"])),
+    ("--sigma", "model.sigma", dict(type=float, metavar="S", help="gaussian: fixed (or initial) sigma")),
+    ("--learn-sigma", lambda v: {"model.learn_sigma": True}, dict(action="store_true", default=None)),
+    ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
+    ("--schedule", "objective.schedule", dict(choices=["constant", "linear", "cyclical"])),
+    ("--warmup", lambda v: {"objective.schedule": "linear", "objective.warmup_epochs": v},
+     dict(type=int, metavar="N", help="linear beta warm-up over N epochs")),
+    ("--cycle-epochs", "objective.cycle_epochs", dict(type=int, metavar="N")),
+    ("--epochs", "train.epochs", dict(type=int, metavar="N")),
+    ("--batch-size", "train.batch_size", dict(type=int, metavar="N")),
+    ("--lr", "train.lr", dict(type=float)),
+    ("--weight-decay", "train.weight_decay", dict(type=float)),
+    ("--grad-clip", "train.grad_clip", dict(type=float, metavar="NORM")),
+    ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
+    ("--seed", "seed", dict(type=int)),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides the train flags ask for (only flags actually given)."""
+    out: dict[str, Any] = {}
+    for flag, target, _ in TRAIN_FLAGS:
+        value = getattr(args, _dest(flag))
+        if value is None:
+            continue
+        if callable(target):
+            out.update(target(value))
+        else:
+            out[target] = str(value) if target == "model.hidden" else value
+    if args.no_download:
+        out["data.download"] = False
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise VaekitError(f"--set {item}: expected KEY=VALUE, e.g. --set model.latent_dim=8")
+        out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .presets import DEFAULT_PRESET, get_preset
+    from .train import fit
+
+    overrides = train_overrides(args)
+    if args.resume:
+        extra = sorted(set(overrides) - {"train.epochs", "train.device", "data.data_dir"})
+        if extra or args.preset:
+            raise VaekitError(
+                "--resume continues a run with its saved config; only --epochs, --device and --data-dir "
+                f"may be given with it (got {', '.join(extra) or '--preset'})"
+            )
+        from .checkpoint import load_config, save_config
+
+        cfg = load_config(Path(args.resume))
+        if overrides:
+            save_config(Path(args.resume), cfg.with_overrides(overrides))
+        run = fit(None, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        cfg = get_preset(args.preset or DEFAULT_PRESET).with_overrides(overrides)
+        out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
+    files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
+    print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
+    return 0
+
+
+def _data_override(run_dir: str, data_dir: str | None):
+    from .checkpoint import load_config
+    from .data import load_dataset
+
+    cfg = load_config(Path(run_dir)).data
+    if data_dir:
+        cfg.data_dir = data_dir
+    return load_dataset(cfg)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    data = _data_override(args.run_dir, args.data_dir)
+    m = evaluate_run(args.run_dir, data=data, device=args.device)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(f"{args.run_dir}: test negative ELBO {m['loss']:.4f} nats/example "
+              f"(recon {m['recon']:.4f} + KL {m['kl']:.4f}) on n={m['n']}, beta = 1, epoch {m['epoch']}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_run
+    from .grids import sample_grid, save_png
+
+    run = load_run(args.run_dir, args.device)
+    if args.n < 1:
+        raise VaekitError(f"-n {args.n}: the number of samples must be at least 1")
+    if args.o.endswith(".npy"):
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        np.save(args.o, run.model.sample(args.n, generator=gen).cpu().numpy())
+    else:
+        save_png(sample_grid(run.model, args.n, args.seed), args.o)
+    print(f"wrote {args.n} samples to {args.o}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .checkpoint import load_run
+    from .grids import reconstruction_grid, save_png
+
+    run = load_run(args.run_dir, args.device)
+    data = _data_override(args.run_dir, args.data_dir).to(args.device)
+    x = data.features(data.test_x[: args.n])
+    save_png(reconstruction_grid(run.model, x), args.o)
+    print(f"wrote {len(x)} test examples and their reconstructions to {args.o}")
+    return 0
+
+
+def cmd_walkthrough(args: argparse.Namespace) -> int:
+    from .walkthrough import format_walkthrough, walkthrough
+
+    w = walkthrough()
+    print(json.dumps(w) if args.json else format_walkthrough(w))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import DEFAULT_PRESET, PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, p in PRESETS.items():
+        mark = "*" if name == DEFAULT_PRESET else " "
+        print(f"{mark} {name:<{width}}  {p.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.")
+    p.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE or AE into a run folder")
+    t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run folder to create (default runs/<preset>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out folder")
+    for flag, _, kw in TRAIN_FLAGS:
+        t.add_argument(flag, **{"default": None, **kw})
+    t.add_argument("--no-download", action="store_true", help="never download; read local files only")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--data-dir", metavar="DIR", help="where the data files are on this machine")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sample", help="decode draws from the prior into a PNG grid (or .npy)")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("-o", required=True, metavar="FILE", help="output .png (or .npy for raw values)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("reconstruct", help="test examples above their reconstructions, as a PNG")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("-o", required=True, metavar="FILE.png")
+    r.add_argument("-n", type=int, default=32, help="number of test examples (default 32)")
+    r.add_argument("--data-dir", metavar="DIR")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=cmd_reconstruct)
+
+    w = sub.add_parser("walkthrough", help="seed 004 step by step, computed by vaekit")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=cmd_walkthrough)
+
+    ps = sub.add_parser("presets", help="list the presets")
+    ps.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except VaekitError as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""One dataclass per component, composed into the RunConfig that describes a whole run.
+
+A RunConfig is built from a preset plus overrides, saved as ``config.json`` in the run
+folder, and every later command rebuilds data, model and objective from that file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is prepared."""
+
+    dataset: str = "digits"  # mnist | fashion-mnist | digits | blobs[:D] | folder:PATH | vectors:PATH
+    data_dir: str | None = None  # folder with the IDX files (else $VAEKIT_DATA, else a user cache)
+    download: bool = True  # fetch missing IDX files from the official mirrors when online
+    binarize: str = "none"  # none | static (once, fixed seed) | dynamic (fresh every epoch)
+    channels: int = 1  # folder images: 1 = grayscale, 3 = RGB
+    image_size: int | None = None  # folder images: resize to this square size (None: keep, all equal)
+    labels: str | None = None  # vectors: optional .npy of integer labels, one per row
+    test_fraction: float = 0.1  # held-out share for sources without an official test split
+    split_seed: int = 0  # fixes that held-out split and static binarisation
+
+
+@dataclass
+class ModelConfig:
+    """The generative model: architecture, latent size and observation model p(x|z)."""
+
+    kind: str = "vae"  # vae | ae
+    arch: str = "mlp"  # mlp | conv
+    hidden: list[int] = field(default_factory=lambda: [400, 400])  # MLP widths or conv channels
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"  # bernoulli | gaussian | mse
+    output: str = "auto"  # auto | logits | identity | sigmoid (decoder's last activation)
+    sigma: float = 1.0  # gaussian: the fixed sigma, or the initial one when learn_sigma
+    learn_sigma: bool = False  # gaussian: learn one shared sigma with the weights
+
+
+@dataclass
+class ObjectiveConfig:
+    """How the loss weighs its parts: loss = recon + beta(epoch) * KL."""
+
+    beta: float = 1.0
+    schedule: str = "constant"  # constant | linear | cyclical
+    warmup_epochs: int = 5  # linear: beta(epoch) = beta * min(1, epoch / warmup_epochs)
+    cycle_epochs: int = 10  # cyclical: length of one cycle
+    cycle_ramp: float = 0.5  # cyclical: share of each cycle spent ramping up from 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; ``config.json`` in a run folder is this, serialised."""
+
+    preset: str = ""
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        """Strictly parse a dict: unknown keys, wrong types and other versions are errors."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        version = d.get("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                f"{source}: format_version {version!r} is not supported by this vaekit "
+                f"(it reads version {FORMAT_VERSION}); use the vaekit release that wrote it"
+            )
+        cfg = _build(cls, d, source, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(d, source=str(path))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with dotted keys (``model.latent_dim``) set; string values are parsed by field type."""
+        d = self.to_dict()
+        for key, value in overrides.items():
+            parts = key.split(".")
+            target = d
+            for p in parts[:-1]:
+                if not isinstance(target.get(p), dict):
+                    raise ConfigError(f"unknown config key '{key}'; see `vaekit train --help`")
+                target = target[p]
+            if parts[-1] not in target or isinstance(target[parts[-1]], dict):
+                raise ConfigError(f"unknown config key '{key}'; see `vaekit train --help`")
+            ftype = _field_type(type(self), parts)
+            target[parts[-1]] = _coerce(value, ftype, key) if isinstance(value, str) else value
+        cfg = _build(type(self), d, "override", "")
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Range checks on values; names (presets, data sets, kinds) are checked by their registries."""
+        m, o, t, dc = self.model, self.objective, self.train, self.data
+        checks = [
+            (m.latent_dim >= 1, "model.latent_dim", m.latent_dim, "must be at least 1"),
+            (all(h >= 1 for h in m.hidden), "model.hidden", m.hidden, "widths must be at least 1"),
+            (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
+            (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
+            (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
+            (o.cycle_epochs >= 1, "objective.cycle_epochs", o.cycle_epochs, "must be at least 1"),
+            (0 < o.cycle_ramp <= 1, "objective.cycle_ramp", o.cycle_ramp, "must be in (0, 1]"),
+            (t.epochs >= 0, "train.epochs", t.epochs, "must be >= 0"),
+            (t.batch_size >= 1, "train.batch_size", t.batch_size, "must be at least 1"),
+            (t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1"),
+            (_finite(t.lr) and t.lr > 0, "train.lr", t.lr, "must be a positive number"),
+            (_finite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
+             "must be >= 0"),
+            (_finite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0"),
+            (0 < dc.test_fraction < 1, "data.test_fraction", dc.test_fraction, "must be in (0, 1)"),
+            (dc.channels in (1, 3), "data.channels", dc.channels, "must be 1 (grayscale) or 3 (RGB)"),
+            (dc.image_size is None or dc.image_size >= 4, "data.image_size", dc.image_size, "must be at least 4"),
+            (dc.binarize in ("none", "static", "dynamic"), "data.binarize", dc.binarize,
+             "must be none, static or dynamic"),
+        ]
+        for ok, name, value, why in checks:
+            if not ok:
+                raise ConfigError(f"{name}={value!r} {why}")
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_type(cls: type, parts: list[str]) -> Any:
+    for p in parts[:-1]:
+        cls = _hints(cls)[p]
+    return _hints(cls)[parts[-1]]
+
+
+def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:
+    """Recursively build dataclass ``cls`` from ``d``, checking keys and value types."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'")
+    kwargs = {}
+    for name, value in d.items():
+        ftype = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(ftype):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be an object")
+            kwargs[name] = _build(ftype, value, source, key + ".")
+        else:
+            kwargs[name] = _check_type(value, ftype, source, key)
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _check_type(value, inner, source, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list")
+        return [_check_type(v, args[0], source, key) for v in value]
+    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if ftype is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {value!r}")
+    return value
+
+
+def _coerce(text: str, ftype: Any, key: str) -> Any:
+    """Parse a command-line string into the field's type."""
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin is not None and type(None) in args:
+        if text.lower() in ("none", "null", ""):
+            return None
+        ftype = [a for a in args if a is not type(None)][0]
+        origin = typing.get_origin(ftype)
+        args = typing.get_args(ftype)
+    try:
+        if origin is list:
+            return [_coerce(t.strip(), args[0], key) for t in text.split(",") if t.strip()]
+        if ftype is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if ftype is int:
+            return int(text)
+        if ftype is float:
+            return float(text)
+        return text
+    except ValueError:
+        name = getattr(ftype, "__name__", str(ftype))
+        raise ConfigError(f"{key}: '{text}' is not a valid {name}") from None

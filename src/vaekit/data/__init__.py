@@ -1,0 +1,69 @@
+"""Data sets as in-memory tensors. ``load_dataset(cfg)`` dispatches on the name before ':'.
+
+Names: ``mnist``, ``fashion-mnist`` (official IDX files), ``digits`` (scikit-learn, no
+download), ``blobs[:D]`` (toy vectors), ``folder:PATH`` (your images), ``vectors:PATH``
+(your .npy/.npz).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .bundled import load_blobs, load_digits
+from .dataset import Dataset
+from .folder import load_folder
+from .standard import SOURCES, load_idx_source
+from .vectors import load_vectors
+
+
+def _idx_loader(name: str) -> Callable[[DataConfig, str, bool], Dataset]:
+    def load(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
+        a = load_idx_source(name, cfg.data_dir, cfg.download, progress)
+        to_t = lambda k: torch.from_numpy(a[k].copy())  # noqa: E731
+        return Dataset(name, to_t("train_x").unsqueeze(1), to_t("train_y").long(),
+                       to_t("test_x").unsqueeze(1), to_t("test_y").long(), scale=255.0,
+                       class_names=list(SOURCES[name].class_names))
+
+    return load
+
+
+LOADERS: dict[str, Callable[..., Dataset]] = {
+    "mnist": _idx_loader("mnist"),
+    "fashion-mnist": _idx_loader("fashion-mnist"),
+    "digits": lambda cfg, arg, progress=True: load_digits(cfg, arg),
+    "blobs": lambda cfg, arg, progress=True: load_blobs(cfg, arg),
+    "folder": lambda cfg, arg, progress=True: load_folder(cfg, arg),
+    "vectors": lambda cfg, arg, progress=True: load_vectors(cfg, arg),
+}
+
+
+def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
+    """Load the data set ``cfg.dataset`` names and apply static binarisation if asked."""
+    kind, _, arg = cfg.dataset.partition(":")
+    loader = LOADERS.get(kind)
+    if loader is None:
+        raise DataError(
+            f"unknown data set '{cfg.dataset}'; choose one of mnist, fashion-mnist, digits, "
+            "blobs[:D], folder:PATH, vectors:PATH"
+        )
+    ds = loader(cfg, arg, progress)
+    if cfg.binarize != "none":
+        gen = torch.Generator().manual_seed(cfg.split_seed)
+        test = binarize(ds.features(ds.test_x), gen)
+        train = binarize(ds.features(ds.train_x), gen) if cfg.binarize == "static" else None
+        ds.test_x = (test * ds.scale).to(ds.test_x.dtype)
+        if train is not None:
+            ds.train_x = (train * ds.scale).to(ds.train_x.dtype)
+    return ds
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each value in [0, 1] becomes 1 with that probability, else 0."""
+    return torch.bernoulli(x.clamp(0, 1), generator=generator)
+
+
+__all__ = ["Dataset", "LOADERS", "binarize", "load_dataset"]

@@ -1,0 +1,37 @@
+"""Data sets that ship with a dependency (scikit-learn), so they work with no download."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import Dataset, split
+
+
+def load_digits(cfg: DataConfig, arg: str) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, grey levels 0-16 stored as uint8 (scale 16)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images).to(torch.uint8).unsqueeze(1)
+    y = torch.from_numpy(d.target).long()
+    return Dataset("digits", *split(x, y, cfg.test_fraction, cfg.split_seed), scale=16.0,
+                   class_names=[str(i) for i in range(10)])
+
+
+def load_blobs(cfg: DataConfig, arg: str) -> Dataset:
+    """Four Gaussian blobs in D dimensions (``blobs:D``, default 4): a toy set for tiny models."""
+    from sklearn.datasets import make_blobs
+
+    try:
+        dim = int(arg) if arg else 4
+    except ValueError:
+        dim = 0
+    if dim < 1:
+        raise DataError(f"blobs:{arg}: the dimension must be a positive integer, e.g. blobs:4")
+    x, y = make_blobs(n_samples=2000, n_features=dim, centers=4, random_state=cfg.split_seed)
+    x = torch.from_numpy(x).float()
+    y = torch.from_numpy(y).long()
+    return Dataset(f"blobs:{dim}", *split(x, y, cfg.test_fraction, cfg.split_seed),
+                   class_names=[str(i) for i in range(4)])

@@ -1,0 +1,59 @@
+"""The in-memory data set every source produces: stored tensors, labels and a fixed split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Dataset:
+    """Train and test examples held as whole tensors; batches are taken by index.
+
+    Images are stored compactly (uint8) and turned into floats in [0, 1] per batch by
+    ``features``: stored value / ``scale``.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor | None
+    test_x: Tensor
+    test_y: Tensor | None
+    scale: float = 1.0
+    class_names: list[str] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one example: (C, H, W) for images, (D,) for vectors."""
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def features(self, stored: Tensor) -> Tensor:
+        """Stored values -> float32 model inputs."""
+        x = stored.to(torch.float32)
+        return x / self.scale if self.scale != 1.0 else x
+
+    def to(self, device: torch.device | str) -> Dataset:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
+                       test_x=move(self.test_x), test_y=move(self.test_y))
+
+    def value_range(self) -> tuple[float, float]:
+        lo = min(float(self.train_x.min()), float(self.test_x.min())) / self.scale
+        hi = max(float(self.train_x.max()), float(self.test_x.max())) / self.scale
+        return lo, hi
+
+
+def split(x: Tensor, y: Tensor | None, test_fraction: float, seed: int) -> tuple:
+    """A fixed random held-out split: (train_x, train_y, test_x, test_y)."""
+    n = len(x)
+    n_test = max(1, int(round(n * test_fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    test, train = perm[:n_test], perm[n_test:]
+    pick = lambda t, i: None if t is None else t[i]  # noqa: E731
+    return x[train], pick(y, train), x[test], pick(y, test)

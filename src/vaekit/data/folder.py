@@ -1,0 +1,67 @@
+"""A user's own images: one sub-folder per class, or a flat folder; loaded once with Pillow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import Dataset, split
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    subdirs = [p for p in entries if p.is_dir()]
+    if subdirs:
+        files, labels = [], []
+        for label, d in enumerate(subdirs):
+            for f in sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                files.append(f)
+                labels.append(label)
+        return files, labels, [d.name for d in subdirs]
+    return [p for p in entries if p.is_file()], None, None
+
+
+def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read this image ({e}); remove or replace it") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_folder(cfg: DataConfig, arg: str) -> Dataset:
+    """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set."""
+    root = Path(arg).expanduser()
+    if not arg or not root.is_dir():
+        raise DataError(f"folder:{arg}: no such folder; pass --dataset folder:PATH with a folder of images")
+    files, labels, class_names = _image_files(root)
+    if len(files) < 2:
+        raise DataError(f"{root}: found {len(files)} image(s); a data set needs at least 2")
+    mode = "L" if cfg.channels == 1 else "RGB"
+    images = []
+    for f in files:
+        arr = _load_image(f, mode, cfg.image_size)
+        if images and arr.shape != images[0].shape:
+            raise DataError(
+                f"{f}: size {arr.shape[2]}x{arr.shape[1]} differs from {files[0].name} "
+                f"({images[0].shape[2]}x{images[0].shape[1]}); pass --image-size N to resize all images"
+            )
+        images.append(arr)
+    x = torch.from_numpy(np.stack(images))
+    y = torch.tensor(labels) if labels is not None else None
+    return Dataset(f"folder:{root}", *split(x, y, cfg.test_fraction, cfg.split_seed), scale=255.0,
+                   class_names=class_names)

@@ -1,0 +1,70 @@
+"""Reading IDX files (the MNIST format), plain or gzipped, checking the header against the size.
+
+Sizes are checked before anything is allocated, so a truncated or lying file is an error,
+never a hang or a huge allocation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MAX_BYTES = 2**31  # no IDX data set we read comes near 2 GiB; a header claiming more is corrupt
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The uncompressed bytes of an IDX file (gunzipped when the name ends in .gz)."""
+    try:
+        if path.suffix != ".gz":
+            return path.read_bytes()
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims_raw = f.read(4 * ndim)
+            expected = _expected_size(path, head, dims_raw)
+            rest = f.read(expected - len(head) - len(dims_raw) + 1)  # +1 detects trailing bytes
+            return head + dims_raw + rest
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e}); delete it and download it again") from None
+
+
+def _expected_size(path: Path, head: bytes, dims_raw: bytes) -> int:
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES or head[3] == 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'})")
+    ndim = head[3]
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", dims_raw[: 4 * ndim])
+    itemsize = np.dtype(_DTYPES[head[2]]).itemsize
+    size = 4 + 4 * ndim + math.prod(dims) * itemsize
+    if size > MAX_BYTES:
+        raise DataError(f"{path}: IDX header declares {dims}, implausibly large; the file is corrupt")
+    return size
+
+
+def parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """Decode IDX bytes into an array, checking magic number and that the header matches the size."""
+    ndim = data[3] if len(data) >= 4 else 0
+    expected = _expected_size(path, data[:4], data[4 : 4 + 4 * ndim])
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise DataError(
+            f"{path}: IDX file is {what} ({len(data)} bytes, header implies {expected}); "
+            "delete it and download it again"
+        )
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=_DTYPES[data[2]], offset=4 + 4 * ndim)
+    return arr.reshape(dims)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -1,0 +1,73 @@
+"""Image grids as PNG files: samples from the prior and reconstructions beside their inputs.
+
+Pure functions of arrays and models, written with Pillow (no plotting library needed).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import VaekitError
+from .models import LatentModel
+
+MIN_TILE = 56  # small images (8x8 digits) are enlarged so a grid is readable
+
+
+def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """(N, C, H, W) values in [0, 1] -> one uint8 (rows*H, cols*W[, C]) picture, tiles on white."""
+    arr = np.asarray(images.detach().cpu() if isinstance(images, Tensor) else images, dtype=np.float32)
+    if arr.ndim != 4:
+        raise ValueError(f"image_grid needs (N, C, H, W), got shape {arr.shape}")
+    n, c, h, w = arr.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    zoom = max(1, math.ceil(MIN_TILE / max(h, w)))
+    th, tw = h * zoom, w * zoom
+    canvas = np.ones((c, nrow * (th + pad) + pad, ncol * (tw + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        tile = arr[i].repeat(zoom, axis=1).repeat(zoom, axis=2)
+        y, x = pad + r * (th + pad), pad + col * (tw + pad)
+        canvas[:, y : y + th, x : x + tw] = tile
+    out = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def save_png(picture: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(path)
+    return path
+
+
+def _need_images(model: LatentModel, what: str) -> None:
+    if len(model.data_shape) != 3:
+        raise VaekitError(
+            f"{what}: this model's data are vectors of shape {model.data_shape}, not images; "
+            "write .npy instead (-o FILE.npy)"
+        )
+
+
+def sample_grid(model: LatentModel, n: int = 64, seed: int = 0) -> np.ndarray:
+    """n decoded draws from the prior as one picture."""
+    _need_images(model, "sample grid")
+    gen = torch.Generator(device=model.fc_mu.weight.device).manual_seed(seed)
+    return image_grid(model.sample(n, generator=gen))
+
+
+def reconstruction_grid(model: LatentModel, x: Tensor, ncol: int = 8) -> np.ndarray:
+    """Rows of inputs, each followed by a row of their reconstructions."""
+    _need_images(model, "reconstruction grid")
+    recon = model.reconstruct(x)
+    rows = []
+    for start in range(0, len(x), ncol):
+        rows += [x[start : start + ncol], recon[start : start + ncol]]
+    pad = [torch.cat([r, r.new_ones(ncol - len(r), *r.shape[1:])]) if len(r) < ncol else r for r in rows]
+    return image_grid(torch.cat(pad), ncol=ncol)

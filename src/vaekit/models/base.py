@@ -1,0 +1,79 @@
+"""What VAE and AE share: encoder trunk, latent heads, decoder and observation model p(x|z).
+
+Layers are created in the order encoder trunk, ``fc_mu``, ``fc_logvar``, decoder, so that a
+seeded build draws the same initial weights as a hand-written model in that order (seed 004).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..likelihoods import Likelihood, build_likelihood, resolve_output
+from .distributions import DiagonalGaussian, PointMass
+from .nets import get_arch
+
+
+class LatentModel(nn.Module):
+    """x -> encoder -> (mu, logvar) -> z -> decoder -> parameters of p(x|z)."""
+
+    variational: ClassVar[bool] = True
+    kind: ClassVar[str] = ""
+
+    def __init__(self, cfg: ModelConfig, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.config = cfg
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.latent_dim = cfg.latent_dim
+        self.arch = get_arch(cfg.arch)
+        output = resolve_output(cfg)
+        self.encoder, features = self.arch.encoder(cfg, self.data_shape)
+        self.fc_mu = nn.Linear(features, cfg.latent_dim)
+        if self.variational:
+            self.fc_logvar = nn.Linear(features, cfg.latent_dim)
+        self.decoder = self.arch.decoder(cfg, self.data_shape, output)
+        self.likelihood: Likelihood = build_likelihood(cfg)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Posterior parameters (mu, logvar); the AE returns (code, None)."""
+        h = self.encoder(self.arch.prepare(x))
+        return self.fc_mu(h), (self.fc_logvar(h) if self.variational else None)
+
+    def posterior(self, x: Tensor) -> DiagonalGaussian | PointMass:
+        mu, logvar = self.encode(x)
+        return DiagonalGaussian(mu, logvar) if logvar is not None else PointMass(mu)
+
+    def reparameterize(
+        self, mu: Tensor, logvar: Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if logvar is None:
+            return mu
+        return DiagonalGaussian(mu, logvar).rsample(generator)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data."""
+        return self.decoder(z).reshape(z.shape[0], *self.data_shape)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+    def mean(self, out: Tensor) -> Tensor:
+        """Decoder output -> the expected x in data space (e.g. probabilities from logits)."""
+        return self.likelihood.mean(out)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Decode n draws from the prior N(0, I); returns expected images/vectors."""
+        device = self.fc_mu.weight.device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return self.mean(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode each example's posterior mean; returns expected values in data space."""
+        return self.mean(self.decode(self.encode(x)[0]))

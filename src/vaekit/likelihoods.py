@@ -76,7 +76,7 @@ class Gaussian(Likelihood):
 
     @property
     def sigma(self) -> float:
-        return float(self.log_sigma.exp())
+        return float(self.log_sigma.detach().exp())
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {c.name: c for c in (Bernoulli, SquaredError, Gaussian)}

@@ -1,0 +1,229 @@
+"""Data sources on real files: MNIST IDX (local and 'downloaded' from a loopback mirror),
+scikit-learn digits, image folders, vector files, binarisation."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.config import DataConfig
+from vaekit.data import binarize, load_dataset
+from vaekit.data import standard
+from vaekit.data.idx import parse_idx, read_idx_bytes
+from vaekit.errors import DataError
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_mnist_shapes_counts_classes(mnist):
+    assert mnist.train_x.shape == (60000, 1, 28, 28) and mnist.test_x.shape == (10000, 1, 28, 28)
+    assert mnist.train_x.dtype == torch.uint8 and mnist.scale == 255.0
+    assert torch.bincount(mnist.train_y).tolist() == MNIST_TRAIN_COUNTS
+    assert len(mnist.test_y) == 10000 and int(mnist.test_y.max()) == 9
+    assert float(mnist.train_x.double().mean()) == pytest.approx(33.318, abs=1e-3)
+    x = mnist.features(mnist.train_x[:10])
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+def test_mnist_checksums_on_uncompressed_bytes(mnist_dir):
+    for f, digest in standard.SOURCES["mnist"].md5.items():
+        data = gzip.decompress((mnist_dir / f"{f}.gz").read_bytes())
+        assert hashlib.md5(data).hexdigest() == digest
+
+
+def _copy_mnist(mnist_dir, dest, gunzip=()):
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in standard.FILES.values():
+        src = mnist_dir / f"{f}.gz"
+        if f in gunzip:
+            (dest / f).write_bytes(gzip.decompress(src.read_bytes()))
+        else:
+            shutil.copy(src, dest / f"{f}.gz")
+
+
+def test_uncompressed_files_and_vaekit_data_env(mnist_dir, tmp_path, monkeypatch):
+    labels = ("t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte")
+    _copy_mnist(mnist_dir, tmp_path / "mnist", gunzip=labels)
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path))
+    ds = load_dataset(DataConfig(dataset="mnist", download=False), progress=False)
+    assert torch.bincount(ds.train_y).tolist() == MNIST_TRAIN_COUNTS
+
+
+def test_corrupted_file_fails_checksum(mnist_dir, tmp_path):
+    _copy_mnist(mnist_dir, tmp_path, gunzip=("t10k-labels-idx1-ubyte",))
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[100] = (data[100] + 1) % 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_dataset(DataConfig(dataset="mnist", data_dir=str(tmp_path), download=False), progress=False)
+
+
+def test_missing_files_offline_names_folder_and_files(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset(DataConfig(dataset="mnist", data_dir=str(tmp_path), download=False), progress=False)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "train-images-idx3-ubyte" in msg and "\n" not in msg
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(standard, "SOURCES", {
+        "mnist": standard.IdxSource("mnist", ("http://127.0.0.1:9/",), {}, {})})
+    with pytest.raises(DataError, match="download failed"):
+        load_dataset(DataConfig(dataset="mnist", data_dir=str(tmp_path)), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def mirror(mnist_dir, tmp_path):
+    """A loopback HTTP server serving the MNIST .gz files, standing in for the official mirror."""
+    served = tmp_path / "mirror"
+    _copy_mnist(mnist_dir, served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    server.shutdown()
+
+
+def test_download_from_mirror_verifies_and_falls_back(mirror, tmp_path, monkeypatch):
+    url, served = mirror
+    real = standard.SOURCES["mnist"]
+    dead = "http://127.0.0.1:9/"
+    monkeypatch.setitem(standard.SOURCES, "mnist", standard.IdxSource(
+        "mnist", (dead, url), real.md5, real.gz_md5, real.class_names))
+    target = tmp_path / "downloaded"
+    ds = load_dataset(DataConfig(dataset="mnist", data_dir=str(target)), progress=False)
+    assert len(ds.train_x) == 60000
+    assert sorted(p.name for p in target.iterdir()) == sorted(f"{f}.gz" for f in standard.FILES.values())
+    # a mirror serving a corrupt file is rejected and nothing is left behind
+    bad = served / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x27\x10" + bytes(10000)))
+    (target / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_dataset(DataConfig(dataset="mnist", data_dir=str(target)), progress=False)
+    assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def test_idx_header_checks(tmp_path):
+    good = b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") * 2 + bytes(range(18))
+    p = tmp_path / "x-idx3-ubyte"
+    assert parse_idx(good, p).shape == (2, 3, 3)
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(good[:-1], p)
+    with pytest.raises(DataError, match="longer than its header"):
+        parse_idx(good + b"\x00", p)
+    with pytest.raises(DataError, match="bad magic"):
+        parse_idx(b"\x01\x02" + good[2:], p)
+    gz = tmp_path / "y.gz"
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="not a readable gzip"):
+        read_idx_bytes(gz)
+
+
+def test_digits_fixed_split():
+    a = load_dataset(DataConfig(dataset="digits", test_fraction=0.2))
+    b = load_dataset(DataConfig(dataset="digits", test_fraction=0.2))
+    assert a.shape == (1, 8, 8) and len(a.train_x) + len(a.test_x) == 1797
+    assert len(a.test_x) == 359 and torch.equal(a.test_y, b.test_y) and torch.equal(a.test_x, b.test_x)
+    x = a.features(a.train_x)
+    assert x.min() == 0 and x.max() == 1
+
+
+def _png(path, size, value=128, mode="L"):
+    from PIL import Image
+
+    Image.new(mode, size, value if mode == "L" else (value, 0, 255 - value)).save(path)
+
+
+def test_image_folder_with_classes_rgb_and_resize(tmp_path):
+    for cls, n in [("cats", 3), ("dogs", 4)]:
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            _png(tmp_path / cls / f"{i}.png", (20, 12), 10 * i, "RGB")
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", channels=3, image_size=16, test_fraction=0.3))
+    assert ds.shape == (3, 16, 16) and ds.class_names == ["cats", "dogs"]
+    assert len(ds.train_x) + len(ds.test_x) == 7
+    assert sorted(torch.cat([ds.train_y, ds.test_y]).tolist()) == [0, 0, 0, 1, 1, 1, 1]
+    gray = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", channels=1, image_size=8))
+    assert gray.shape == (1, 8, 8)
+
+
+def test_flat_image_folder_errors(tmp_path):
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", (8, 8))
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    assert ds.shape == (1, 8, 8) and ds.train_y is None
+    _png(tmp_path / "big.png", (10, 10))
+    with pytest.raises(DataError, match="--image-size"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    (tmp_path / "big.png").unlink()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="notes.txt: not an image file"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DataError, match="broken.png: cannot read"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    with pytest.raises(DataError, match="no such folder"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'missing'}"))
+
+
+def test_vectors_npy_npz_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 768)).astype(np.float32)
+    y = rng.integers(0, 3, 50)
+    np.save(tmp_path / "emb.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    ds = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'emb.npy'}", labels=str(tmp_path / "labels.npy")))
+    assert ds.shape == (768,) and len(ds.train_x) == 45 and ds.train_y is not None
+    np.savez(tmp_path / "emb.npz", x=x, y=y)
+    dz = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'emb.npz'}"))
+    assert torch.equal(dz.train_x, ds.train_x) and torch.equal(dz.train_y, ds.train_y)
+
+
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((4, 3, 2), np.float32), "expected a 2-d array"),
+        (np.array([[1.0, np.nan], [0.0, 1.0]], np.float32), "non-finite"),
+        (np.zeros((0, 5), np.float32), "too few rows"),
+        (np.array([["a", "b"], ["c", "d"]]), "not numeric"),
+    ],
+)
+def test_vectors_bad_arrays(tmp_path, array, match):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DataError, match=match):
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'bad.npy'}"))
+
+
+def test_vectors_object_array_is_refused_without_unpickling(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="not a readable numeric"):
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'obj.npy'}"))
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown data set 'cifar'"):
+        load_dataset(DataConfig(dataset="cifar"))
+
+
+def test_binarisation_static_and_dynamic():
+    static = load_dataset(DataConfig(dataset="digits", binarize="static"))
+    assert set(static.features(static.train_x).unique().tolist()) == {0.0, 1.0}
+    again = load_dataset(DataConfig(dataset="digits", binarize="static"))
+    assert torch.equal(static.train_x, again.train_x)
+    dyn = load_dataset(DataConfig(dataset="digits", binarize="dynamic"))
+    assert set(dyn.features(dyn.test_x).unique().tolist()) == {0.0, 1.0}
+    assert len(dyn.features(dyn.train_x).unique()) > 2  # binarised per batch while training
+    p = torch.full((20000,), 0.3)
+    assert float(binarize(p, torch.Generator().manual_seed(0)).mean()) == pytest.approx(0.3, abs=0.02)

@@ -1,0 +1,127 @@
+"""The trainer: run folder contents, exact resume, refusals that protect data and earlier runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.checkpoint import HISTORY, read_history
+from vaekit.errors import ConfigError, RunFolderError, VaekitError
+from vaekit.evaluate import evaluate_run
+from vaekit.train import fit
+
+HISTORY_KEYS = {"epoch", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
+                "test_kl", "seconds"}
+
+
+def _numbers(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_training_writes_a_complete_run_folder_and_learns(digits_cfg, tmp_path):
+    digits_cfg.train.epochs = 4
+    run = fit(digits_cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "model.safetensors", "training_state.safetensors", "history.jsonl",
+            "samples.png", "reconstructions.png"} <= names
+    history = read_history(run.path)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4] and set(history[0]) == HISTORY_KEYS
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+    assert history[-1]["test_loss"] == pytest.approx(history[-1]["test_recon"] + history[-1]["test_kl"])
+    m = evaluate_run(run.path, progress=False)
+    assert m["n"] == 359 and m["loss"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)
+    raw = run.path.joinpath("model.safetensors").read_bytes()
+    assert b"pickle" not in raw and raw[8:9] == b"{"  # safetensors: 8-byte length, then a JSON header
+
+
+def test_resume_is_exact(digits_cfg, tmp_path):
+    digits_cfg.train.epochs = 4
+    straight = fit(digits_cfg, tmp_path / "a", progress=False, log=lambda s: None)
+    digits_cfg.train.epochs = 2
+    fit(digits_cfg, tmp_path / "b", progress=False, log=lambda s: None)
+    resumed = fit(None, tmp_path / "b", resume=True, epochs=4, progress=False, log=lambda s: None)
+    assert _numbers(read_history(straight.path)) == _numbers(read_history(resumed.path))
+    for (k, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["epochs"] == 4
+
+
+def test_resume_drops_history_past_the_checkpoint(digits_cfg, tmp_path):
+    digits_cfg.train.epochs = 2
+    run = fit(digits_cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    lines = (run.path / HISTORY).read_text().splitlines()
+    extra = json.loads(lines[-1]) | {"epoch": 3}
+    (run.path / HISTORY).write_text("\n".join(lines + [json.dumps(extra)]) + "\n")
+    fit(None, run.path, resume=True, epochs=3, progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in read_history(run.path)] == [1, 2, 3]
+
+
+def test_autoencoder_shares_the_trainer(digits_cfg, tmp_path):
+    digits_cfg.model.kind = "ae"
+    run = fit(digits_cfg, tmp_path / "ae", progress=False, log=lambda s: None)
+    history = read_history(run.path)
+    assert all(r["train_kl"] == 0 and r["test_kl"] == 0 for r in history)
+    assert history[-1]["test_recon"] < history[0]["test_recon"]
+
+
+def test_gaussian_on_vectors_and_no_grids(tmp_path):
+    from vaekit.presets import get_preset
+
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32) * 3
+    np.save(tmp_path / "v.npy", x)
+    cfg = get_preset("embedding-mlp").with_overrides({
+        "data.dataset": f"vectors:{tmp_path / 'v.npy'}", "model.hidden": "32", "model.latent_dim": "4",
+        "model.likelihood": "gaussian", "model.learn_sigma": "true", "train.epochs": "2"})
+    run = fit(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (run.path / "samples.png").exists()
+    assert run.model.likelihood.sigma != 1.0
+
+
+def test_bernoulli_refuses_data_outside_unit_range(tmp_path):
+    from vaekit.presets import get_preset
+
+    np.save(tmp_path / "v.npy", np.linspace(-2, 2, 40, dtype=np.float32).reshape(10, 4))
+    cfg = get_preset("tiny-4-8-2").with_overrides({
+        "data.dataset": f"vectors:{tmp_path / 'v.npy'}", "model.likelihood": "bernoulli", "model.output": "auto"})
+    with pytest.raises(VaekitError, match="use --likelihood gaussian"):
+        fit(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_not_overwritten(digits_cfg, tmp_path):
+    digits_cfg.train.epochs = 1
+    fit(digits_cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(RunFolderError, match="not empty"):
+        fit(digits_cfg, tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    digits_cfg.seed = 99
+    fit(digits_cfg, tmp_path / "r", overwrite=True, progress=False, log=lambda s: None)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() != before
+
+
+def test_batch_larger_than_data_is_refused(digits_cfg, tmp_path):
+    digits_cfg.train.batch_size = 5000
+    with pytest.raises(ConfigError, match="larger than the 1438 training examples"):
+        fit(digits_cfg, tmp_path / "r", progress=False)
+
+
+def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(digits_cfg, tmp_path):
+    from dataclasses import replace
+
+    from vaekit.data import load_dataset
+
+    digits_cfg.train.epochs = 1
+    fit(digits_cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    good = (tmp_path / "r" / "model.safetensors").read_bytes()
+    data = load_dataset(digits_cfg.data)
+    poisoned = data.train_x.float()
+    poisoned[5, 0, 3, 3] = float("nan")
+    with pytest.raises(VaekitError, match="epoch 2.*last good checkpoint"):
+        fit(None, tmp_path / "r", resume=True, epochs=2, data=replace(data, train_x=poisoned),
+            progress=False, log=lambda s: None)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == good
+    assert [r["epoch"] for r in read_history(tmp_path / "r")] == [1]

@@ -1,0 +1,120 @@
+"""The vaekit command end to end in a temporary folder, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+
+FAST = ["--preset", "digits-mlp", "--epochs", "2", "--hidden", "32", "--latent-dim", "4", "--no-progress"]
+
+
+def vaekit(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *FAST, "--out", str(out), "--beta", "0.5"]) == 0
+    return out
+
+
+def test_train_prints_where_results_are(run_dir, capsys):
+    out = run_dir.parent / "again"
+    assert main(["train", *FAST, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Results in {out}/" in printed and "samples.png" in printed
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden"] == [32] and cfg["train"]["epochs"] == 2 and cfg["preset"] == "digits-mlp"
+
+
+def test_evaluate_json_uses_beta_one(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert {"loss", "recon", "kl", "n"} <= set(m)
+    assert m["n"] == 359 and m["loss"] == pytest.approx(m["recon"] + m["kl"])  # beta 0.5 in training
+    assert main(["evaluate", str(run_dir)]) == 0
+    assert "negative ELBO" in capsys.readouterr().out
+
+
+def test_sample_and_reconstruct_write_pngs(run_dir, tmp_path):
+    assert main(["sample", str(run_dir), "-n", "16", "-o", str(tmp_path / "s.png")]) == 0
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size[0] > 100 and im.size == im.size[::-1]
+    assert main(["sample", str(run_dir), "-n", "5", "-o", str(tmp_path / "s.npy")]) == 0
+    arr = np.load(tmp_path / "s.npy")
+    assert arr.shape == (5, 1, 8, 8) and arr.min() >= 0 and arr.max() <= 1
+    assert main(["reconstruct", str(run_dir), "-o", str(tmp_path / "r.png"), "-n", "8"]) == 0
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.size[0] > im.size[1] > 0  # one row of inputs, one of reconstructions
+
+
+def test_resume_extends_a_run(run_dir, capsys):
+    copy = run_dir.parent / "resumed"
+    assert main(["train", *FAST, "--out", str(copy)]) == 0
+    assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
+    assert "3 epochs" in capsys.readouterr().out
+    assert len((copy / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_presets_lists_every_name(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ["embedding-mlp", "fashion-conv-2d", "fashion-conv-2d-ae", "mlp-sigmoid-mse", "mnist-mlp",
+                 "tiny-4-8-2", "digits-mlp"]:
+        assert name in out
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["train", "--preset", "nope"], ["nope", "vaekit presets"]),
+        (["train", "--dataset", "cifar"], ["cifar"]),
+        (["train", "--dataset", "mnist", "--data-dir", "{tmp}/empty", "--no-download"],
+         ["train-images-idx3-ubyte", "empty"]),
+        (["train", "--dataset", "vectors:{tmp}/bad.npy"], ["bad.npy", "2-d"]),
+        (["train", "--dataset", "vectors:{tmp}/nan.npy", "--likelihood", "gaussian"], ["nan.npy", "non-finite"]),
+        (["train", "--latent-dim", "0"], ["latent_dim"]),
+        (["train", "--beta", "-1"], ["beta"]),
+        (["train", "--batch-size", "99999", "--out", "{tmp}/big"], ["--batch-size"]),
+        (["train", "--set", "model.colour=red"], ["model.colour"]),
+        (["train", "--epochs", "many"], ["--epochs"]),
+        (["evaluate", "{tmp}"], ["not a run folder"]),
+        (["evaluate", "{tmp}/missing"], ["no such run folder"]),
+        (["sample", "{tmp}/broken", "-o", "{tmp}/x.png"], ["model.safetensors"]),
+        (["train", "--resume", "{tmp}/nothing"], ["nothing"]),
+        (["frobnicate"], ["frobnicate"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
+    (tmp_path / "empty").mkdir()
+    np.save(tmp_path / "bad.npy", np.zeros((3, 4, 5), np.float32))
+    np.save(tmp_path / "nan.npy", np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text(json.dumps(
+        json.loads((__import__("vaekit.presets").presets.get_preset("digits-mlp").to_json()))))
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+    proc = vaekit(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
+    _one_line_error(proc, *[n.replace("{tmp}", str(tmp_path)) for n in needles])
+
+
+def test_occupied_out_folder_is_refused_and_kept(run_dir):
+    before = (run_dir / "model.safetensors").read_bytes()
+    proc = vaekit("train", *FAST, "--out", str(run_dir))
+    _one_line_error(proc, str(run_dir), "--overwrite")
+    assert (run_dir / "model.safetensors").read_bytes() == before

@@ -99,6 +99,8 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         (["sample", "{tmp}/broken", "-o", "{tmp}/x.png"], ["model.safetensors"]),
         (["train", "--resume", "{tmp}/nothing"], ["nothing"]),
         (["frobnicate"], ["frobnicate"]),
+        (["train", *FAST, "--out", "{tmp}/bad.npy/run"], ["bad.npy", "another --out"]),
+        (["sample", "{tmp}/broken", "-o", "{tmp}/bad.npy/x.png"], ["model.safetensors"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):

@@ -227,3 +227,11 @@ def test_binarisation_static_and_dynamic():
     assert len(dyn.features(dyn.train_x).unique()) > 2  # binarised per batch while training
     p = torch.full((20000,), 0.3)
     assert float(binarize(p, torch.Generator().manual_seed(0)).mean()) == pytest.approx(0.3, abs=0.02)
+
+
+def test_fashion_mnist_offline_error_names_files_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path))
+    with pytest.raises(DataError) as e:
+        load_dataset(DataConfig(dataset="fashion-mnist", download=False), progress=False)
+    msg = str(e.value)
+    assert str(tmp_path / "fashion-mnist") in msg and "t10k-labels-idx1-ubyte" in msg and "--data-dir" in msg

@@ -235,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaekitError as e:
         print(f"vaekit: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be read or written
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vaekit: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130

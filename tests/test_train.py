@@ -14,7 +14,7 @@ from vaekit.evaluate import evaluate_run
 from vaekit.train import fit
 
 HISTORY_KEYS = {"epoch", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
-                "test_kl", "seconds"}
+                "test_kl", "test_kl_per_dim", "seconds"}
 
 
 def _numbers(history):
@@ -31,7 +31,8 @@ def test_training_writes_a_complete_run_folder_and_learns(digits_cfg, tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3, 4] and set(history[0]) == HISTORY_KEYS
     assert history[-1]["test_loss"] < history[0]["test_loss"]
     assert history[-1]["test_loss"] == pytest.approx(history[-1]["test_recon"] + history[-1]["test_kl"])
-    m = evaluate_run(run.path, progress=False)
+    assert sum(history[-1]["test_kl_per_dim"]) == pytest.approx(history[-1]["test_kl"])
+    m = evaluate_run(run.path, progress=False, iwae_k=0)
     assert m["n"] == 359 and m["loss"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)
     raw = run.path.joinpath("model.safetensors").read_bytes()
     assert b"pickle" not in raw and raw[8:9] == b"{"  # safetensors: 8-byte length, then a JSON header

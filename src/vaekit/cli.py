@@ -85,10 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = train_overrides(args)
     if args.resume:
         extra = sorted(set(overrides) - {"train.epochs", "train.device", "data.data_dir"})
-        if extra or args.preset:
+        if extra or args.preset or args.config:
             raise VaekitError(
                 "--resume continues a run with its saved config; only --epochs, --device and --data-dir "
-                f"may be given with it (got {', '.join(extra) or '--preset'})"
+                f"may be given with it (got {', '.join(extra) or '--preset/--config'})"
             )
         from .checkpoint import load_config, save_config
 
@@ -97,7 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_config(Path(args.resume), cfg.with_overrides(overrides))
         run = fit(None, args.resume, resume=True, progress=not args.no_progress)
     else:
-        cfg = get_preset(args.preset or DEFAULT_PRESET).with_overrides(overrides)
+        if args.config and args.preset:
+            raise VaekitError("--config and --preset both say where to start; give one of them")
+        from .config import RunConfig
+
+        base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
+        cfg = base.with_overrides(overrides)
         out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
     files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
@@ -115,16 +120,39 @@ def _data_override(run_dir: str, data_dir: str | None):
     return load_dataset(cfg)
 
 
+def format_metrics(m: dict[str, Any]) -> str:
+    """The evaluate metrics as an aligned, labelled table."""
+    rows = [
+        ("negative ELBO (beta = 1)", "loss", "nats/example"),
+        ("  reconstruction", "recon", "nats/example"),
+        ("  KL(q(z|x) || p(z))", "kl", "nats/example"),
+        ("IWAE estimate of -log p(x)", "nll_iwae", f"nats/example, k = {m.get('iwae_k')}"),
+        ("bits per dimension", "bits_per_dim", "from the IWAE NLL"),
+        ("active units", "active_units", f"of {len(m.get('kl_per_dim') or [])} latent dims"),
+        ("per-example MSE: mean", "mse_mean", ""),
+        ("  median", "mse_median", ""), ("  std", "mse_std", ""), ("  min", "mse_min", ""),
+        ("  max", "mse_max", ""),
+    ]
+    lines = [f"{m.get('model', '').upper()} on {m.get('dataset', '')}, test split, n = {m['n']}, "
+             f"epoch {m.get('epoch', '?')}"]
+    for label, key, unit in rows:
+        if key in m:
+            v = m[key]
+            lines.append(f"  {label:<28} {v:>12.4f}  {unit}" if isinstance(v, float) else
+                         f"  {label:<28} {v:>12}  {unit}")
+    if "kl_per_dim" in m:
+        lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
+    return "\n".join(lines)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
+    if args.iwae_k < 0:
+        raise VaekitError(f"--iwae-k {args.iwae_k}: must be >= 0 (0 skips the IWAE estimate)")
     data = _data_override(args.run_dir, args.data_dir)
-    m = evaluate_run(args.run_dir, data=data, device=args.device)
-    if args.json:
-        print(json.dumps(m))
-    else:
-        print(f"{args.run_dir}: test negative ELBO {m['loss']:.4f} nats/example "
-              f"(recon {m['recon']:.4f} + KL {m['kl']:.4f}) on n={m['n']}, beta = 1, epoch {m['epoch']}")
+    m = evaluate_run(args.run_dir, data=data, device=args.device, iwae_k=args.iwae_k)
+    print(json.dumps(m) if args.json else format_metrics(m))
     return 0
 
 
@@ -184,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a VAE or AE into a run folder")
     t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`)")
+    t.add_argument("--config", metavar="FILE", help="start from a saved config.json (reproduces that run)")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder to create (default runs/<preset>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out folder")
@@ -198,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--iwae-k", type=int, default=100, metavar="K",
+                   help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
     e.add_argument("--data-dir", metavar="DIR", help="where the data files are on this machine")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)

@@ -1,47 +1,148 @@
-"""Metrics from a model and data: the negative ELBO and its parts per example, with beta = 1."""
+"""Metrics of a trained model on a data split: the ELBO (beta = 1), the importance-weighted NLL,
+bits per dimension, KL per latent dimension, active units and reconstruction-error statistics.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+from tqdm.auto import tqdm
 
 from .checkpoint import load_run
 from .data import Dataset, load_dataset
-from .objectives import elbo_parts
+from .models import LatentModel
+from .objectives import elbo_parts, iwae_log_px
+
+DEFAULT_IWAE_K = 100
+ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]) > 0.01
+
+
+def _split(data: Dataset, split: str) -> Tensor:
+    return data.test_x if split == "test" else data.train_x
 
 
 @torch.no_grad()
 def elbo_metrics(
-    model: torch.nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
+    model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl`` and ``n``.
-
-    One reparameterised sample per example, drawn from a fixed seed so repeated calls agree.
-    """
+    """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl``, ``n`` and
+    ``kl_per_dim``. One reparameterised sample per example, from a fixed seed, so calls agree."""
     was_training = model.training
     model.eval()
-    stored = data.test_x if split == "test" else data.train_x
-    device = stored.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    stored = _split(data, split)
+    gen = torch.Generator(device=stored.device).manual_seed(seed)
+    sums = torch.zeros(2, dtype=torch.float64, device=stored.device)
+    kl_dims = torch.zeros(model.latent_dim, dtype=torch.float64, device=stored.device)
     for start in range(0, len(stored), batch_size):
         x = data.features(stored[start : start + batch_size])
-        recon, kl = elbo_parts(model, x, gen)
-        sums += torch.stack([recon.sum(), kl.sum()]).double()
+        q = model.posterior(x)
+        recon = model.likelihood.nll(model.decode(q.rsample(gen)), x)
+        kl_d = q.kl_per_dim()
+        sums += torch.stack([recon.sum(), kl_d.sum()]).double()
+        kl_dims += kl_d.sum(0).double()
     model.train(was_training)
-    n = len(stored)
-    recon, kl = (sums / max(n, 1)).tolist()
-    return {"loss": recon + kl, "recon": recon, "kl": kl, "n": n}
+    n = max(len(stored), 1)
+    recon, kl = (sums / n).tolist()
+    return {"loss": recon + kl, "recon": recon, "kl": kl, "n": len(stored), "kl_per_dim": (kl_dims / n).tolist()}
+
+
+@torch.no_grad()
+def latent_means(model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000) -> Tensor:
+    """E[z|x] for every example of the split (the AE's code), shape (N, latent_dim)."""
+    stored = _split(data, split)
+    return torch.cat([model.encode(data.features(stored[s : s + batch_size]))[0]
+                      for s in range(0, len(stored), batch_size)])
+
+
+@torch.no_grad()
+def reconstruction_errors(model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000) -> Tensor:
+    """Per-example mean squared error between x and its reconstruction from the posterior mean."""
+    stored = _split(data, split)
+    errors = []
+    for s in range(0, len(stored), batch_size):
+        x = data.features(stored[s : s + batch_size])
+        errors.append((model.reconstruct(x) - x).pow(2).flatten(1).mean(1))
+    return torch.cat(errors)
+
+
+def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """Latent dimensions whose posterior mean varies across the data (variance above threshold)."""
+    if len(means) < 2:
+        return 0
+    return int((means.double().var(0) > threshold).sum())
+
+
+@torch.no_grad()
+def iwae_nll(
+    model: LatentModel,
+    data: Dataset,
+    k: int,
+    split: str = "test",
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    max_rows: int = 4096,
+) -> Tensor:
+    """Per-example -log p(x) estimated with k importance samples (an upper bound on the NLL)."""
+    model.eval()
+    stored = _split(data, split)
+    gen = torch.Generator(device=stored.device).manual_seed(seed)
+    out = []
+    with tqdm(total=len(stored), desc=f"IWAE k={k}", unit="ex", disable=None if progress else True,
+              leave=False) as bar:
+        for s in range(0, len(stored), batch_size):
+            x = data.features(stored[s : s + batch_size])
+            out.append(-iwae_log_px(model, x, k, gen, max_rows).double())
+            bar.update(len(x))
+    return torch.cat(out)
+
+
+def evaluate_model(
+    model: LatentModel,
+    data: Dataset,
+    iwae_k: int = DEFAULT_IWAE_K,
+    batch_size: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All test-split metrics as one flat dict (the ``vaekit evaluate --json`` object).
+
+    For an AE the bound metrics (loss, kl, nll_iwae, bits_per_dim, kl_per_dim, active_units)
+    are absent; ``recon`` (its training loss) and the error statistics remain.
+    """
+    model.eval()
+    dims = math.prod(data.shape)
+    elbo = elbo_metrics(model, data, "test", batch_size, seed)
+    errors = reconstruction_errors(model, data, "test", batch_size).double()
+    stats = {
+        "mse_mean": float(errors.mean()), "mse_median": float(errors.median()),
+        "mse_std": float(errors.std()) if len(errors) > 1 else 0.0,
+        "mse_min": float(errors.min()), "mse_max": float(errors.max()),
+    }
+    if not model.variational:
+        return {"recon": elbo["recon"], "n": elbo["n"], **stats}
+    metrics = {**elbo, "elbo_bits_per_dim": elbo["loss"] / (dims * math.log(2))}
+    if iwae_k > 0:
+        nll = float(iwae_nll(model, data, iwae_k, "test", seed=seed, progress=progress).mean())
+        metrics.update(nll_iwae=nll, iwae_k=iwae_k, bits_per_dim=nll / (dims * math.log(2)))
+    metrics["active_units"] = active_units(latent_means(model, data, "test", batch_size))
+    return {**metrics, **stats}
 
 
 def evaluate_run(
-    run_dir: str | Path, data: Dataset | None = None, device: str = "cpu", progress: bool = True
+    run_dir: str | Path,
+    data: Dataset | None = None,
+    device: str = "cpu",
+    iwae_k: int = DEFAULT_IWAE_K,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Test-split metrics of the model saved in ``run_dir``, whatever beta it was trained with."""
+    """Test-split metrics of the model saved in ``run_dir``, with beta = 1 whatever it trained with."""
     run = load_run(run_dir, device)
     data = (data or load_dataset(run.config.data, progress=progress)).to(device)
-    metrics = elbo_metrics(run.model, data, "test", run.config.train.eval_batch_size, run.config.seed)
+    metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     return {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
             "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}

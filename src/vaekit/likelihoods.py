@@ -1,7 +1,9 @@
 """Observation models p(x|z): each turns the decoder's output into a per-example NLL and a mean.
 
-Every ``nll`` sums over data dimensions and returns one number per example, in nats
-(``mse`` is the seeds' summed squared error, which is not a normalised log-likelihood).
+Every ``nll(out, x)`` sums over the data dimensions and returns one number per example, in
+nats (``mse`` is the seeds' summed squared error, which is not a normalised log-likelihood).
+``out`` may carry extra leading sample axes, (S, B, *shape) against x of shape (B, *shape):
+x is broadcast, not copied, which keeps importance sampling cheap.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .errors import ConfigError
+
+
+def _sum_data_dims(per_element: Tensor, x: Tensor) -> Tensor:
+    return per_element.flatten(-(x.dim() - 1)).sum(-1)
 
 
 class Likelihood(nn.Module):
@@ -38,7 +44,7 @@ class Bernoulli(Likelihood):
     needs_unit_range = True
 
     def nll(self, out: Tensor, x: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
+        return _sum_data_dims(F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none"), x)
 
     def mean(self, out: Tensor) -> Tensor:
         return torch.sigmoid(out)
@@ -51,7 +57,7 @@ class SquaredError(Likelihood):
     outputs = ("identity", "sigmoid")
 
     def nll(self, out: Tensor, x: Tensor) -> Tensor:
-        return (out - x).pow(2).flatten(1).sum(1)
+        return _sum_data_dims((out - x).pow(2), x)
 
 
 class Gaussian(Likelihood):
@@ -72,7 +78,7 @@ class Gaussian(Likelihood):
         log_sigma = self.log_sigma.to(out.dtype)
         z2 = ((x - out) * torch.exp(-log_sigma)).pow(2)
         per_dim = 0.5 * z2 + log_sigma + 0.5 * math.log(2 * math.pi)
-        return per_dim.flatten(1).sum(1)
+        return _sum_data_dims(per_dim, x)
 
     @property
     def sigma(self) -> float:

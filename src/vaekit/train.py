@@ -161,7 +161,7 @@ def fit(
             "epoch": epoch, "beta": beta,
             "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
             "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-            "seconds": time.perf_counter() - t0,
+            "test_kl_per_dim": test["kl_per_dim"], "seconds": time.perf_counter() - t0,
         }
         ckpt.append_history(run_dir, record)
         ckpt.save_checkpoint(run_dir, model, optimizer, epoch, _rng_state(gen))

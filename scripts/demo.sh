@@ -4,4 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/setup.sh"
 cd "$root"
-exec "$root/.venv/bin/vaekit" train --preset digits-mlp --out "${1:-runs/demo}" --overwrite
+out="${1:-runs/demo}"
+"$root/.venv/bin/vaekit" train --preset digits-mlp --out "$out" --overwrite
+exec "$root/.venv/bin/vaekit" report "$out"

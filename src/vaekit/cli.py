@@ -45,6 +45,8 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--grad-clip", "train.grad_clip", dict(type=float, metavar="NORM")),
     ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
     ("--seed", "seed", dict(type=int)),
+    ("--holdout-class", lambda v: {"data.holdout_classes": str(v)},
+     dict(type=int, metavar="C", help="leave class C out of training (for `vaekit anomaly`)")),
 ]
 
 
@@ -79,6 +81,13 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    run = _train(args)
+    files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
+    print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
+    return 0
+
+
+def _train(args: argparse.Namespace):
     from .presets import DEFAULT_PRESET, get_preset
     from .train import fit
 
@@ -105,9 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = base.with_overrides(overrides)
         out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
-    files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
-    print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
-    return 0
+    return run
 
 
 def _data_override(run_dir: str, data_dir: str | None):
@@ -187,6 +194,74 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .figures import plot_run
+
+    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print)
+    print(f"wrote {len(written)} plots to {args.out or Path(args.run_dir) / 'plots'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .figures import compare_runs
+
+    stats = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir)
+    for name, st in stats.items():
+        print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
+    print(f"wrote {args.o}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .downstream import probe
+    from .figures import open_run
+
+    view = open_run(args.run_dir, data_dir=args.data_dir)
+    result = probe(view.model, view.data, knn_k=args.k)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"linear probe (logistic regression) accuracy {result['linear_accuracy']:.4f}, "
+              f"{args.k}-NN accuracy {result['knn_accuracy']:.4f} (chance {result['chance']:.4f}); "
+              f"fitted on {result['n_train']} train codes, scored on {result['n_test']} test codes")
+    return 0
+
+
+def cmd_anomaly(args: argparse.Namespace) -> int:
+    from .downstream import anomaly_scores
+    from .figures import open_run
+    from .plots import save_figure, score_histograms
+
+    run_dir = args.run_dir
+    if run_dir is None:
+        if args.holdout_class is None:
+            raise VaekitError("give a RUN_DIR trained with --holdout-class, or --holdout-class C to train one")
+        args.resume = None
+        run_dir = _train(args).path
+    view = open_run(run_dir, data_dir=args.data_dir)
+    result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, args.iwae_k,
+                            view.seed, progress=not args.no_progress)
+    out = Path(args.o) if args.o else Path(run_dir) / "plots" / "anomaly-scores.png"
+    save_figure(score_histograms(result["scores"][~result["is_anomaly"]], result["scores"][result["is_anomaly"]],
+                                 result["auroc"], result["score"]), out)
+    summary = {k: v for k, v in result.items() if k not in ("scores", "is_anomaly")}
+    if args.json:
+        print(json.dumps({**summary, "plot": str(out)}))
+    else:
+        print(f"held-out class {summary['holdout_classes']} vs the rest, scored by {summary['score']}: "
+              f"AUROC {summary['auroc']:.4f} ({summary['n_anomalous']} held-out, {summary['n_normal']} seen); "
+              f"histograms in {out}")
+    return 0
+
+
 def cmd_walkthrough(args: argparse.Namespace) -> int:
     from .walkthrough import format_walkthrough, walkthrough
 
@@ -205,16 +280,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.")
-    p.add_argument("--version", action="version", version=f"vaekit {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    t = sub.add_parser("train", help="train a VAE or AE into a run folder")
+def _add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`)")
     t.add_argument("--config", metavar="FILE", help="start from a saved config.json (reproduces that run)")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder to create (default runs/<preset>-<time>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out folder")
     for flag, _, kw in TRAIN_FLAGS:
         t.add_argument(flag, **{"default": None, **kw})
@@ -222,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.")
+    p.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE or AE into a run folder")
+    _add_train_arguments(t)
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)")
@@ -248,6 +327,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", metavar="DIR")
     r.add_argument("--device", default="cpu")
     r.set_defaults(func=cmd_reconstruct)
+
+    pl = sub.add_parser("plot", help="write every plot of a run as PNG files")
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots")
+    pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
+    pl.add_argument("--data-dir", metavar="DIR")
+    pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every plot")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--iwae-k", type=int, default=100, metavar="K")
+    rp.add_argument("--data-dir", metavar="DIR")
+    rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="two runs' latent spaces side by side, decoding the same z")
+    cp.add_argument("run_a", metavar="RUN_A")
+    cp.add_argument("run_b", metavar="RUN_B")
+    cp.add_argument("-o", default="compare.png", metavar="FILE.png")
+    cp.add_argument("--data-dir", metavar="DIR")
+    cp.set_defaults(func=cmd_compare)
+
+    pr = sub.add_parser("probe", help="linear and kNN accuracy of labels from the latent means")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("-k", type=int, default=5, help="neighbours for kNN (default 5)")
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--data-dir", metavar="DIR")
+    pr.set_defaults(func=cmd_probe)
+
+    an = sub.add_parser("anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)")
+    an.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                    help="a run trained with --holdout-class; without it, train one from the flags")
+    _add_train_arguments(an)
+    an.add_argument("--iwae-k", type=int, default=0, metavar="K", help="score by IWAE NLL with K samples")
+    an.add_argument("--json", action="store_true")
+    an.add_argument("-o", metavar="FILE.png", help="score histograms (default RUN_DIR/plots/anomaly-scores.png)")
+    an.set_defaults(func=cmd_anomaly)
 
     w = sub.add_parser("walkthrough", help="seed 004 step by step, computed by vaekit")
     w.add_argument("--json", action="store_true")

@@ -33,6 +33,7 @@ class DataConfig:
     labels: str | None = None  # vectors: optional .npy of integer labels, one per row
     test_fraction: float = 0.1  # held-out share for sources without an official test split
     split_seed: int = 0  # fixes that held-out split and static binarisation
+    holdout_classes: list[int] = field(default_factory=list)  # left out of training (anomaly detection)
 
 
 @dataclass

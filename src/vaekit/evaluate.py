@@ -26,28 +26,35 @@ def _split(data: Dataset, split: str) -> Tensor:
 
 
 @torch.no_grad()
-def elbo_metrics(
+def elbo_per_example(
     model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl``, ``n`` and
-    ``kl_per_dim``. One reparameterised sample per example, from a fixed seed, so calls agree."""
+) -> tuple[Tensor, Tensor]:
+    """Per-example reconstruction NLL (N,) and KL per latent dimension (N, latent_dim), beta = 1.
+
+    One reparameterised sample per example, from a fixed seed, so repeated calls agree.
+    """
     was_training = model.training
     model.eval()
     stored = _split(data, split)
     gen = torch.Generator(device=stored.device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=stored.device)
-    kl_dims = torch.zeros(model.latent_dim, dtype=torch.float64, device=stored.device)
+    recons, kls = [], []
     for start in range(0, len(stored), batch_size):
         x = data.features(stored[start : start + batch_size])
         q = model.posterior(x)
-        recon = model.likelihood.nll(model.decode(q.rsample(gen)), x)
-        kl_d = q.kl_per_dim()
-        sums += torch.stack([recon.sum(), kl_d.sum()]).double()
-        kl_dims += kl_d.sum(0).double()
+        recons.append(model.likelihood.nll(model.decode(q.rsample(gen)), x))
+        kls.append(q.kl_per_dim())
     model.train(was_training)
-    n = max(len(stored), 1)
-    recon, kl = (sums / n).tolist()
-    return {"loss": recon + kl, "recon": recon, "kl": kl, "n": len(stored), "kl_per_dim": (kl_dims / n).tolist()}
+    return torch.cat(recons).double(), torch.cat(kls).double()
+
+
+def elbo_metrics(
+    model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl``, ``n`` and
+    ``kl_per_dim``."""
+    recon, kl_dims = elbo_per_example(model, data, split, batch_size, seed)
+    r, k = float(recon.mean()), float(kl_dims.sum(1).mean())
+    return {"loss": r + k, "recon": r, "kl": k, "n": len(recon), "kl_per_dim": kl_dims.mean(0).tolist()}
 
 
 @torch.no_grad()

@@ -51,6 +51,15 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
             "blobs[:D], folder:PATH, vectors:PATH"
         )
     ds = loader(cfg, arg, progress)
+    if cfg.holdout_classes:
+        if ds.train_y is None:
+            raise DataError(f"{cfg.dataset}: has no labels, so no class can be held out")
+        missing = sorted(set(cfg.holdout_classes) - set(ds.train_y.unique().tolist()))
+        if missing:
+            raise DataError(f"{cfg.dataset}: no class {missing[0]} to hold out (labels are "
+                            f"{sorted(ds.train_y.unique().tolist())})")
+        keep = ~torch.isin(ds.train_y, torch.tensor(cfg.holdout_classes))
+        ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
     if cfg.binarize != "none":
         gen = torch.Generator().manual_seed(cfg.split_seed)
         test = binarize(ds.features(ds.test_x), gen)

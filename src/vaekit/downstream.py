@@ -1,0 +1,70 @@
+"""Uses of a trained latent space: how much label information the codes keep (linear and kNN
+probes) and anomaly detection with a held-out class (AUROC of the negative ELBO or IWAE NLL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Dataset
+from .errors import VaekitError
+from .evaluate import elbo_per_example, iwae_nll, latent_means
+from .models import LatentModel
+
+
+def probe(model: LatentModel, data: Dataset, knn_k: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Accuracy of logistic regression and kNN fitted on train-set codes, scored on test codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if data.train_y is None or data.test_y is None:
+        raise VaekitError(f"{data.name}: has no labels; a probe needs labelled data")
+    z_train = latent_means(model, data, "train").cpu().numpy()
+    z_test = latent_means(model, data, "test").cpu().numpy()
+    y_train, y_test = data.train_y.cpu().numpy(), data.test_y.cpu().numpy()
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    linear.fit(z_train, y_train)
+    knn = KNeighborsClassifier(n_neighbors=knn_k).fit(z_train, y_train)
+    counts = np.bincount(y_test)
+    return {
+        "linear_accuracy": float((linear.predict(z_test) == y_test).mean()),
+        "knn_accuracy": float((knn.predict(z_test) == y_test).mean()),
+        "knn_k": knn_k,
+        "chance": float(counts.max() / counts.sum()),
+        "n_train": len(y_train), "n_test": len(y_test), "latent_dim": z_train.shape[1],
+    }
+
+
+def anomaly_scores(
+    model: LatentModel, data: Dataset, holdout: list[int], iwae_k: int = 0, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Score each test example (negative ELBO, IWAE NLL, or the AE's reconstruction NLL) and
+    report the AUROC of held-out classes against the classes seen in training."""
+    from sklearn.metrics import roc_auc_score
+
+    if data.test_y is None:
+        raise VaekitError(f"{data.name}: has no labels, so held-out classes cannot be found")
+    if not holdout:
+        raise VaekitError("this run held no class out of training; train with --holdout-class C")
+    if iwae_k > 0 and model.variational:
+        scores, name = iwae_nll(model, data, iwae_k, seed=seed, progress=progress), f"IWAE NLL (k={iwae_k})"
+    else:
+        recon, kl = elbo_per_example(model, data, "test", seed=seed)
+        scores = recon + kl.sum(1)
+        name = "negative ELBO" if model.variational else "reconstruction NLL"
+    scores = scores.cpu().numpy()
+    is_anomaly = torch.isin(data.test_y, torch.tensor(holdout, device=data.test_y.device)).cpu().numpy()
+    if is_anomaly.all() or not is_anomaly.any():
+        raise VaekitError("the test split needs examples of both held-out and seen classes")
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, scores)),
+        "score": name, "holdout_classes": list(holdout),
+        "n_anomalous": int(is_anomaly.sum()), "n_normal": int((~is_anomaly).sum()),
+        "mean_score_anomalous": float(scores[is_anomaly].mean()),
+        "mean_score_normal": float(scores[~is_anomaly].mean()),
+        "scores": scores, "is_anomaly": is_anomaly,
+    }

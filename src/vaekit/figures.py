@@ -1,0 +1,206 @@
+"""Every plot of a run folder: computes the arrays once (codes, errors, samples) and hands them
+to the pure functions in ``plots``. ``vaekit plot RUN_DIR`` is ``plot_run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from . import plots
+from .checkpoint import Run, load_run, read_history
+from .data import Dataset, load_dataset
+from .errors import VaekitError
+from .evaluate import elbo_metrics, latent_means, reconstruction_errors
+
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class RunView:
+    """A loaded run with its data and lazily computed arrays shared by the plots."""
+
+    run: Run
+    data: Dataset
+    seed: int = 0
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.run.model
+
+    @property
+    def images(self) -> bool:
+        return self.data.is_image
+
+    @cached_property
+    def codes(self) -> torch.Tensor:
+        return latent_means(self.model, self.data, "test")
+
+    @cached_property
+    def labels(self) -> np.ndarray | None:
+        return None if self.data.test_y is None else self.data.test_y.cpu().numpy()
+
+    def test_x(self, n: int) -> torch.Tensor:
+        return self.data.features(self.data.test_x[:n])
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator(device=self.run.model.fc_mu.weight.device).manual_seed(self.seed)
+
+    @cached_property
+    def kl_per_dim(self) -> list[float]:
+        return elbo_metrics(self.model, self.data, "test", seed=self.seed)["kl_per_dim"]
+
+    def principal_plane(self) -> tuple[torch.Tensor, torch.Tensor, tuple[str, str]]:
+        """Center and the top two principal directions of the test codes (for > 2-d latents)."""
+        codes = self.codes.double()
+        center = codes.mean(0)
+        _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
+        return center.float(), v[:2].float(), ("principal direction 1", "principal direction 2")
+
+
+def _curves(v: RunView) -> Figure | None:
+    history = read_history(v.run.path)
+    return plots.training_curves(history) if history else None
+
+
+def _kl_dims(v: RunView) -> Figure | None:
+    return plots.kl_per_dimension(v.kl_per_dim) if v.model.variational else None
+
+
+def _scatter(v: RunView) -> Figure:
+    return plots.latent_scatter(v.codes, v.labels, v.data.class_names, seed=v.seed)
+
+
+def _grid(v: RunView) -> Figure | None:
+    if not v.images:
+        return None
+    if v.model.latent_dim <= 2:
+        return plots.latent_grid(v.model, 15, 3.0)
+    center, basis, names = v.principal_plane()
+    return plots.latent_grid(v.model, 15, 3.0, basis=basis, center=center, axis_names=names)
+
+
+def _samples(v: RunView) -> Figure | None:
+    return plots.image_grid_figure(v.model.sample(64, v.generator()), "samples: z ~ N(0, I), decoded") \
+        if v.images else None
+
+
+def _real_vs_generated(v: RunView) -> Figure | None:
+    return plots.real_vs_generated(v.test_x(16), v.model.sample(16, v.generator())) if v.images else None
+
+
+def _reconstructions(v: RunView) -> Figure | None:
+    if not v.images:
+        return None
+    x = v.test_x(10)
+    labels = None if v.labels is None else v.labels[:10]
+    return plots.reconstructions(x, v.model.reconstruct(x), labels)
+
+
+def _error_histogram(v: RunView) -> Figure:
+    return plots.error_histogram(reconstruction_errors(v.model, v.data, "test"))
+
+
+def _interpolation(v: RunView) -> Figure | None:
+    if not v.images or len(v.data.test_x) < 2:
+        return None
+    x = v.test_x(len(v.data.test_x))
+    j = 1
+    if v.labels is not None:  # two examples of different classes make a more telling path
+        j = int(np.argmax(v.labels != v.labels[0])) or 1
+    return plots.interpolation(v.model, x[0], x[j])
+
+
+def _traversals(v: RunView) -> Figure | None:
+    if not v.images:
+        return None
+    dims = list(range(v.model.latent_dim))
+    if v.model.variational:
+        dims = sorted(dims, key=lambda d: -v.kl_per_dim[d])
+    return plots.traversals(v.model, v.codes.mean(0), dims[:8])
+
+
+PLOTS: dict[str, Callable[[RunView], Figure | None]] = {
+    "curves": _curves,
+    "kl-per-dim": _kl_dims,
+    "latent-scatter": _scatter,
+    "latent-grid": _grid,
+    "samples": _samples,
+    "real-vs-generated": _real_vs_generated,
+    "reconstructions": _reconstructions,
+    "error-histogram": _error_histogram,
+    "interpolation": _interpolation,
+    "traversals": _traversals,
+}
+
+
+def open_run(run_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None,
+             device: str = "cpu") -> RunView:
+    run = load_run(run_dir, device)
+    if data is None:
+        cfg = run.config.data
+        if data_dir:
+            cfg.data_dir = data_dir
+        data = load_dataset(cfg, progress=False)
+    return RunView(run, data.to(device), seed=run.config.seed)
+
+
+def plot_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    only: list[str] | None = None,
+    view: RunView | None = None,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Path]:
+    """Write every plot (or those in ``only``) as ``<out_dir>/<name>.png``; default out: RUN_DIR/plots."""
+    unknown = sorted(set(only or []) - set(PLOTS))
+    if unknown:
+        raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
+    view = view or open_run(run_dir, data_dir=data_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / PLOTS_DIR
+    written = {}
+    for name, make in PLOTS.items():
+        if only and name not in only:
+            continue
+        fig = make(view)
+        if fig is None:
+            log(f"  {name}: not applicable to this run (vector data or no history)")
+            continue
+        written[name] = plots.save_figure(fig, out / f"{name}.png")
+        log(f"  {name}: {written[name]}")
+    return written
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, n: int = 8,
+                 data_dir: str | None = None) -> dict[str, dict[str, float]]:
+    """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE).
+
+    Both runs are encoded on run A's test data; returns each one's latent range and std.
+    """
+    a = open_run(run_a, data_dir=data_dir)
+    b = load_run(run_b)
+    if b.data_shape != a.run.data_shape:
+        raise VaekitError(f"{run_b}: its data have shape {b.data_shape}, {run_a} has {a.run.data_shape}; "
+                          "compare runs on the same data")
+    names = [Path(run_a).name, Path(run_b).name]
+    models = [a.model, b.model]
+    codes = [latent_means(m, a.data, "test").cpu().numpy() for m in models]
+    generated = None
+    if a.images:
+        if a.model.latent_dim != b.model.latent_dim:
+            raise VaekitError(f"latent sizes differ ({a.model.latent_dim} vs {b.model.latent_dim}); "
+                              "decoding the same z needs equal latent sizes")
+        z = torch.randn(n, a.model.latent_dim, generator=torch.Generator().manual_seed(a.seed))
+        generated = [m.mean(m.decode(z)).detach().cpu().numpy() for m in models]
+    fig = plots.compare_latents(codes, generated, names, a.labels, a.data.class_names)
+    plots.save_figure(fig, out)
+    return {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}
+            for name, c in zip(names, codes)}

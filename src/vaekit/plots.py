@@ -1,0 +1,351 @@
+"""Plots as pure functions: arrays (and, where decoding is the point, a model) in, a matplotlib
+``Figure`` out. No pyplot state; ``save_figure`` writes a PNG of exactly figsize x DPI pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .models import LatentModel
+
+DPI = 100
+TRAIN_COLOR, TEST_COLOR = "#1f77b4", "#d62728"
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _np(a: Tensor | np.ndarray) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def _show(ax: Any, image: np.ndarray, cmap: str = "gray", **kw: Any) -> Any:
+    """Draw one (C, H, W) image in [0, 1] without axes."""
+    img = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    ax.set_axis_off()
+    return ax.imshow(np.clip(img, 0, 1) if cmap == "gray" else img, cmap=cmap if img.ndim == 2 else None,
+                     vmin=0, vmax=kw.pop("vmax", 1), interpolation="nearest", **kw)
+
+
+def _tile(images: np.ndarray, ncol: int) -> np.ndarray:
+    """(N, C, H, W) -> one (C, rows*H, ncol*W) mosaic with 1-pixel white gaps."""
+    n, c, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    canvas = np.ones((c, nrow * (h + 1) - 1, ncol * (w + 1) - 1), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        canvas[:, r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = images[i]
+    return canvas
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
+    """Total, reconstruction and KL (train and test), KL/recon ratio, per-dimension KL, beta."""
+    fig = Figure(figsize=(15, 8), layout="constrained")
+    axes = fig.subplots(2, 3)
+    epochs = [r["epoch"] for r in history]
+    col = lambda key: np.array([r.get(key, np.nan) for r in history], dtype=float)  # noqa: E731
+    for ax, part, title in [(axes[0, 0], "loss", "total loss (train: recon + β·KL; test: β = 1)"),
+                            (axes[0, 1], "recon", "reconstruction"), (axes[0, 2], "kl", "KL(q(z|x) ‖ p(z))")]:
+        ax.plot(epochs, col(f"train_{part}"), "o-", ms=3, color=TRAIN_COLOR, label="train")
+        ax.plot(epochs, col(f"test_{part}"), "s-", ms=3, color=TEST_COLOR, label="test")
+        ax.set(title=title, xlabel="epoch", ylabel="nats per example")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax = axes[1, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ax.plot(epochs, col("train_kl") / col("train_recon"), "o-", ms=3, color=TRAIN_COLOR, label="train")
+        ax.plot(epochs, col("test_kl") / col("test_recon"), "s-", ms=3, color=TEST_COLOR, label="test")
+    ax.set(title="KL / reconstruction", xlabel="epoch", ylabel="ratio")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax = axes[1, 1]
+    per_dim = [r.get("test_kl_per_dim") for r in history]
+    if per_dim and all(p is not None for p in per_dim) and np.any(np.asarray(per_dim)):
+        grid = np.asarray(per_dim, dtype=float).T
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower", interpolation="nearest",
+                       extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, grid.shape[0] - 0.5))
+        fig.colorbar(im, ax=ax, label="nats")
+        ax.set(title="test KL per latent dimension", xlabel="epoch", ylabel="latent dimension")
+    else:
+        why = "per-dimension KL not recorded" if np.nansum(col("test_kl")) > 0 else "no KL term (autoencoder)"
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        ax.set(title="test KL per latent dimension")
+    ax = axes[1, 2]
+    ax.plot(epochs, col("beta"), "o-", ms=3, color="#555555")
+    ax.set(title="β (KL weight)", xlabel="epoch", ylim=(-0.05, max(1.05, float(np.nanmax(col("beta"))) * 1.05)))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def kl_per_dimension(kl_per_dim: Sequence[float]) -> Figure:
+    """Final KL per latent dimension, sorted, with the collapse threshold marked."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    kl = np.asarray(kl_per_dim, dtype=float)
+    order = np.argsort(-kl)
+    ax.bar(range(len(kl)), kl[order], color=["#2ca02c" if v > 0.01 else "#999999" for v in kl[order]])
+    ax.set_xticks(range(len(kl)), [str(i) for i in order], fontsize=8)
+    ax.axhline(0.01, color="red", ls="--", lw=1, label="0.01 nats: collapsed below")
+    ax.set(title="KL per latent dimension (test)", xlabel="latent dimension", ylabel="nats")
+    ax.legend()
+    return fig
+
+
+# --- latent space ----------------------------------------------------------------------
+
+
+def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """Two coordinates per code: the codes themselves, PCA, or t-SNE (scikit-learn)."""
+    if method == "direct":
+        return codes[:, :2]
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    from sklearn.manifold import TSNE
+
+    return TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (len(codes) - 1) / 3)
+                ).fit_transform(codes)
+
+
+def _scatter(ax: Any, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> None:
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5, color="#1f77b4")
+        return
+    classes = np.unique(labels)
+    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    for i, c in enumerate(classes):
+        m = labels == c
+        name = class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
+        ax.scatter(xy[m, 0], xy[m, 1], s=2, alpha=0.5, color=cmap(i % cmap.N), label=name)
+    ax.legend(markerscale=5, fontsize=7, loc="best")
+
+
+def latent_scatter(
+    codes: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    title: str = "test-set posterior means",
+    tsne_points: int = 2000,
+    seed: int = 0,
+) -> Figure:
+    """2-d codes directly; otherwise PCA and t-SNE side by side (t-SNE on a fixed subsample)."""
+    codes = _np(codes).astype(np.float64)
+    lab = None if labels is None else _np(labels)
+    if codes.shape[1] <= 2:
+        fig = Figure(figsize=(7, 6.5), layout="constrained")
+        ax = fig.subplots()
+        xy = codes if codes.shape[1] == 2 else np.c_[codes, np.zeros(len(codes))]
+        _scatter(ax, xy, lab, class_names)
+        ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
+        ax.grid(alpha=0.2)
+        return fig
+    fig = Figure(figsize=(13, 6.5), layout="constrained")
+    ax_pca, ax_tsne = fig.subplots(1, 2)
+    _scatter(ax_pca, embed_2d(codes, "pca", seed), lab, class_names)
+    ax_pca.set(title=f"{title}: PCA", xlabel="PC 1", ylabel="PC 2")
+    pick = np.random.default_rng(seed).permutation(len(codes))[:tsne_points]
+    _scatter(ax_tsne, embed_2d(codes[pick], "tsne", seed), None if lab is None else lab[pick], class_names)
+    ax_tsne.set(title=f"{title}: t-SNE ({len(pick)} points)", xticks=[], yticks=[])
+    return fig
+
+
+@torch.no_grad()
+def latent_grid(
+    model: LatentModel,
+    n: int = 15,
+    extent: float = 3.0,
+    basis: Tensor | np.ndarray | None = None,
+    center: Tensor | np.ndarray | None = None,
+    axis_names: tuple[str, str] = ("z[0]", "z[1]"),
+) -> Figure:
+    """Decode an n x n grid over [-extent, extent]^2 (seed 001's 15 x 15 manifold).
+
+    For latents above 2-d the plane is ``center + a * basis[0] + b * basis[1]`` (e.g. the top
+    two principal directions of the codes); by default dimensions 0 and 1 through the origin.
+    """
+    d = model.latent_dim
+    dev = model.fc_mu.weight.device
+    b = torch.eye(d, device=dev)[:2] if basis is None else torch.as_tensor(basis, dtype=torch.float32, device=dev)
+    c = torch.zeros(d, device=dev) if center is None else torch.as_tensor(center, dtype=torch.float32, device=dev)
+    if d == 1:
+        b = torch.cat([b[:1], torch.zeros(1, 1, device=dev)])
+    vals = torch.linspace(-extent, extent, n, device=dev)
+    a_, b_ = torch.meshgrid(vals, vals.flip(0), indexing="xy")  # rows: top = +extent
+    z = c + a_.reshape(-1, 1) * b[0] + b_.reshape(-1, 1) * b[1]
+    images = _np(model.mean(model.decode(z)))
+    fig = Figure(figsize=(9, 9), layout="constrained")
+    ax = fig.subplots()
+    mosaic = _tile(images, n)
+    _show(ax, mosaic)
+    ax.set_axis_on()
+    h, w = mosaic.shape[1:]
+    ticks = np.linspace(-extent, extent, 5)
+    ax.set_xticks((ticks + extent) / (2 * extent) * (w - 1), [f"{t:.1f}" for t in ticks])
+    ax.set_yticks((ticks + extent) / (2 * extent) * (h - 1), [f"{t:.1f}" for t in ticks[::-1]])
+    ax.set(title=f"decoded latent grid, {n} x {n} over [-{extent:g}, {extent:g}]²",
+           xlabel=axis_names[0], ylabel=axis_names[1])
+    return fig
+
+
+# --- images ----------------------------------------------------------------------------
+
+
+def image_grid_figure(images: Tensor | np.ndarray, title: str, ncol: int = 8) -> Figure:
+    """A grid of images (N, C, H, W) in [0, 1] with a title."""
+    images = _np(images)
+    nrow = math.ceil(len(images) / ncol)
+    fig = Figure(figsize=(ncol * 1.1, nrow * 1.1 + 0.5), layout="constrained")
+    _show(fig.subplots(), _tile(images, ncol))
+    fig.suptitle(title)
+    return fig
+
+
+def real_vs_generated(real: Tensor | np.ndarray, generated: Tensor | np.ndarray, ncol: int = 8) -> Figure:
+    """Real test images above decoded prior samples."""
+    real, generated = _np(real)[:ncol * 2], _np(generated)[:ncol * 2]
+    fig = Figure(figsize=(ncol * 1.1, 5), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    _show(top, _tile(real, ncol))
+    top.set_title("real (test set)")
+    _show(bottom, _tile(generated, ncol))
+    bottom.set_title("generated (z ~ N(0, I))")
+    return fig
+
+
+def reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, labels: Sequence[Any] | None = None) -> Figure:
+    """Originals, reconstructions and the absolute-error map under each, with per-image MSE."""
+    x, recon = _np(x), _np(recon)
+    n = len(x)
+    fig = Figure(figsize=(n * 1.4, 4.6), layout="constrained")
+    axes = fig.subplots(3, n, squeeze=False)
+    err = np.abs(x - recon).mean(1, keepdims=True)
+    for i in range(n):
+        _show(axes[0, i], x[i])
+        axes[0, i].set_title(f"label {labels[i]}" if labels is not None else "original", fontsize=8)
+        _show(axes[1, i], recon[i])
+        axes[1, i].set_title("reconstruction", fontsize=8)
+        im = _show(axes[2, i], err[i], cmap="hot")
+        axes[2, i].set_title(f"|error|, MSE {((x[i] - recon[i]) ** 2).mean():.3f}", fontsize=7)
+    fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="|x - x̂|")
+    return fig
+
+
+def error_histogram(errors: Tensor | np.ndarray, title: str = "per-example reconstruction error (test)") -> Figure:
+    """Histogram of per-example MSE with mean and median marked."""
+    e = _np(errors).astype(float)
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(e, bins=50, color="#7f9fbf", edgecolor="black", lw=0.3)
+    ax.axvline(e.mean(), color="red", ls="--", label=f"mean {e.mean():.4f}")
+    ax.axvline(np.median(e), color="green", ls="--", label=f"median {np.median(e):.4f}")
+    ax.set(title=title, xlabel="MSE per example", ylabel="examples")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between a and b (falls back to linear when they are parallel)."""
+    omega = torch.arccos(torch.clamp((a / a.norm()) @ (b / b.norm()), -1.0, 1.0))
+    if float(omega.abs()) < 1e-6:
+        return (1 - t)[:, None] * a + t[:, None] * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so)[:, None] * a + (torch.sin(t * omega) / so)[:, None] * b
+
+
+@torch.no_grad()
+def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Figure:
+    """Decode the path between two examples' posterior means: linear and spherical."""
+    za, zb = model.encode(x_a[None])[0][0], model.encode(x_b[None])[0][0]
+    t = torch.linspace(0, 1, steps, device=za.device)
+    lin = (1 - t)[:, None] * za + t[:, None] * zb
+    sph = slerp(za, zb, t)
+    rows = [_np(model.mean(model.decode(z))) for z in (lin, sph)]
+    fig = Figure(figsize=(steps * 1.1 + 1.2, 3.4), layout="constrained")
+    axes = fig.subplots(2, 1)
+    for ax, row, name in zip(axes, rows, ("linear", "spherical (slerp)")):
+        _show(ax, _tile(np.concatenate([_np(x_a)[None], row, _np(x_b)[None]]), steps + 2))
+        ax.set_title(f"{name}: input A, {steps} decoded steps, input B", fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def traversals(
+    model: LatentModel, z0: Tensor, dims: Sequence[int], values: Sequence[float] = tuple(np.linspace(-3, 3, 9))
+) -> Figure:
+    """One row per latent dimension: z0 with that coordinate swept over ``values``."""
+    vals = torch.tensor(list(values), dtype=torch.float32, device=z0.device)
+    rows = []
+    for d in dims:
+        z = z0.repeat(len(vals), 1)
+        z[:, d] = vals
+        rows.append(_np(model.mean(model.decode(z))))
+    fig = Figure(figsize=(len(vals) * 1.0 + 1.5, len(dims) * 1.05 + 0.8), layout="constrained")
+    ax = fig.subplots()
+    _show(ax, _tile(np.concatenate(rows), len(vals)))
+    ax.set_axis_on()
+    h = rows[0].shape[2]
+    ax.set_yticks([(i + 0.5) * (h + 1) for i in range(len(dims))], [f"z[{d}]" for d in dims])
+    w = rows[0].shape[3]
+    ax.set_xticks([(i + 0.5) * (w + 1) for i in range(len(vals))], [f"{v:.1f}" for v in values])
+    ax.set(title="latent traversals (other coordinates at the mean code)", xlabel="value of the swept coordinate")
+    return fig
+
+
+# --- comparisons and scores ------------------------------------------------------------
+
+
+def compare_latents(
+    codes: Sequence[np.ndarray],
+    generated: Sequence[np.ndarray] | None,
+    names: Sequence[str],
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Latent scatters side by side (PCA above 2-d) and, for images, each model decoding the same z."""
+    k = len(codes)
+    rows = 2 if generated is not None else 1
+    fig = Figure(figsize=(7 * k, 6.5 + (2.4 if generated is not None else 0)), layout="constrained")
+    axes = fig.subplots(rows, k, squeeze=False, height_ratios=[6.5, 2.4][:rows])
+    for i, (c, name) in enumerate(zip(codes, names)):
+        c = np.asarray(c, dtype=float)
+        xy = c[:, :2] if c.shape[1] == 2 else embed_2d(c, "pca")
+        _scatter(axes[0, i], xy, labels, class_names)
+        how = "" if c.shape[1] == 2 else " (PCA)"
+        axes[0, i].set(title=f"{name}{how}: range [{c.min():.2f}, {c.max():.2f}], std {c.std():.3f}")
+        axes[0, i].grid(alpha=0.2)
+        if generated is not None:
+            _show(axes[1, i], _tile(np.asarray(generated[i]), len(generated[i])))
+            axes[1, i].set_title(f"{name} decoding the same z ~ N(0, I)")
+    return fig
+
+
+def score_histograms(normal: np.ndarray, anomalous: np.ndarray, auroc: float, score_name: str) -> Figure:
+    """Anomaly scores of the classes seen in training vs the held-out class."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    lo, hi = np.percentile(np.r_[normal, anomalous], [0.5, 99.5])
+    bins = np.linspace(lo, hi, 60)
+    ax.hist(normal, bins=bins, alpha=0.6, density=True, label=f"seen classes (n={len(normal)})")
+    ax.hist(anomalous, bins=bins, alpha=0.6, density=True, label=f"held-out class (n={len(anomalous)})")
+    ax.set(title=f"anomaly scores, AUROC {auroc:.3f}", xlabel=score_name, ylabel="density")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig

@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from .models import LatentModel
@@ -81,6 +82,8 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
                        extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, grid.shape[0] - 0.5))
         fig.colorbar(im, ax=ax, label="nats")
         ax.set(title="test KL per latent dimension", xlabel="epoch", ylabel="latent dimension")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         why = "per-dimension KL not recorded" if np.nansum(col("test_kl")) > 0 else "no KL term (autoencoder)"
         ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
@@ -322,8 +325,8 @@ def compare_latents(
     """Latent scatters side by side (PCA above 2-d) and, for images, each model decoding the same z."""
     k = len(codes)
     rows = 2 if generated is not None else 1
-    fig = Figure(figsize=(7 * k, 6.5 + (2.4 if generated is not None else 0)), layout="constrained")
-    axes = fig.subplots(rows, k, squeeze=False, height_ratios=[6.5, 2.4][:rows])
+    fig = Figure(figsize=(7 * k, 6.5 + (1.9 if generated is not None else 0)), layout="constrained")
+    axes = fig.subplots(rows, k, squeeze=False, height_ratios=[6.5, 1.9][:rows])
     for i, (c, name) in enumerate(zip(codes, names)):
         c = np.asarray(c, dtype=float)
         xy = c[:, :2] if c.shape[1] == 2 else embed_2d(c, "pca")

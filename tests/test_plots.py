@@ -1,0 +1,159 @@
+"""Every plot function writes a non-empty PNG of the expected pixel size; run-level plotting,
+the report, compare, probe and anomaly on real runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit import plots
+from vaekit.cli import main
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.figures import PLOTS, plot_run
+from vaekit.models import build_model
+from vaekit.report import build_report
+from vaekit.train import fit
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def _png_size(path):
+    assert path.stat().st_size > 1000
+    with Image.open(path) as im:
+        return im.size
+
+
+def _history(n=4, dims=3):
+    return [{"epoch": e, "beta": min(1, e / 2), "train_loss": 10 - e, "train_recon": 8 - e, "train_kl": 2.0,
+             "test_loss": 10.5 - e, "test_recon": 8.2 - e, "test_kl": 2.3, "test_kl_per_dim": [0.0, 1.0, 1.3][:dims],
+             "seconds": 1.0} for e in range(1, n + 1)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(hidden=[16], latent_dim=3), (1, 8, 8)).eval()
+
+
+def _cases(model):
+    x = torch.rand(10, 1, 8, 8)
+    codes, labels = np.random.default_rng(0).normal(size=(300, 3)), np.arange(300) % 4
+    return {
+        "training_curves": (plots.training_curves(_history()), (1500, 800)),
+        "kl_per_dimension": (plots.kl_per_dimension([0.0, 1.2, 3.4]), (800, 400)),
+        "latent_scatter_2d": (plots.latent_scatter(codes[:, :2], labels), (700, 650)),
+        "latent_scatter_pca_tsne": (plots.latent_scatter(codes, labels, tsne_points=150), (1300, 650)),
+        "latent_grid": (plots.latent_grid(model, 15), (900, 900)),
+        "samples": (plots.image_grid_figure(model.sample(16), "s", ncol=8), (880, 270)),
+        "real_vs_generated": (plots.real_vs_generated(x, model.sample(16)), (880, 500)),
+        "reconstructions": (plots.reconstructions(x[:5], model.reconstruct(x[:5])), (700, 460)),
+        "error_histogram": (plots.error_histogram(np.random.default_rng(0).gamma(2, 0.01, 500)), (800, 500)),
+        "interpolation": (plots.interpolation(model, x[0], x[1], steps=6), (780, 340)),
+        "traversals": (plots.traversals(model, torch.zeros(3), [0, 2], [-2, 0, 2]), (450, 290)),
+        "compare": (plots.compare_latents([codes[:, :2], codes], [x[:4].numpy(), x[4:8].numpy()], ["a", "b"],
+                                          labels), (1400, 840)),
+        "scores": (plots.score_histograms(np.random.rand(100), np.random.rand(20) + 1, 0.9, "nelbo"), (800, 500)),
+    }
+
+
+def test_each_plot_function_writes_a_png_of_the_expected_size(model, tmp_path):
+    for name, (fig, size) in _cases(model).items():
+        assert _png_size(plots.save_figure(fig, tmp_path / f"{name}.png")) == size, name
+
+
+def test_slerp_keeps_endpoints_and_norm_path():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    path = plots.slerp(a, b, torch.linspace(0, 1, 5))
+    assert torch.allclose(path[0], a) and torch.allclose(path[-1], b, atol=1e-6)
+    same = plots.slerp(a, a, torch.linspace(0, 1, 3))
+    assert torch.allclose(same, a.repeat(3, 1))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    cfg = RunConfig(seed=1, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(hidden=[64], latent_dim=4), train=TrainConfig(epochs=4, lr=3e-3, batch_size=64))
+    return fit(cfg, tmp_path_factory.mktemp("plots") / "vae", **QUIET).path
+
+
+def test_plot_run_writes_every_plot(digits_run):
+    written = plot_run(digits_run)
+    assert set(written) == set(PLOTS)
+    for path in written.values():
+        assert path.parent == digits_run / "plots" and _png_size(path)[0] > 300
+    only = plot_run(digits_run, out_dir=digits_run / "few", only=["samples", "curves"])
+    assert set(only) == {"samples", "curves"}
+
+
+def test_report_embeds_every_plot_and_metric(digits_run):
+    page = build_report(digits_run, iwae_k=20).read_text()
+    assert page.count("data:image/png;base64,") == len(PLOTS)
+    for name in PLOTS:
+        assert f'id="{name}"' in page
+    for label in ("negative ELBO", "IWAE estimate", "bits per dimension", "active latent units",
+                  "per-example MSE: median", "KL per latent dimension"):
+        assert label in page
+    assert f"vaekit train --config {digits_run}/config.json" in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "<script" not in page
+    first = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page).group(1)
+    assert base64.b64decode(first)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_evaluate_plot_report(digits_run, capsys, tmp_path):
+    assert main(["evaluate", str(digits_run), "--json", "--iwae-k", "30"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    for key in ("loss", "recon", "kl", "n", "nll_iwae", "iwae_k", "bits_per_dim", "kl_per_dim", "active_units",
+                "mse_mean", "mse_median", "mse_std", "mse_min", "mse_max"):
+        assert key in m, key
+    assert m["nll_iwae"] <= m["loss"] and m["iwae_k"] == 30
+    assert main(["evaluate", str(digits_run), "--iwae-k", "10"]) == 0
+    assert "IWAE estimate" in capsys.readouterr().out
+    assert main(["plot", str(digits_run), "--only", "latent-grid", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "latent-grid.png").exists()
+    assert main(["plot", str(digits_run), "--only", "nope"]) == 2
+    assert "unknown plot 'nope'" in capsys.readouterr().err
+
+
+def test_compare_ae_and_vae(digits_run, tmp_path, capsys):
+    cfg = json.loads((digits_run / "config.json").read_text())
+    cfg["model"]["kind"] = "ae"
+    (tmp_path / "ae.json").write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(tmp_path / "ae.json"), "--out", str(tmp_path / "ae"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "ae"), str(digits_run), "-o", str(tmp_path / "cmp.png")]) == 0
+    out = capsys.readouterr().out
+    assert "latent range" in out and "std" in out and out.count("latent range") == 2
+    assert _png_size(tmp_path / "cmp.png")[0] == 1400
+
+
+def test_probe_on_mnist_latents_beats_chance_by_far(mnist, tmp_path):
+    from vaekit.downstream import probe
+
+    cfg = RunConfig(seed=0, data=DataConfig(dataset="mnist"), model=ModelConfig(hidden=[256], latent_dim=8),
+                    train=TrainConfig(epochs=1, batch_size=128))
+    run = fit(cfg, tmp_path / "m", data=mnist, **QUIET)
+    small = type(mnist)("mnist", mnist.train_x[:20000], mnist.train_y[:20000], mnist.test_x, mnist.test_y,
+                        scale=mnist.scale)
+    result = probe(run.model, small)
+    assert result["chance"] < 0.12
+    assert result["linear_accuracy"] > 0.75 and result["knn_accuracy"] > 0.85, result
+
+
+def test_anomaly_cli_trains_with_a_held_out_class(tmp_path, capsys):
+    out = tmp_path / "anom"
+    assert main(["anomaly", "--preset", "digits-mlp", "--holdout-class", "0", "--epochs", "30", "--out", str(out),
+                 "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["holdout_classes"] == [0] and result["n_anomalous"] > 20
+    assert 0.5 < result["auroc"] <= 1.0
+    assert _png_size(out / "plots" / "anomaly-scores.png") == (800, 500)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["holdout_classes"] == [0]
+    assert main(["anomaly", str(out), "--iwae-k", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["score"].startswith("IWAE")

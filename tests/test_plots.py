@@ -59,6 +59,7 @@ def _cases(model):
         "compare": (plots.compare_latents([codes[:, :2], codes], [x[:4].numpy(), x[4:8].numpy()], ["a", "b"],
                                           labels), (1400, 840)),
         "scores": (plots.score_histograms(np.random.rand(100), np.random.rand(20) + 1, 0.9, "nelbo"), (800, 500)),
+        "confusion": (plots.confusion_matrix(labels, (labels + (np.arange(300) % 7 == 0)) % 4), (700, 600)),
     }
 
 
@@ -141,8 +142,16 @@ def test_probe_on_mnist_latents_beats_chance_by_far(mnist, tmp_path):
     small = type(mnist)("mnist", mnist.train_x[:20000], mnist.train_y[:20000], mnist.test_x, mnist.test_y,
                         scale=mnist.scale)
     result = probe(run.model, small)
+    assert result["linear_accuracy"] == (result["linear_predicted"] == result["y_test"]).mean()
     assert result["chance"] < 0.12
     assert result["linear_accuracy"] > 0.75 and result["knn_accuracy"] > 0.85, result
+
+
+def test_probe_cli_writes_json_and_confusion_matrix(digits_run, capsys, tmp_path):
+    assert main(["probe", str(digits_run), "--json", "-o", str(tmp_path / "cm.png")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["chance"] < result["linear_accuracy"] <= 1 and result["n_test"] == 359
+    assert _png_size(tmp_path / "cm.png") == (700, 600)
 
 
 def test_anomaly_cli_trains_with_a_held_out_class(tmp_path, capsys):

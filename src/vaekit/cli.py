@@ -224,14 +224,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from .downstream import probe
     from .figures import open_run
 
+    from .plots import confusion_matrix, save_figure
+
     view = open_run(args.run_dir, data_dir=args.data_dir)
-    result = probe(view.model, view.data, knn_k=args.k)
+    full = probe(view.model, view.data, knn_k=args.k)
+    out = Path(args.o) if args.o else Path(args.run_dir) / "plots" / "probe-confusion.png"
+    save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
+    result = {k: v for k, v in full.items() if k not in ("y_test", "linear_predicted")}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "plot": str(out)}))
     else:
         print(f"linear probe (logistic regression) accuracy {result['linear_accuracy']:.4f}, "
               f"{args.k}-NN accuracy {result['knn_accuracy']:.4f} (chance {result['chance']:.4f}); "
-              f"fitted on {result['n_train']} train codes, scored on {result['n_test']} test codes")
+              f"fitted on {result['n_train']} train codes, scored on {result['n_test']} test codes; "
+              f"confusion matrix in {out}")
     return 0
 
 
@@ -352,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("-k", type=int, default=5, help="neighbours for kNN (default 5)")
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("-o", metavar="FILE.png", help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
     pr.add_argument("--data-dir", metavar="DIR")
     pr.set_defaults(func=cmd_probe)
 

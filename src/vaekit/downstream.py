@@ -30,12 +30,14 @@ def probe(model: LatentModel, data: Dataset, knn_k: int = 5, seed: int = 0) -> d
     linear.fit(z_train, y_train)
     knn = KNeighborsClassifier(n_neighbors=knn_k).fit(z_train, y_train)
     counts = np.bincount(y_test)
+    predicted = linear.predict(z_test)
     return {
-        "linear_accuracy": float((linear.predict(z_test) == y_test).mean()),
+        "linear_accuracy": float((predicted == y_test).mean()),
         "knn_accuracy": float((knn.predict(z_test) == y_test).mean()),
         "knn_k": knn_k,
         "chance": float(counts.max() / counts.sum()),
         "n_train": len(y_train), "n_test": len(y_test), "latent_dim": z_train.shape[1],
+        "y_test": y_test, "linear_predicted": predicted,
     }
 
 

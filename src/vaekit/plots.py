@@ -352,3 +352,29 @@ def score_histograms(normal: np.ndarray, anomalous: np.ndarray, auroc: float, sc
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str] | None = None,
+                     title: str = "linear probe on latent means") -> Figure:
+    """Row-normalised confusion matrix (true class per row) with the accuracy in the title."""
+    classes = np.unique(np.r_[y_true, y_pred])
+    index = {c: i for i, c in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes)))
+    for t, p in zip(y_true, y_pred):
+        counts[index[t], index[p]] += 1
+    rates = counts / counts.sum(1, keepdims=True).clip(min=1)
+    names = [class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
+             for c in classes]
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if rates[i, j] >= 0.01:
+                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), names, rotation=45 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(len(classes)), names)
+    fig.colorbar(im, ax=ax, label="share of the true class")
+    ax.set(title=f"{title}: accuracy {(y_true == y_pred).mean():.3f}", xlabel="predicted", ylabel="true")
+    return fig

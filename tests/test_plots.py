@@ -117,6 +117,11 @@ def test_cli_evaluate_plot_report(digits_run, capsys, tmp_path):
     assert "IWAE estimate" in capsys.readouterr().out
     assert main(["plot", str(digits_run), "--only", "latent-grid", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "latent-grid.png").exists()
+    assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1", "3", "--out",
+                 str(tmp_path / "dims")]) == 0
+    assert _png_size(tmp_path / "dims" / "latent-grid.png") == (900, 900)
+    assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1", "9"]) == 2
+    assert "--grid-dims 1 9" in capsys.readouterr().err
     assert main(["plot", str(digits_run), "--only", "nope"]) == 2
     assert "unknown plot 'nope'" in capsys.readouterr().err
 

@@ -197,7 +197,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from .figures import plot_run
 
-    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print)
+    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print,
+                       grid_dims=args.grid_dims)
     print(f"wrote {len(written)} plots to {args.out or Path(args.run_dir) / 'plots'}")
     return 0
 
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
     pl.add_argument("--data-dir", metavar="DIR")
+    pl.add_argument("--grid-dims", nargs=2, type=int, metavar=("I", "J"),
+                    help="latent grid over dimensions I and J (default: top two principal directions)")
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every plot")

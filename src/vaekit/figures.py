@@ -4,7 +4,7 @@ to the pure functions in ``plots``. ``vaekit plot RUN_DIR`` is ``plot_run``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -29,7 +29,7 @@ class RunView:
     run: Run
     data: Dataset
     seed: int = 0
-    cache: dict = field(default_factory=dict)
+    grid_dims: tuple[int, int] | None = None  # latent grid over these two dimensions (else PCA plane)
 
     @property
     def model(self):
@@ -81,6 +81,13 @@ def _scatter(v: RunView) -> Figure:
 def _grid(v: RunView) -> Figure | None:
     if not v.images:
         return None
+    if v.grid_dims is not None:
+        i, j = v.grid_dims
+        d = v.model.latent_dim
+        if not (0 <= i < d and 0 <= j < d and i != j):
+            raise VaekitError(f"--grid-dims {i} {j}: need two different dimensions in 0..{d - 1}")
+        basis = torch.eye(d)[[i, j]]
+        return plots.latent_grid(v.model, 15, 3.0, basis=basis, axis_names=(f"z[{i}]", f"z[{j}]"))
     if v.model.latent_dim <= 2:
         return plots.latent_grid(v.model, 15, 3.0)
     center, basis, names = v.principal_plane()
@@ -159,12 +166,18 @@ def plot_run(
     view: RunView | None = None,
     data_dir: str | None = None,
     log: Callable[[str], None] = lambda s: None,
+    grid_dims: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
-    """Write every plot (or those in ``only``) as ``<out_dir>/<name>.png``; default out: RUN_DIR/plots."""
+    """Write every plot (or those in ``only``) as ``<out_dir>/<name>.png``; default out: RUN_DIR/plots.
+
+    ``grid_dims`` puts the latent grid over two chosen dimensions instead of the PCA plane.
+    """
     unknown = sorted(set(only or []) - set(PLOTS))
     if unknown:
         raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
     view = view or open_run(run_dir, data_dir=data_dir)
+    if grid_dims is not None:
+        view.grid_dims = tuple(grid_dims)
     out = Path(out_dir) if out_dir else Path(run_dir) / PLOTS_DIR
     written = {}
     for name, make in PLOTS.items():

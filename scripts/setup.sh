@@ -5,28 +5,33 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 py="${PYTHON:-python3}"
-pipq() { "$venv/bin/python" -m pip -q --disable-pip-version-check "$@" 2>&1 | grep -v -E '^WARNING: Location .* is ignored' || true; }
+# --no-compile: byte-compiling every installed file takes longer than the install itself;
+# Python compiles what is actually imported on first use.
+pipq() {
+  "$venv/bin/python" -m pip -q --disable-pip-version-check "$@" --no-compile 2>&1 \
+    | grep -v -E '^WARNING: Location .* is ignored' || true
+  return "${PIPESTATUS[0]}"
+}
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
+torch_req=()
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-  # A CPU wheel of torch 2.13.0 lying on local disk installs in seconds; elsewhere take any torch >= 2.1.
+  # A CPU wheel of torch 2.13.0 lying on local disk installs in seconds; elsewhere pip takes
+  # the newest torch that pyproject.toml allows (>= 2.1), downloading it once.
   tmp="$(mktemp -d)"
   if "$venv/bin/python" -m pip download -q --no-deps --no-index torch==2.13.0 -d "$tmp" >/dev/null 2>&1; then
-    echo "setup: installing torch 2.13.0 from local disk"
-    pipq install "torch==2.13.0"
-  else
-    echo "setup: installing torch (this downloads it once)"
-    pipq install "torch>=2.1"
+    echo "setup: torch 2.13.0 from local disk"
+    torch_req=("torch==2.13.0")
   fi
   rm -rf "$tmp"
 fi
 
 stamp="$venv/.vaekit-installed"
-want="$(cat "$root/pyproject.toml" | cksum)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import vaekit" 2>/dev/null; then
+want="$(cksum < "$root/pyproject.toml")"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import torch, vaekit" 2>/dev/null; then
   echo "setup: installing vaekit and its dependencies into .venv"
-  pipq install -e "$root[test]"
+  pipq install "${torch_req[@]}" -e "$root[test]"
   echo "$want" > "$stamp"
 fi
 "$venv/bin/python" -c "import torch, vaekit" || { echo "setup: torch or vaekit failed to import" >&2; exit 1; }

@@ -149,7 +149,7 @@ def fit(
             # Sums stay on the device: no host sync per step.
             sums += torch.stack([(recon + beta * kl).sum(), recon.sum(), kl.sum()]).detach()
             if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         train_loss, train_recon, train_kl = (sums / n_train).tolist()
         if not all(map(torch.isfinite, sums)):
             raise VaekitError(

@@ -5,12 +5,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 py="${PYTHON:-python3}"
-# --no-compile: byte-compiling every installed file takes longer than the install itself;
-# Python compiles what is actually imported on first use.
+# --no-compile: byte-compiling every installed file takes longer than the install itself.
+# Python then compiles what is actually imported, once, if it may write bytecode: some
+# environments forbid that (PYTHONDONTWRITEBYTECODE), which would recompile torch every start.
+unset PYTHONDONTWRITEBYTECODE
 pipq() {
-  "$venv/bin/python" -m pip -q --disable-pip-version-check "$@" --no-compile 2>&1 \
-    | grep -v -E '^WARNING: Location .* is ignored' || true
-  return "${PIPESTATUS[0]}"
+  local log
+  log="$(mktemp)"
+  if ! "$venv/bin/python" -m pip -q --disable-pip-version-check --no-compile "$@" >"$log" 2>&1; then
+    grep -v -E '^WARNING: Location .* is ignored' "$log" >&2
+    rm -f "$log"
+    echo "setup: pip install failed" >&2
+    return 1
+  fi
+  rm -f "$log"
 }
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"

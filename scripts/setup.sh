@@ -9,10 +9,10 @@ py="${PYTHON:-python3}"
 # Python then compiles what is actually imported, once, if it may write bytecode: some
 # environments forbid that (PYTHONDONTWRITEBYTECODE), which would recompile torch every start.
 unset PYTHONDONTWRITEBYTECODE
-pipq() {
+pip_install() {
   local log
   log="$(mktemp)"
-  if ! "$venv/bin/python" -m pip -q --disable-pip-version-check --no-compile "$@" >"$log" 2>&1; then
+  if ! "$venv/bin/python" -m pip -q --disable-pip-version-check install --no-compile "$@" >"$log" 2>&1; then
     grep -v -E '^WARNING: Location .* is ignored' "$log" >&2
     rm -f "$log"
     echo "setup: pip install failed" >&2
@@ -39,7 +39,7 @@ stamp="$venv/.vaekit-installed"
 want="$(cksum < "$root/pyproject.toml")"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import torch, vaekit" 2>/dev/null; then
   echo "setup: installing vaekit and its dependencies into .venv"
-  pipq install "${torch_req[@]}" -e "$root[test]"
+  pip_install "${torch_req[@]}" -e "$root[test]"
   echo "$want" > "$stamp"
 fi
 "$venv/bin/python" -c "import torch, vaekit" || { echo "setup: torch or vaekit failed to import" >&2; exit 1; }

@@ -23,7 +23,7 @@ def _digits_mlp() -> RunConfig:
         preset="digits-mlp",
         data=DataConfig(dataset="digits", test_fraction=0.2),
         model=ModelConfig(hidden=[256, 128], latent_dim=8, likelihood="bernoulli"),
-        train=TrainConfig(epochs=100, batch_size=64, lr=3e-3),
+        train=TrainConfig(epochs=60, batch_size=64, lr=3e-3),
     )
 
 

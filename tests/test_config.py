@@ -48,7 +48,9 @@ def test_overrides_parse_strings_by_field_type():
 @pytest.mark.parametrize(
     "key,value,match",
     [
-        ("model.latent_dim", "0", "latent_dim=0 must be at least 1"),
+        ("model.latent_dim", "0", "latent_dim=0 must be in 1..65536"),
+        ("model.hidden", "400,100000", "hidden"),
+        ("preset", "../../etc", "preset"),
         ("objective.beta", "-1", "beta=-1.0 must be >= 0"),
         ("train.batch_size", "0", "batch_size"),
         ("train.lr", "nan", "train.lr"),

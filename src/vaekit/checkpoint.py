@@ -63,11 +63,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise RunFolderError(
+                f"{path}: could not be written ({e.strerror or e}); the previous complete checkpoint is "
+                "kept. Free some disk space and resume with --resume"
+            ) from None
+        raise
     _fsync_dir(path.parent)
+
+
+def check_free_space(run_dir: Path, model: LatentModel) -> None:
+    """Refuse to start when the disk cannot hold two checkpoints (written side by side)."""
+    import shutil
+
+    params = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    need = 2 * (params * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise RunFolderError(
+            f"{run_dir}: only {free / 2**20:.1f} MiB free, checkpoints need about {need / 2**20:.1f} MiB; "
+            "free some space or choose another --out"
+        )
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -120,17 +143,35 @@ def load_config(run_dir: Path) -> RunConfig:
         raise RunFolderError(str(e)) from None
 
 
+@dataclass
+class TrainingState:
+    """Where a run stands: completed epochs, steps into the next one, RNG states, partial sums."""
+
+    epoch: int
+    step: int
+    rng: dict[str, torch.Tensor]
+    partial: torch.Tensor | None
+
+
 def save_checkpoint(
     run_dir: Path,
     model: LatentModel,
     optimizer: torch.optim.Optimizer,
     epoch: int,
     rng: dict[str, torch.Tensor],
+    step: int = 0,
+    partial: torch.Tensor | None = None,
 ) -> None:
-    """Weights to model.safetensors, optimizer and RNG states to training_state.safetensors."""
-    meta = {"epoch": str(epoch), "data_shape": json.dumps(list(model.data_shape)), "format_version": "1"}
+    """training_state.safetensors (weights, optimizer, RNG: self-consistent, used to resume), then
+    model.safetensors (the weights users load). ``step`` > 0 marks a stop inside epoch + 1."""
+    meta = {"epoch": str(epoch), "step": str(step), "data_shape": json.dumps(list(model.data_shape)),
+            "format_version": "1"}
     state = optimizer.state_dict()
+    weights = model.state_dict()
     tensors: dict[str, torch.Tensor] = {f"rng.{k}": v for k, v in rng.items()}
+    tensors.update({f"model.{k}": v for k, v in weights.items()})
+    if partial is not None:
+        tensors["partial.sums"] = partial
     scalars: dict[str, Any] = {}
     for idx, pstate in state["state"].items():
         for key, value in pstate.items():
@@ -140,19 +181,23 @@ def save_checkpoint(
                 scalars[f"{idx}.{key}"] = value
     opt_meta = {"param_groups": state["param_groups"], "scalars": scalars}
     _atomic_save_tensors(run_dir / STATE, tensors, {**meta, "optimizer": json.dumps(opt_meta)})
-    _atomic_save_tensors(run_dir / MODEL, model.state_dict(), meta)
+    _atomic_save_tensors(run_dir / MODEL, weights, meta)
 
 
-def load_training_state(
-    run_dir: Path, optimizer: torch.optim.Optimizer
-) -> tuple[int, dict[str, torch.Tensor]]:
-    """Restore the optimizer in place; return (epoch, RNG states)."""
-    tensors, meta = _load_tensors(run_dir / STATE)
+def load_training_state(run_dir: Path, model: LatentModel, optimizer: torch.optim.Optimizer) -> TrainingState:
+    """Restore weights and optimizer in place from training_state.safetensors."""
+    path = run_dir / STATE
+    tensors, meta = _load_tensors(path)
     try:
         opt_meta = json.loads(meta["optimizer"])
-        epoch = int(meta["epoch"])
+        epoch, step = int(meta["epoch"]), int(meta.get("step", 0))
     except (KeyError, ValueError) as e:
-        raise RunFolderError(f"{run_dir / STATE}: metadata is incomplete ({e}); cannot resume") from None
+        raise RunFolderError(f"{path}: metadata is incomplete ({e}); cannot resume") from None
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise RunFolderError(f"{path}: weights do not match {CONFIG} ({str(e).splitlines()[0]})") from None
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
@@ -164,9 +209,9 @@ def load_training_state(
     try:
         optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
     except (ValueError, KeyError) as e:
-        raise RunFolderError(f"{run_dir / STATE}: optimizer state does not fit the model ({e})") from None
+        raise RunFolderError(f"{path}: optimizer state does not fit the model ({e})") from None
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return epoch, rng
+    return TrainingState(epoch, step, rng, tensors.get("partial.sums"))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:

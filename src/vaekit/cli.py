@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from . import __version__
-from .errors import VaekitError
+from .errors import TrainingInterrupted, VaekitError
 
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
@@ -395,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"vaekit: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"vaekit: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ from typing import Any
 from .errors import ConfigError
 
 FORMAT_VERSION = 1
+MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
+_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -142,14 +145,17 @@ class RunConfig:
         """Range checks on values; names (presets, data sets, kinds) are checked by their registries."""
         m, o, t, dc = self.model, self.objective, self.train, self.data
         checks = [
-            (m.latent_dim >= 1, "model.latent_dim", m.latent_dim, "must be at least 1"),
-            (all(h >= 1 for h in m.hidden), "model.hidden", m.hidden, "widths must be at least 1"),
+            (_NAME.fullmatch(self.preset) is not None, "preset", self.preset,
+             "may only hold letters, digits, '.', '_' and '-'"),
+            (1 <= m.latent_dim <= MAX_WIDTH, "model.latent_dim", m.latent_dim, f"must be in 1..{MAX_WIDTH}"),
+            (all(1 <= h <= MAX_WIDTH for h in m.hidden) and len(m.hidden) <= 32, "model.hidden", m.hidden,
+             f"needs at most 32 widths, each in 1..{MAX_WIDTH}"),
             (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (o.cycle_epochs >= 1, "objective.cycle_epochs", o.cycle_epochs, "must be at least 1"),
             (0 < o.cycle_ramp <= 1, "objective.cycle_ramp", o.cycle_ramp, "must be in (0, 1]"),
-            (t.epochs >= 0, "train.epochs", t.epochs, "must be >= 0"),
+            (0 <= t.epochs <= 10**6, "train.epochs", t.epochs, "must be in 0..1000000"),
             (t.batch_size >= 1, "train.batch_size", t.batch_size, "must be at least 1"),
             (t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1"),
             (_finite(t.lr) and t.lr > 0, "train.lr", t.lr, "must be a positive number"),

@@ -17,3 +17,11 @@ class ConfigError(VaekitError):
 
 class RunFolderError(VaekitError):
     """A run folder that is missing, incomplete or inconsistent."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; the message says how to resume."""
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name

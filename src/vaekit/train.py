@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import RunConfig
 from .data import Dataset, binarize, load_dataset
-from .errors import ConfigError, VaekitError
+from .errors import ConfigError, TrainingInterrupted, VaekitError
 from .evaluate import elbo_metrics
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
@@ -67,6 +69,63 @@ def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator) -> None
         torch.cuda.set_rng_state_all(cuda)
 
 
+class StopOnSignal:
+    """While active, SIGINT/SIGTERM only set ``requested`` so the loop can stop at a clean point;
+    a second signal interrupts at once. Handlers are installed only in the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(signal_name: str, run_dir: Path, where: str) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"{signal_name}: stopped at {where} and saved a checkpoint in {run_dir}; "
+        f"continue with: vaekit train --resume {run_dir}", signal_name)
+
+
+def _grad_norm(model: LatentModel, clip: float) -> torch.Tensor:
+    """Total gradient norm (clipping first when asked): one number to check for NaN/inf."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+
+
+def _check_finite(recon: torch.Tensor, kl: torch.Tensor, grad_norm: torch.Tensor, epoch: int, step: int,
+                  run_dir: Path, cfg: RunConfig) -> None:
+    """Stop before the optimizer step that would write NaN/inf into the weights."""
+    finite = torch.stack([recon.detach().sum(), kl.detach().sum(), grad_norm.detach()]).isfinite()
+    if bool(finite.all()):
+        return
+    term = ("reconstruction term", "KL term", "gradient")[int((~finite).nonzero()[0])]
+    done = epoch - 1
+    kept = (f"the last good checkpoint (epoch {done}) is kept in {run_dir}" if done else
+            "no checkpoint was written yet")
+    raise VaekitError(
+        f"training stopped: the {term} became NaN/inf at epoch {epoch}, step {step + 1}; {kept}. "
+        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), or data "
+        f"outside the range the '{cfg.model.likelihood}' likelihood expects (Bernoulli needs [0, 1])"
+    )
+
+
 def _epoch_line(rec: dict, epochs: int) -> str:
     return (
         f"epoch {rec['epoch']:>3}/{epochs}  "
@@ -113,62 +172,72 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    start_epoch = 0
-    if resume and (run_dir / ckpt.MODEL).exists():
-        model.load_state_dict(ckpt.load_run(run_dir, device).model.state_dict())
-        start_epoch, rng = ckpt.load_training_state(run_dir, optimizer)
-        _set_rng_state(rng, gen)
-        log(f"resuming {run_dir} at epoch {start_epoch + 1} of {cfg.train.epochs}")
+    start = ckpt.TrainingState(0, 0, {}, None)
+    if resume and (run_dir / ckpt.STATE).exists():
+        start = ckpt.load_training_state(run_dir, model, optimizer)
+        _set_rng_state(start.rng, gen)
+        where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
+        log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
     elif not resume:
         ckpt.prepare_run_dir(run_dir, overwrite)
-    ckpt.truncate_history(run_dir, start_epoch)
+    ckpt.check_free_space(run_dir, model)
+    ckpt.truncate_history(run_dir, start.epoch)
     ckpt.save_config(run_dir, cfg)
 
     n_train = len(data.train_x)
     bs = cfg.train.batch_size
-    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
-        beta = beta_at(cfg.objective, epoch)
-        model.train()
-        t0 = time.perf_counter()
-        sums = torch.zeros(3, device=device)
-        perm = torch.randperm(n_train, generator=gen, device=device)
-        batches = perm.split(bs)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False, disable=None if progress else True,
-                   unit="batch")
-        for step, idx in enumerate(bar):
-            x = data.features(data.train_x[idx])
-            if cfg.data.binarize == "dynamic":
-                x = binarize(x, gen)
-            recon, kl = elbo_parts(model, x)
-            loss = loss_from_parts(recon, kl, beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            # Sums stay on the device: no host sync per step.
-            sums += torch.stack([(recon + beta * kl).sum(), recon.sum(), kl.sum()]).detach()
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        train_loss, train_recon, train_kl = (sums / n_train).tolist()
-        if not all(map(torch.isfinite, sums)):
-            raise VaekitError(
-                f"training diverged in epoch {epoch}: the loss became NaN/inf; the last good checkpoint "
-                f"(epoch {epoch - 1}) is kept. Lower --lr or check the data range for the likelihood"
-            )
-        test = elbo_metrics(model, data, "test", cfg.train.eval_batch_size, cfg.seed)
-        record = {
-            "epoch": epoch, "beta": beta,
-            "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
-            "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-            "test_kl_per_dim": test["kl_per_dim"], "seconds": time.perf_counter() - t0,
-        }
-        ckpt.append_history(run_dir, record)
-        ckpt.save_checkpoint(run_dir, model, optimizer, epoch, _rng_state(gen))
-        (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
+    with StopOnSignal() as stop:
+        for epoch in range(start.epoch + 1, cfg.train.epochs + 1):
+            beta = beta_at(cfg.objective, epoch)
+            model.train()
+            t0 = time.perf_counter()
+            inside = bool(start.step) and epoch == start.epoch + 1  # continue where a signal stopped
+            if inside:
+                gen.set_state(start.rng["data_epoch_start"])
+            epoch_rng = gen.get_state()
+            perm = torch.randperm(n_train, generator=gen, device=device)
+            sums, first = torch.zeros(3, device=device), 0
+            if inside:
+                gen.set_state(start.rng["data"])
+                sums, first = start.partial.to(device), start.step
+            batches = perm.split(bs)
+            bar = tqdm(range(first, len(batches)), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+                       disable=None if progress else True, unit="batch")
+            for step in bar:
+                x = data.features(data.train_x[batches[step]])
+                if cfg.data.binarize == "dynamic":
+                    x = binarize(x, gen)
+                recon, kl = elbo_parts(model, x)
+                loss = loss_from_parts(recon, kl, beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = _grad_norm(model, cfg.train.grad_clip)
+                _check_finite(recon, kl, grad_norm, epoch, step, run_dir, cfg)
+                optimizer.step()
+                # Sums stay on the device: no host sync for them per step.
+                sums += torch.stack([(recon + beta * kl).sum(), recon.sum(), kl.sum()]).detach()
+                if progress and step % 20 == 0:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                if stop.requested and step + 1 < len(batches):
+                    rng = {**_rng_state(gen), "data_epoch_start": epoch_rng}
+                    ckpt.save_checkpoint(run_dir, model, optimizer, epoch - 1, rng, step + 1, sums)
+                    raise _interrupted(stop.requested, run_dir, f"epoch {epoch}, step {step + 1}")
+            train_loss, train_recon, train_kl = (sums / n_train).tolist()
+            test = elbo_metrics(model, data, "test", cfg.train.eval_batch_size, cfg.seed)
+            record = {
+                "epoch": epoch, "beta": beta,
+                "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
+                "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
+                "test_kl_per_dim": test["kl_per_dim"], "seconds": time.perf_counter() - t0,
+            }
+            ckpt.append_history(run_dir, record)
+            ckpt.save_checkpoint(run_dir, model, optimizer, epoch, _rng_state(gen))
+            (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
+            if stop.requested and epoch < cfg.train.epochs:
+                raise _interrupted(stop.requested, run_dir, f"the end of epoch {epoch}")
 
     if not (run_dir / ckpt.MODEL).exists():
-        ckpt.save_checkpoint(run_dir, model, optimizer, start_epoch, _rng_state(gen))
+        ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, _rng_state(gen))
     model.eval()
     write_grids(model, data, run_dir, cfg.seed)
     return ckpt.load_run(run_dir, device)

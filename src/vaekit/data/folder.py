@@ -12,6 +12,7 @@ from ..errors import DataError
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 4096 * 4096  # checked from the header before decoding
 
 
 def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -34,6 +35,8 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
         raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
             im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)

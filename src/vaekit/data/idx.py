@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DataError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-MAX_BYTES = 2**31  # no IDX data set we read comes near 2 GiB; a header claiming more is corrupt
+MAX_BYTES = 512 << 20  # MNIST's largest file is 47 MB; a header claiming over 512 MiB is corrupt
 
 
 def read_idx_bytes(path: Path) -> bytes:

@@ -146,11 +146,10 @@ def load_idx_source(
     """The four arrays (train_x, train_y, test_x, test_y) of a standard data set, verified."""
     src = SOURCES[name]
     paths = locate(src, data_dir, download, progress)
-    arrays = {}
-    for key, path in paths.items():
-        data = read_idx_bytes(path)
-        arr = parse_idx(data, path)
-        _verify(src, FILES[key], path, data)
+    raw, arrays = {}, {}
+    for key, path in paths.items():  # structure first: cheap, and names the exact problem
+        raw[key] = read_idx_bytes(path)
+        arr = parse_idx(raw[key], path)
         want_ndim = 3 if key.endswith("_x") else 1
         if arr.ndim != want_ndim or arr.dtype != np.uint8:
             raise DataError(f"{path}: expected a {want_ndim}-d uint8 IDX array, got {arr.ndim}-d {arr.dtype}")
@@ -162,4 +161,6 @@ def load_idx_source(
                 f"{paths[f'{split}_y']}: {ny} labels for {nx} images in {paths[f'{split}_x']}; "
                 "the files are from different sets"
             )
+    for key, path in paths.items():
+        _verify(src, FILES[key], path, raw[key])
     return arrays

@@ -16,14 +16,51 @@ X_KEYS = ("x", "X", "data", "embeddings", "features")
 Y_KEYS = ("y", "labels", "targets")
 
 
+def _declared_nbytes(f, what: str) -> int:
+    """Bytes an .npy stream declares in its header (read without loading the data)."""
+    from numpy.lib import format as npy_format
+
+    version = npy_format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(f)
+    else:
+        shape, _, dtype = npy_format.read_array_header_2_0(f)
+    return int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+
+
+def _check_sizes(path: Path) -> None:
+    """Every array's declared size must fit in the bytes the file really has: no huge allocation."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        if _declared_nbytes(f, info.filename) > info.file_size:
+                            raise DataError(f"{path}: array '{info.filename}' is larger than its data; file corrupt")
+        else:
+            with open(path, "rb") as f:
+                if _declared_nbytes(f, path.name) > path.stat().st_size:
+                    raise DataError(f"{path}: the array header declares more data than the file holds; file corrupt")
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(
+            f"{path}: not a readable numeric .npy/.npz array ({str(e).splitlines()[0] if str(e) else e!r}); "
+            "save it with numpy.save as float32"
+        ) from None
+
+
 def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    _check_sizes(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(
-            f"{path}: not a readable numeric .npy/.npz array ({str(e).splitlines()[0]}); "
+            f"{path}: not a readable numeric .npy/.npz array ({str(e).splitlines()[0] if str(e) else e!r}); "
             "save it with numpy.save as float32"
         ) from None
     if isinstance(loaded, np.ndarray):
@@ -36,7 +73,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         yk = next((k for k in Y_KEYS if k in keys), None)
         try:
             return loaded[xk], (loaded[yk] if yk else None)
-        except (ValueError, OSError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: cannot read array '{xk}' ({e})") from None
 
 

@@ -1,0 +1,192 @@
+"""Faults provoked for real: SIGINT/SIGTERM, kill -9 at random moments, half-written files,
+NaN/inf, a full disk. Each checks that nothing is lost and the run resumes exactly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaekit import checkpoint as ckpt
+from vaekit.checkpoint import load_run, read_history
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.errors import RunFolderError, VaekitError
+from vaekit.train import fit
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def small_cfg(epochs: int = 8) -> RunConfig:
+    return RunConfig(seed=5, data=DataConfig(dataset="digits", test_fraction=0.2, binarize="dynamic"),
+                     model=ModelConfig(hidden=[32], latent_dim=4),
+                     train=TrainConfig(epochs=epochs, batch_size=16, lr=2e-3))
+
+
+def _strip(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert _strip(read_history(a)) == _strip(read_history(b))
+    wa, wb = load_run(a).model.state_dict(), load_run(b).model.state_dict()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The reference: 8 epochs without interruption."""
+    return fit(small_cfg(8), tmp_path_factory.mktemp("ref") / "run", **QUIET).path
+
+
+def test_resume_4_then_8_equals_8_straight_bit_for_bit(straight, tmp_path):
+    fit(small_cfg(4), tmp_path / "r", **QUIET)
+    fit(None, tmp_path / "r", resume=True, epochs=8, **QUIET)
+    _same_run(straight, tmp_path / "r")
+
+
+def _start(cfg_path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "train", "--config", str(cfg_path), "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_history(out: Path, lines: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t = time.time()
+    while time.time() - t < timeout and proc.poll() is None:
+        h = out / "history.jsonl"
+        if h.exists() and len(h.read_text().splitlines()) >= lines:
+            return
+        time.sleep(0.05)
+    raise AssertionError("training did not get going")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_mid_epoch_and_resume_is_exact(sig, straight, tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(small_cfg(8).to_json())
+    out = tmp_path / "run"
+    proc = _start(cfg, out)
+    _wait_for_history(out, 2, proc)
+    time.sleep(random.Random(sig).uniform(0.05, 0.3))  # land somewhere inside an epoch
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"vaekit train --resume {out}" in err and sig.name in err and "Traceback" not in err
+    state = ckpt.load_training_state(out, load_run(out).model, torch.optim.Adam(load_run(out).model.parameters()))
+    assert state.epoch >= 2
+    fit(None, out, resume=True, **QUIET)
+    _same_run(straight, out)
+
+
+def test_kill_9_at_random_moments_never_loses_the_last_checkpoint(tmp_path):
+    reference = fit(small_cfg(16), tmp_path / "reference", **QUIET).path
+    cfg = tmp_path / "config.json"
+    cfg.write_text(small_cfg(16).to_json())
+    out = tmp_path / "run"
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(10):
+        if (out / "config.json").exists():
+            cmd = ["train", "--resume", str(out)]
+        else:  # killed before the run existed: start it again
+            cmd = ["train", "--config", str(cfg), "--out", str(out), "--overwrite"]
+        proc = subprocess.Popen([sys.executable, "-m", "vaekit", *cmd, "--no-progress"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc.stdout.readline()  # training is under way (first epoch line, or "resuming ...")
+        time.sleep(rng.uniform(0.0, 1.5))  # then anywhere: a step, an evaluation, a checkpoint write
+        proc.kill()
+        _, err = proc.communicate()
+        assert "Traceback" not in err, err
+        if proc.returncode == 0:
+            break
+        kills += 1
+        run = load_run(out)  # whatever moment the kill hit, the files on disk are complete
+        assert len(read_history(out)) in (run.epoch, run.epoch + 1)
+    assert kills >= 3
+    fit(None, out, resume=True, **QUIET)
+    _same_run(reference, out)
+
+
+def test_half_written_temporary_files_are_ignored(tmp_path):
+    run = fit(small_cfg(2), tmp_path / "r", **QUIET)
+    for name in (ckpt.MODEL, ckpt.STATE):  # what a kill during a write leaves behind
+        (run.path / f".{name}.tmp").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"partial")
+    assert load_run(run.path).epoch == 2
+    resumed = fit(None, run.path, resume=True, epochs=3, **QUIET)
+    assert resumed.epoch == 3
+
+
+def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path):
+    from dataclasses import replace
+
+    from vaekit.data import load_dataset
+
+    cfg = small_cfg(2)
+    cfg.data.binarize = "none"
+    fit(replace(cfg, train=replace(cfg.train, epochs=1)), tmp_path / "r", **QUIET)
+    before = (tmp_path / "r" / ckpt.MODEL).read_bytes()
+    data = load_dataset(cfg.data)
+    poisoned = data.train_x.float()
+    poisoned[:, 0, 3, 3] = float("nan")
+    with pytest.raises(VaekitError) as e:
+        fit(None, tmp_path / "r", resume=True, epochs=2, data=replace(data, train_x=poisoned), **QUIET)
+    msg = str(e.value)
+    assert "reconstruction term became NaN/inf at epoch 2, step 1" in msg
+    assert "last good checkpoint (epoch 1)" in msg and "--lr" not in msg or "learning rate" in msg
+    assert (tmp_path / "r" / ckpt.MODEL).read_bytes() == before
+    assert [r["epoch"] for r in read_history(tmp_path / "r")] == [1]
+
+
+def test_absurd_learning_rate_is_caught_before_it_reaches_the_weights(tmp_path):
+    cfg = small_cfg(3)
+    cfg.train.lr = 1e30
+    with pytest.raises(VaekitError, match=r"became NaN/inf at epoch 1, step \d+; no checkpoint was written yet"):
+        fit(cfg, tmp_path / "r", **QUIET)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    run = fit(small_cfg(1), tmp_path / "r", **QUIET)
+    before = {n: (run.path / n).read_bytes() for n in (ckpt.MODEL, ckpt.STATE)}
+
+    def no_space(*a, **k):
+        Path(a[1]).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", no_space)
+    with pytest.raises(RunFolderError, match="No space left on device.*previous complete checkpoint is kept"):
+        fit(None, run.path, resume=True, epochs=2, **QUIET)
+    for name, data in before.items():
+        assert (run.path / name).read_bytes() == data
+    assert not list(run.path.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert fit(None, run.path, resume=True, epochs=2, **QUIET).epoch == 2
+
+
+def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(RunFolderError, match="MiB free"):
+        fit(small_cfg(1), tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r" / ckpt.MODEL).exists()
+
+
+def test_mismatched_weights_and_config_are_refused(tmp_path):
+    run = fit(small_cfg(1), tmp_path / "r", **QUIET)
+    cfg = json.loads((run.path / "config.json").read_text())
+    cfg["model"]["latent_dim"] = 7
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunFolderError, match="weights do not match config.json"):
+        load_run(run.path)

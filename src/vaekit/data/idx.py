@@ -32,6 +32,8 @@ def read_idx_bytes(path: Path) -> bytes:
             dims_raw = f.read(4 * ndim)
             expected = _expected_size(path, head, dims_raw)
             rest = f.read(expected - len(head) - len(dims_raw) + 1)  # +1 detects trailing bytes
+            if len(head) + len(dims_raw) + len(rest) == expected:
+                f.read(1)  # reading at the end makes gzip check its CRC and length trailer
             return head + dims_raw + rest
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not a readable gzip file ({e}); delete it and download it again") from None

@@ -16,6 +16,11 @@ X_KEYS = ("x", "X", "data", "embeddings", "features")
 Y_KEYS = ("y", "labels", "targets")
 
 
+def _short(e: BaseException) -> str:
+    text = (str(e).splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _declared_nbytes(f, what: str) -> int:
     """Bytes an .npy stream declares in its header (read without loading the data)."""
     from numpy.lib import format as npy_format
@@ -45,11 +50,9 @@ def _check_sizes(path: Path) -> None:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(
-            f"{path}: not a readable numeric .npy/.npz array ({str(e).splitlines()[0] if str(e) else e!r}); "
-            "save it with numpy.save as float32"
-        ) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable numeric .npy/.npz array ({_short(e)}); "
+                        "save it with numpy.save as float32") from None
 
 
 def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -59,10 +62,8 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(
-            f"{path}: not a readable numeric .npy/.npz array ({str(e).splitlines()[0] if str(e) else e!r}); "
-            "save it with numpy.save as float32"
-        ) from None
+        raise DataError(f"{path}: not a readable numeric .npy/.npz array ({_short(e)}); "
+                        "save it with numpy.save as float32") from None
     if isinstance(loaded, np.ndarray):
         return loaded, None
     with loaded:

@@ -50,7 +50,7 @@ def _check_sizes(path: Path) -> None:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError) as e:
+    except Exception as e:  # numpy's header parser raises many types on hostile bytes (seen: TokenError)
         raise DataError(f"{path}: not a readable numeric .npy/.npz array ({_short(e)}); "
                         "save it with numpy.save as float32") from None
 
@@ -61,7 +61,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file; pass --dataset vectors:PATH to an .npy or .npz file") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except Exception as e:  # as above: untrusted bytes, any parser error is the file's fault
         raise DataError(f"{path}: not a readable numeric .npy/.npz array ({_short(e)}); "
                         "save it with numpy.save as float32") from None
     if isinstance(loaded, np.ndarray):
@@ -74,7 +74,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         yk = next((k for k in Y_KEYS if k in keys), None)
         try:
             return loaded[xk], (loaded[yk] if yk else None)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except Exception as e:  # corrupt member data: any parser error is the file's fault
             raise DataError(f"{path}: cannot read array '{xk}' ({e})") from None
 
 

@@ -1,0 +1,194 @@
+"""No code execution from files, and loaders that survive hostile input.
+
+The fuzz tests feed random and mutated files to every loader (IDX, .npy/.npz, image folder,
+config.json, safetensors): each must load or raise vaekit's own error, never crash, hang or
+allocate what the file does not hold. A longer run: VAEKIT_FUZZ_EXAMPLES=5000 pytest tests/test_security.py
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vaekit.checkpoint import load_run
+from vaekit.config import DataConfig, RunConfig
+from vaekit.data import load_dataset
+from vaekit.data.idx import parse_idx, read_idx_bytes
+from vaekit.errors import VaekitError
+from vaekit.presets import get_preset
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "vaekit"
+FUZZ = settings(max_examples=int(os.environ.get("VAEKIT_FUZZ_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def test_package_source_has_no_pickle_eval_exec_or_unsafe_torch_load():
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"\bimport pickle|from pickle|\bpickle\.|cloudpickle|(?<![\w.])eval\(|(?<![\w.])exec\(", code):
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+            if "torch.load(" in code and "weights_only=True" not in code:
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+            if "allow_pickle=True" in code:
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert offenders == []
+
+
+def test_the_scan_would_catch_offenders():
+    bad = ["import pickle", "x = eval(s)", "exec(code)", "torch.load(f)"]
+    pattern = re.compile(r"\bimport pickle|from pickle|\bpickle\.|(?<![\w.])eval\(|(?<![\w.])exec\(")
+    assert all(pattern.search(b) or ("torch.load(" in b and "weights_only=True" not in b) for b in bad)
+    assert not pattern.search("model.eval()")
+
+
+def _valid_idx() -> bytes:
+    return b"\x00\x00\x08\x03" + (3).to_bytes(4, "big") + (4).to_bytes(4, "big") * 2 + bytes(range(48))
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
+    b = bytearray(data)
+    for pos, val in edits:
+        if b:
+            b[pos % len(b)] = val
+    return bytes(b[:cut] if cut is not None else b)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200),
+                 st.builds(_mutate, st.just(_valid_idx()), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                                                     max_size=4), st.none() | st.integers(0, 70))))
+def test_fuzz_idx(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("idx")
+    for name, payload in [("x-idx3-ubyte", data), ("x-idx3-ubyte.gz", data)]:
+        path = d / name
+        path.write_bytes(payload)
+        try:
+            arr = parse_idx(read_idx_bytes(path), path)
+        except VaekitError:
+            continue
+        assert arr.nbytes <= len(payload)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+@FUZZ
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(_mutate, st.just(_npy_bytes(np.arange(24, dtype=np.float32).reshape(6, 4))),
+              st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)), max_size=4), st.none() | st.integers(0, 250)),
+))
+def test_fuzz_npy(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("npy") / "v.npy"
+    path.write_bytes(data)
+    try:
+        ds = load_dataset(DataConfig(dataset=f"vectors:{path}"))
+    except VaekitError:
+        return
+    assert ds.train_x.dtype.is_floating_point and ds.train_x.ndim == 2
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6), st.none() | st.integers(0, 1200))
+def test_fuzz_npz(tmp_path_factory, edits, cut):
+    buf = io.BytesIO()
+    np.savez(buf, x=np.ones((8, 3), np.float32), y=np.arange(8))
+    path = tmp_path_factory.mktemp("npz") / "v.npz"
+    path.write_bytes(_mutate(buf.getvalue(), edits, cut))
+    try:
+        load_dataset(DataConfig(dataset=f"vectors:{path}"))
+    except VaekitError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.sampled_from(["a.png", "b.jpg", "c.gif"]))
+def test_fuzz_image_folder(tmp_path_factory, data, name):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("imgs")
+    Image.new("L", (8, 8)).save(d / "ok1.png")
+    Image.new("L", (8, 8)).save(d / "ok2.png")
+    (d / name).write_bytes(data)
+    try:
+        ds = load_dataset(DataConfig(dataset=f"folder:{d}"))
+    except VaekitError:
+        return
+    assert ds.shape == (1, 8, 8)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=4), max_leaves=12)
+
+
+def _poke(d: dict, path: list[str], value) -> dict:
+    d = json.loads(json.dumps(d))
+    target = d
+    for key in path[:-1]:
+        target = target.setdefault(key, {}) if isinstance(target, dict) else {}
+    if isinstance(target, dict):
+        target[path[-1]] = value
+    return d
+
+
+CONFIG_KEYS = [[k] for k in get_preset("digits-mlp").to_dict()] + [
+    [s, k] for s, v in get_preset("digits-mlp").to_dict().items() if isinstance(v, dict) for k in v]
+
+
+@FUZZ
+@given(st.sampled_from(CONFIG_KEYS), json_values)
+def test_fuzz_config_json(tmp_path_factory, key, value):
+    d = tmp_path_factory.mktemp("cfg")
+    text = json.dumps(_poke(get_preset("digits-mlp").to_dict(), key, value))
+    (d / "config.json").write_text(text)
+    try:
+        cfg = RunConfig.load(d / "config.json")
+    except VaekitError:
+        return
+    cfg.validate()
+    assert 1 <= cfg.model.latent_dim <= 65536 and all(1 <= h <= 65536 for h in cfg.model.hidden)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_fuzz_run_folder_weights(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("run")
+    (d / "config.json").write_text(get_preset("tiny-4-8-2").to_json())
+    (d / "model.safetensors").write_bytes(data)
+    with pytest.raises(VaekitError):
+        load_run(d)
+
+
+def test_a_safetensors_header_claiming_huge_tensors_is_refused(tmp_path):
+    header = json.dumps({"fc_mu.weight": {"dtype": "F32", "shape": [100000, 100000], "data_offsets": [0, 4 * 10**10]},
+                         "__metadata__": {"data_shape": "[4]"}}).encode()
+    (tmp_path / "config.json").write_text(get_preset("tiny-4-8-2").to_json())
+    (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 16)
+    with pytest.raises(VaekitError):
+        load_run(tmp_path)
+
+
+def test_paths_from_a_config_cannot_escape(tmp_path, monkeypatch):
+    """A config's preset name feeds the default run folder; it may not climb out of runs/."""
+    cfg = get_preset("digits-mlp").to_dict()
+    cfg["preset"] = "../../escaped"
+    (tmp_path / "evil.json").write_text(json.dumps(cfg))
+    monkeypatch.chdir(tmp_path)
+    from vaekit.cli import main
+
+    assert main(["train", "--config", str(tmp_path / "evil.json"), "--epochs", "1", "--no-progress"]) == 2
+    assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "runs").exists()

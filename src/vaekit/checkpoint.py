@@ -25,6 +25,7 @@ CONFIG = "config.json"
 MODEL = "model.safetensors"
 STATE = "training_state.safetensors"
 HISTORY = "history.jsonl"
+RUN_ARTIFACTS = ("samples.png", "reconstructions.png", "report.html", "plots")  # made from the weights
 
 
 @dataclass
@@ -116,8 +117,16 @@ def prepare_run_dir(path: Path, overwrite: bool) -> None:
                 f"{path}: folder is not empty; pass --overwrite to replace it, "
                 "--resume to continue it, or choose another --out"
             )
-        for name in (CONFIG, MODEL, STATE, HISTORY):
-            (path / name).unlink(missing_ok=True)
+        import shutil
+
+        for name in (CONFIG, MODEL, STATE, HISTORY, *RUN_ARTIFACTS):  # only what vaekit writes
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        for tmp in path.glob(".*.tmp"):
+            tmp.unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

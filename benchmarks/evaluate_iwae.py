@@ -36,12 +36,7 @@ def main() -> None:
         fit(cfg, run_dir, overwrite=True, progress=False)
         print(f"trained 10 epochs in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    from vaekit.checkpoint import load_config
-    from vaekit.data import load_dataset
-
-    data_cfg = load_config(run_dir).data
-    data_cfg.data_dir = args.data_dir
-    metrics = evaluate_run(run_dir, data=load_dataset(data_cfg, progress=False), iwae_k=args.k)
+    metrics = evaluate_run(run_dir, data_dir=args.data_dir, iwae_k=args.k)
     seconds = time.perf_counter() - t
     result = {
         "k": args.k, "n": metrics["n"], "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2),

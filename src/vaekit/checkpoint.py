@@ -242,7 +242,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             f"{run_dir / MODEL}: weights do not match {CONFIG} ({first}); "
             "the files come from different runs"
         ) from None
-    model.to(device).eval()
+    model.to(device).train(False)  # inference mode
     return Run(run_dir, cfg, model, epoch, shape)
 
 

@@ -117,16 +117,6 @@ def _train(args: argparse.Namespace):
     return run
 
 
-def _data_override(run_dir: str, data_dir: str | None):
-    from .checkpoint import load_config
-    from .data import load_dataset
-
-    cfg = load_config(Path(run_dir)).data
-    if data_dir:
-        cfg.data_dir = data_dir
-    return load_dataset(cfg)
-
-
 def format_metrics(m: dict[str, Any]) -> str:
     """The evaluate metrics as an aligned, labelled table."""
     rows = [
@@ -157,8 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.iwae_k < 0:
         raise VaekitError(f"--iwae-k {args.iwae_k}: must be >= 0 (0 skips the IWAE estimate)")
-    data = _data_override(args.run_dir, args.data_dir)
-    m = evaluate_run(args.run_dir, data=data, device=args.device, iwae_k=args.iwae_k)
+    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k)
     print(json.dumps(m) if args.json else format_metrics(m))
     return 0
 
@@ -183,13 +172,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .checkpoint import load_run
+    from .figures import open_run
     from .grids import reconstruction_grid, save_png
 
-    run = load_run(args.run_dir, args.device)
-    data = _data_override(args.run_dir, args.data_dir).to(args.device)
-    x = data.features(data.test_x[: args.n])
-    save_png(reconstruction_grid(run.model, x), args.o)
+    view = open_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    x = view.test_x(args.n)
+    save_png(reconstruction_grid(view.model, x), args.o)
     print(f"wrote {len(x)} test examples and their reconstructions to {args.o}")
     return 0
 

@@ -34,7 +34,7 @@ def elbo_per_example(
     One reparameterised sample per example, from a fixed seed, so repeated calls agree.
     """
     was_training = model.training
-    model.eval()
+    model.train(False)
     stored = _split(data, split)
     gen = torch.Generator(device=stored.device).manual_seed(seed)
     recons, kls = [], []
@@ -95,7 +95,7 @@ def iwae_nll(
     max_rows: int = 4096,
 ) -> Tensor:
     """Per-example -log p(x) estimated with k importance samples (an upper bound on the NLL)."""
-    model.eval()
+    model.train(False)
     stored = _split(data, split)
     gen = torch.Generator(device=stored.device).manual_seed(seed)
     out = []
@@ -121,7 +121,7 @@ def evaluate_model(
     For an AE the bound metrics (loss, kl, nll_iwae, bits_per_dim, kl_per_dim, active_units)
     are absent; ``recon`` (its training loss) and the error statistics remain.
     """
-    model.eval()
+    model.train(False)
     dims = math.prod(data.shape)
     elbo = elbo_metrics(model, data, "test", batch_size, seed)
     errors = reconstruction_errors(model, data, "test", batch_size).double()
@@ -146,10 +146,19 @@ def evaluate_run(
     device: str = "cpu",
     iwae_k: int = DEFAULT_IWAE_K,
     progress: bool = True,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Test-split metrics of the model saved in ``run_dir``, with beta = 1 whatever it trained with."""
+    """Test-split metrics of the model saved in ``run_dir``, with beta = 1 whatever it trained with.
+
+    ``data_dir`` says where the data files are on this machine, if not where the run found them.
+    """
     run = load_run(run_dir, device)
-    data = (data or load_dataset(run.config.data, progress=progress)).to(device)
+    if data is None:
+        data_cfg = run.config.data
+        if data_dir:
+            data_cfg.data_dir = data_dir
+        data = load_dataset(data_cfg, progress=progress)
+    data = data.to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     return {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
             "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}

@@ -238,7 +238,7 @@ def fit(
 
     if not (run_dir / ckpt.MODEL).exists():
         ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, _rng_state(gen))
-    model.eval()
+    model.train(False)
     write_grids(model, data, run_dir, cfg.seed)
     return ckpt.load_run(run_dir, device)
 

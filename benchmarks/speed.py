@@ -1,0 +1,177 @@
+"""Speed benchmark: vaekit's trainer against a conventional PyTorch pipeline, same model and settings.
+
+Model: the PyTorch example VAE, 784-400-20 (one hidden layer each way), Bernoulli likelihood
+(BCE) + KL summed, Adam 1e-3, batch 128, MNIST. Two pipelines, each in its own child process
+(so each one's peak memory is its own), one after the other:
+
+(a) conventional: a map-style ``Dataset`` that makes a Pillow image per item and converts it
+    to a float tensor (what torchvision's MNIST + ToTensor do), a shuffling ``DataLoader``;
+(b) vaekit: ``vaekit.train.fit`` on the same model (data held as one uint8 tensor, batches by
+    index), timing the training loop only (``train_seconds`` in history.jsonl).
+
+Prints seconds per epoch (median), test loss after the same epochs, peak memory, the ratio
+(a)/(b) and vaekit's achieved GFLOP/s against a large fp32 matmul timed in the same run.
+
+    python benchmarks/speed.py --data-dir ../shared/data/mnist            # 10 epochs each
+    python benchmarks/speed.py --data-dir ../shared/data/mnist --quick    # 2 epochs, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import tempfile
+import time
+
+FLOP_PER_EXAMPLE = 3 * 2 * (784 * 400 + 400 * 20 * 2 + 20 * 400 + 400 * 784)  # fwd + bwd (2x fwd), 2 FLOP/MAC
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def conventional(data_dir: str, epochs: int, out: mp.Queue) -> None:
+    """The usual pipeline: PIL image per item -> float tensor, DataLoader, sigmoid + BCE."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+
+    from vaekit.data.standard import load_idx_source
+
+    arrays = load_idx_source("mnist", data_dir, download=False, progress=False)
+
+    class PilMnist(Dataset):
+        def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+            self.images, self.labels = images, labels
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def __getitem__(self, i: int):
+            img = Image.fromarray(self.images[i], mode="L")
+            x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).view(784)
+            return x, int(self.labels[i])
+
+    class ExampleVAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+            self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+        def forward(self, x):
+            h = F.relu(self.fc1(x))
+            mu, logvar = self.fc21(h), self.fc22(h)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+    def loss_fn(recon, x, mu, logvar):
+        bce = F.binary_cross_entropy(recon, x, reduction="sum")
+        return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+    torch.manual_seed(0)
+    train = DataLoader(PilMnist(arrays["train_x"], arrays["train_y"]), batch_size=128, shuffle=True)
+    test = DataLoader(PilMnist(arrays["test_x"], arrays["test_y"]), batch_size=1000)
+    model = ExampleVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        t = time.perf_counter()
+        for x, _ in train:
+            opt.zero_grad()
+            loss = loss_fn(*_unpack(model(x), x))
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for x, _ in test:
+            total += float(loss_fn(*_unpack(model(x), x)))
+    out.put({"epoch_seconds": times, "test_loss": total / len(test.dataset), "peak_mb": _peak_mb()})
+
+
+def _unpack(outputs, x):
+    recon, mu, logvar = outputs
+    return recon, x, mu, logvar
+
+
+def vaekit_run(data_dir: str, epochs: int, out: mp.Queue) -> None:
+    """vaekit's own trainer on the same model."""
+    from vaekit.checkpoint import read_history
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.evaluate import evaluate_run
+    from vaekit.train import fit
+
+    cfg = RunConfig(seed=0, data=DataConfig(dataset="mnist", data_dir=data_dir, download=False),
+                    model=ModelConfig(hidden=[400], latent_dim=20, likelihood="bernoulli"),
+                    train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3))
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(cfg, f"{tmp}/run", progress=False, log=lambda s: None)
+        times = [r["train_seconds"] for r in read_history(f"{tmp}/run")]
+        loss = evaluate_run(f"{tmp}/run", iwae_k=0, progress=False)["loss"]
+    out.put({"epoch_seconds": times, "test_loss": loss, "peak_mb": _peak_mb()})
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def _in_child(fn, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=fn, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="2 epochs each (under a minute)")
+    args = ap.parse_args()
+    epochs = 2 if args.quick else args.epochs
+
+    import torch
+
+    results = {}
+    for name, fn in [("conventional", conventional), ("vaekit", vaekit_run)]:
+        r = _in_child(fn, args.data_dir, epochs)
+        r["median_epoch_seconds"] = statistics.median(r["epoch_seconds"])
+        results[name] = r
+        print(f"{name:>13}: {r['median_epoch_seconds']:.2f} s/epoch (median of {epochs}), "
+              f"test loss {r['test_loss']:.2f} after {epochs} epochs, peak memory {r['peak_mb']:.0f} MB", flush=True)
+    peak = matmul_gflops()
+    v = results["vaekit"]
+    achieved = FLOP_PER_EXAMPLE * 60000 / v["median_epoch_seconds"] / 1e9
+    summary = {
+        "epochs": epochs,
+        "speedup_conventional_over_vaekit": results["conventional"]["median_epoch_seconds"] / v["median_epoch_seconds"],
+        "vaekit_gflops": achieved, "matmul_gflops": peak, "gflop_per_epoch": FLOP_PER_EXAMPLE * 60000 / 1e9,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
+        "results": results,
+    }
+    print(f"   speed-up (a)/(b): {summary['speedup_conventional_over_vaekit']:.2f}x; vaekit {achieved:.0f} GFLOP/s "
+          f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import load_run
+from .checkpoint import Run, load_run
 from .data import Dataset, load_dataset
 from .models import LatentModel
 from .objectives import elbo_parts, iwae_log_px
@@ -140,6 +140,14 @@ def evaluate_model(
     return {**metrics, **stats}
 
 
+def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Dataset:
+    """The data set a run was trained on, read from ``data_dir`` when given (another machine)."""
+    cfg = run.config.data
+    if data_dir:
+        cfg.data_dir = data_dir
+    return load_dataset(cfg, progress=progress)
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: Dataset | None = None,
@@ -153,12 +161,7 @@ def evaluate_run(
     ``data_dir`` says where the data files are on this machine, if not where the run found them.
     """
     run = load_run(run_dir, device)
-    if data is None:
-        data_cfg = run.config.data
-        if data_dir:
-            data_cfg.data_dir = data_dir
-        data = load_dataset(data_cfg, progress=progress)
-    data = data.to(device)
+    data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     return {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
             "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}

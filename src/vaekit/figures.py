@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from . import plots
 from .checkpoint import Run, load_run, read_history
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .errors import VaekitError
-from .evaluate import elbo_metrics, latent_means, reconstruction_errors
+from .evaluate import elbo_metrics, latent_means, reconstruction_errors, run_data
 
 PLOTS_DIR = "plots"
 
@@ -151,11 +151,7 @@ PLOTS: dict[str, Callable[[RunView], Figure | None]] = {
 def open_run(run_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None,
              device: str = "cpu") -> RunView:
     run = load_run(run_dir, device)
-    if data is None:
-        cfg = run.config.data
-        if data_dir:
-            cfg.data_dir = data_dir
-        data = load_dataset(cfg, progress=False)
+    data = data or run_data(run, data_dir, progress=False)
     return RunView(run, data.to(device), seed=run.config.seed)
 
 

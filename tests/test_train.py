@@ -13,7 +13,7 @@ from vaekit.errors import ConfigError, RunFolderError, VaekitError
 from vaekit.evaluate import evaluate_run
 from vaekit.train import fit
 
-HISTORY_KEYS = {"epoch", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
+HISTORY_KEYS = {"epoch", "beta", "lr", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
                 "test_kl", "test_kl_per_dim", "train_seconds", "seconds"}
 
 

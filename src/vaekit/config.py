@@ -73,6 +73,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    lr_schedule: str = "constant"  # constant | cosine | linear (decay from lr to lr_min over the run)
+    lr_warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr over this many epochs
+    lr_min: float = 0.0  # where cosine/linear decay ends
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = 1000
 
@@ -162,6 +165,9 @@ class RunConfig:
             (_finite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
              "must be >= 0"),
             (_finite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0"),
+            (_finite(t.lr_warmup_epochs) and 0 <= t.lr_warmup_epochs <= 10**6, "train.lr_warmup_epochs",
+             t.lr_warmup_epochs, "must be in 0..1000000"),
+            (_finite(t.lr_min) and 0 <= t.lr_min <= t.lr, "train.lr_min", t.lr_min, "must be in 0..train.lr"),
             (0 < dc.test_fraction < 1, "data.test_fraction", dc.test_fraction, "must be in (0, 1)"),
             (dc.channels in (1, 3), "data.channels", dc.channels, "must be 1 (grayscale) or 3 (RGB)"),
             (dc.image_size is None or dc.image_size >= 4, "data.image_size", dc.image_size, "must be at least 4"),

@@ -8,7 +8,7 @@ then cosine decay; beta warm-up over 10 epochs; batch 128).
 The number of epochs is fitted to ``--minutes``: the first epoch is timed (it is the run's own
 first epoch, and the schedules during it do not depend on the total), the remaining budget sets
 the total, and the run continues to it, so the same run is ``vaekit train --preset mnist-nll
---epochs N``. Anchors: Pythae's VAE 89.78 nats; Burda et al. (2016) VAE 86.76, IWAE (k=50) 84.78.
+--epochs N`` (if an epoch would overrun the budget, training stops early: ``max_minutes``). Anchors: Pythae's VAE 89.78 nats; Burda et al. (2016) VAE 86.76, IWAE (k=50) 84.78.
 
     python benchmarks/nll.py --data-dir ../shared/data/mnist                 # 30-minute budget
     python benchmarks/nll.py --data-dir ../shared/data/mnist --minutes 2 --k 100 --n 1000   # smoke run
@@ -31,7 +31,8 @@ from vaekit.evaluate import evaluate_run, run_data
 from vaekit.presets import get_preset
 from vaekit.train import fit, pick_device
 
-SAFETY = 0.97  # epochs planned to fill 97% of the remaining budget (epoch times drift a little)
+SAFETY = 0.93  # plan epochs for 93% of the remaining budget: epoch times drift by several percent
+# on a shared 2-core machine; the hard stop (max_minutes) catches the rest
 
 
 def main() -> None:
@@ -60,8 +61,11 @@ def main() -> None:
     print(f"epoch 1 took {first:.1f} s ({per_epoch:.2f} s in the loop): planning {epochs} epochs "
           f"for a {args.minutes:g}-minute budget", flush=True)
     if epochs > 1:
-        fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=_every(25, epochs))
+        remaining = (budget - (time.perf_counter() - t0)) / 60
+        fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=_every(25, epochs),
+            max_minutes=remaining)
     train_minutes = (time.perf_counter() - t0) / 60
+    reached = read_history(run_dir)[-1]["epoch"]
 
     t1 = time.perf_counter()
     data = run_data(load_run(run_dir), args.data_dir, progress=False)
@@ -72,7 +76,7 @@ def main() -> None:
     eval_minutes = (time.perf_counter() - t1) / 60
     result = {
         "nll_iwae": round(metrics["nll_iwae"], 2), "elbo": round(-metrics["loss"], 2),
-        "iwae_k": args.k, "n_test": metrics["n"], "epochs": epochs,
+        "iwae_k": args.k, "n_test": metrics["n"], "epochs": reached, "epochs_planned": epochs,
         "train_minutes": round(train_minutes, 1), "budget_minutes": args.minutes,
         "eval_minutes": round(eval_minutes, 1), "active_units": metrics["active_units"],
         "preset": args.preset, "run": str(run_dir), "device": _device_name(args.device),
@@ -81,7 +85,7 @@ def main() -> None:
     }
     (run_dir / "bench_nll.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"test NLL (IWAE, K={args.k}, {metrics['n']} images): {result['nll_iwae']:.2f} nats; "
-          f"ELBO {result['elbo']:.2f}; {epochs} epochs in {result['train_minutes']} min "
+          f"ELBO {result['elbo']:.2f}; {reached} of {epochs} planned epochs in {result['train_minutes']} min "
           f"(budget {args.minutes:g}); evaluation {result['eval_minutes']} min")
     print(json.dumps(result))
 

@@ -107,7 +107,7 @@ def _train(args: argparse.Namespace):
         cfg = load_config(Path(args.resume))
         if overrides:
             save_config(Path(args.resume), cfg.with_overrides(overrides))
-        run = fit(None, args.resume, resume=True, progress=not args.no_progress)
+        run = fit(None, args.resume, resume=True, progress=not args.no_progress, max_minutes=args.max_minutes)
     else:
         if args.config and args.preset:
             raise VaekitError("--config and --preset both say where to start; give one of them")
@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace):
         base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
         cfg = base.with_overrides(overrides)
         out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress)
+        run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress, max_minutes=args.max_minutes)
     return run
 
 
@@ -278,6 +278,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of minutes")
+    return value
+
+
 def _add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`)")
     t.add_argument("--config", metavar="FILE", help="start from a saved config.json (reproduces that run)")
@@ -289,6 +299,8 @@ def _add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--max-minutes", type=_positive_float, metavar="M",
+                   help="stop after the last epoch that fits in M minutes (resume later with --resume)")
 
 
 def build_parser() -> argparse.ArgumentParser:

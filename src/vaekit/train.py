@@ -118,13 +118,14 @@ class FiniteGuard:
 
     def __init__(self, device: torch.device, every: int = 50) -> None:
         self.every = 1 if device.type == "cpu" else every
-        self.device = device
-        self.epoch = 0
+        self.epoch, self.offset = 0, 0
         self._first = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, term)
+        self._n = torch.zeros((), dtype=torch.long, device=device)  # steps seen, counted on the device
 
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def start_epoch(self, epoch: int, first_step: int = 0) -> None:
+        self.epoch, self.offset = epoch, first_step
         self._first.fill_(-1)
+        self._n.zero_()
 
     def update(self, parts: Tensor, step: int) -> None:
         """``parts``: this step's summed terms, e.g. stack([recon.sum(), kl.sum()])."""
@@ -132,11 +133,12 @@ class FiniteGuard:
             if not bool(parts.isfinite().all()):
                 self._raise(step, int((~parts.isfinite()).nonzero()[0]))
             return
+        # Device-side only (no host<->device copy, which would wait for the queue).
         bad = ~parts.isfinite()
-        term = torch.argmax(bad.to(torch.uint8))
         fresh = bad.any() & (self._first[0] < 0)
-        here = torch.stack([torch.tensor(step, device=self.device), term])
+        here = torch.stack([self._n + self.offset, torch.argmax(bad.to(torch.uint8))])
         self._first = torch.where(fresh, here, self._first)
+        self._n += 1
         if (step + 1) % self.every == 0:
             self.check()
 
@@ -194,11 +196,14 @@ def fit(
     data: Dataset | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    max_minutes: float | None = None,
 ) -> ckpt.Run:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` and return it loaded.
 
     A new run saves ``config.json`` before training starts; every epoch appends to
     ``history.jsonl`` and then rewrites the checkpoint, so a stopped run resumes exactly.
+    ``max_minutes`` ends training after the last epoch that fits in that wall-clock budget
+    (judged by the epoch just finished); the run then resumes like any stopped one.
     """
     run_dir = Path(run_dir)
     if resume:
@@ -238,12 +243,12 @@ def fit(
     steps_per_epoch = -(-n_train // bs)
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
     guard = FiniteGuard(device)
+    deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
     with StopOnSignal() as stop:
         try:
             for epoch in range(start.epoch + 1, cfg.train.epochs + 1):
                 beta = beta_at(cfg.objective, epoch)
                 model.train()
-                guard.start_epoch(epoch)
                 t0 = time.perf_counter()
                 inside = bool(start.step) and epoch == start.epoch + 1  # continue where a signal stopped
                 if inside:
@@ -255,6 +260,7 @@ def fit(
                     gen.set_state(start.rng["data"])
                     sums, first = start.partial.to(device), start.step
                 batches = perm.split(bs)
+                guard.start_epoch(epoch, first)
                 bar = tqdm(range(first, len(batches)), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                            disable=None if progress else True, unit="batch")
                 for step in bar:
@@ -300,6 +306,11 @@ def fit(
                 (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
                 if stop.requested and epoch < cfg.train.epochs:
                     raise _interrupted(stop.requested, run_dir, f"the end of epoch {epoch}")
+                now = time.perf_counter()
+                if deadline is not None and epoch < cfg.train.epochs and now + (now - t0) > deadline:
+                    log(f"stopping after epoch {epoch} of {cfg.train.epochs}: another epoch would pass the "
+                        f"{max_minutes:g}-minute limit; continue with: vaekit train --resume {run_dir}")
+                    break
         except NonFinite as e:
             raise _non_finite_error(e, run_dir, cfg) from None
 

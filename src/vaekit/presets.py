@@ -81,7 +81,7 @@ def _mnist_nll() -> RunConfig:
         data=DataConfig(dataset="mnist", binarize="dynamic"),
         model=ModelConfig(hidden=[400, 400], latent_dim=20, likelihood="bernoulli"),
         objective=ObjectiveConfig(schedule="linear", warmup_epochs=10),
-        train=TrainConfig(epochs=500, batch_size=128, lr=1e-3, lr_schedule="cosine", lr_warmup_epochs=1),
+        train=TrainConfig(epochs=500, batch_size=128, lr=1e-3, lr_schedule="cosine", lr_warmup_epochs=2),
     )
 
 

@@ -131,3 +131,13 @@ def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(digits_c
             progress=False, log=lambda s: None)
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == good
     assert [r["epoch"] for r in read_history(tmp_path / "r")] == [1]
+
+
+def test_max_minutes_stops_after_the_epoch_that_fills_the_budget(digits_cfg, tmp_path):
+    digits_cfg.train.epochs = 5
+    lines = []
+    run = fit(digits_cfg, tmp_path / "r", progress=False, log=lines.append, max_minutes=1e-6)
+    assert run.epoch == 1 and len(read_history(run.path)) == 1
+    assert any("stopping after epoch 1 of 5" in line and "--resume" in line for line in lines)
+    assert (run.path / "samples.png").exists()
+    assert fit(None, run.path, resume=True, progress=False, log=lambda s: None).epoch == 5

@@ -46,7 +46,7 @@ def conventional(data_dir: str, epochs: int, out: mp.Queue) -> None:
 
     from vaekit.data.standard import load_idx_source
 
-    arrays = load_idx_source("mnist", data_dir, download=False, progress=False)
+    arrays = load_idx_source("mnist", data_dir, download=True, progress=False)
 
     class PilMnist(Dataset):
         def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
@@ -111,7 +111,7 @@ def vaekit_run(data_dir: str, epochs: int, out: mp.Queue) -> None:
     from vaekit.evaluate import evaluate_run
     from vaekit.train import fit
 
-    cfg = RunConfig(seed=0, data=DataConfig(dataset="mnist", data_dir=data_dir, download=False),
+    cfg = RunConfig(seed=0, data=DataConfig(dataset="mnist", data_dir=data_dir),
                     model=ModelConfig(hidden=[400], latent_dim=20, likelihood="bernoulli"),
                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3))
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,8 +127,8 @@ def preset_run(data_dir: str, epochs: int, out: mp.Queue, preset: str = "mnist-m
     from vaekit.presets import get_preset
     from vaekit.train import fit
 
-    cfg = get_preset(preset).with_overrides({"data.data_dir": data_dir, "data.download": False,
-                                             "train.epochs": epochs})
+    overrides = {"train.epochs": epochs, **({"data.data_dir": data_dir} if data_dir else {})}
+    cfg = get_preset(preset).with_overrides(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         fit(cfg, f"{tmp}/run", progress=False, log=lambda s: None)
         history = read_history(f"{tmp}/run")
@@ -159,7 +159,8 @@ def _in_child(fn, *args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir", default=None,
+                    help="folder with the MNIST files (default: vaekit's data folder, downloading if needed)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="2 epochs each (under a minute)")
     args = ap.parse_args()

@@ -171,3 +171,11 @@ def test_anomaly_cli_trains_with_a_held_out_class(tmp_path, capsys):
     assert cfg["data"]["holdout_classes"] == [0]
     assert main(["anomaly", str(out), "--iwae-k", "10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["score"].startswith("IWAE")
+
+
+def test_curves_show_the_learning_rate_when_recorded():
+    without = plots.training_curves(_history())
+    with_lr = plots.training_curves([{**r, "lr": 1e-3 / r["epoch"]} for r in _history()])
+    assert len(with_lr.axes) == len(without.axes) + 1
+    twin = with_lr.axes[-1]
+    assert twin.get_ylabel() == "learning rate" and twin.lines[0].get_ydata()[0] == pytest.approx(1e-3)

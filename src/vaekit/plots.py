@@ -90,9 +90,18 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
         ax.set_axis_off()
         ax.set(title="test KL per latent dimension")
     ax = axes[1, 2]
-    ax.plot(epochs, col("beta"), "o-", ms=3, color="#555555")
-    ax.set(title="β (KL weight)", xlabel="epoch", ylim=(-0.05, max(1.05, float(np.nanmax(col("beta"))) * 1.05)))
+    ax.plot(epochs, col("beta"), "o-", ms=3, color="#555555", label="β")
+    ax.set(title="β (KL weight)", xlabel="epoch", ylabel="β",
+           ylim=(-0.05, max(1.05, float(np.nanmax(col("beta"))) * 1.05)))
     ax.grid(alpha=0.3)
+    lr = col("lr")
+    if np.isfinite(lr).any():  # runs since the lr schedules record the rate at each epoch's end
+        twin = ax.twinx()
+        twin.plot(epochs, lr, "-", color=TEST_COLOR, label="learning rate")
+        twin.set(ylabel="learning rate", ylim=(0, float(np.nanmax(lr)) * 1.05))
+        ax.set(title="β (KL weight) and learning rate")
+        handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels()))
+        ax.legend(handles, labels, loc="center right", fontsize="small")
     return fig
 
 

@@ -20,7 +20,8 @@ from vaekit import checkpoint as ckpt
 from vaekit.checkpoint import load_run, read_history
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import RunFolderError, VaekitError
-from vaekit.train import fit
+from vaekit import train as train_mod
+from vaekit.train import FiniteGuard, fit
 
 QUIET = dict(progress=False, log=lambda s: None)
 
@@ -126,7 +127,16 @@ def test_half_written_temporary_files_are_ignored(tmp_path):
     assert resumed.epoch == 3
 
 
-def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path):
+class _DeferredGuard(FiniteGuard):
+    """The GPU behaviour on the CPU: record on the device, read every 7 steps and before saves."""
+
+    def __init__(self, device, every: int = 7) -> None:
+        super().__init__(device, every)
+        self.every = every
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["per-step-guard", "gpu-style-deferred-guard"])
+def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path, monkeypatch, deferred):
     from dataclasses import replace
 
     from vaekit.data import load_dataset
@@ -138,6 +148,8 @@ def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path):
     data = load_dataset(cfg.data)
     poisoned = data.train_x.float()
     poisoned[:, 0, 3, 3] = float("nan")
+    if deferred:
+        monkeypatch.setattr(train_mod, "FiniteGuard", _DeferredGuard)
     with pytest.raises(VaekitError) as e:
         fit(None, tmp_path / "r", resume=True, epochs=2, data=replace(data, train_x=poisoned), **QUIET)
     msg = str(e.value)

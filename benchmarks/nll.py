@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from vaekit.checkpoint import load_run, read_history
-from vaekit.evaluate import evaluate_run, run_data
+from vaekit.checkpoint import read_history
+from vaekit.evaluate import evaluate_model, run_data
 from vaekit.presets import get_preset
-from vaekit.train import fit, pick_device
+from vaekit.train import fit
 
 PROBE = 2  # epochs timed first: the preset's lr warm-up lasts 2 epochs, so nothing in them depends on the total
 SAFETY = 0.87  # plan for 87% of the remaining budget: on this 2-core machine epochs ran 10-20% slower
@@ -55,7 +55,7 @@ def main() -> None:
     budget = args.minutes * 60
 
     t0 = time.perf_counter()
-    fit(cfg, run_dir, overwrite=True, progress=False)
+    run = fit(cfg, run_dir, overwrite=True, progress=False)
     first = time.perf_counter() - t0
     per_epoch = max(r["seconds"] for r in read_history(run_dir))
     epochs = PROBE + max(0, int((budget - first) * SAFETY / per_epoch))
@@ -63,17 +63,18 @@ def main() -> None:
           f"for a {args.minutes:g}-minute budget", flush=True)
     if epochs > PROBE:
         remaining = (budget - (time.perf_counter() - t0)) / 60
-        fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=_every(25, epochs),
-            max_minutes=remaining)
+        run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=_every(25, epochs),
+                  max_minutes=remaining)
     train_minutes = (time.perf_counter() - t0) / 60
-    reached = read_history(run_dir)[-1]["epoch"]
+    reached = run.epoch
 
     t1 = time.perf_counter()
-    data = run_data(load_run(run_dir), args.data_dir, progress=False)
+    data = run_data(run, args.data_dir, progress=False)
     if args.n:
         data = replace(data, test_x=data.test_x[: args.n],
                        test_y=None if data.test_y is None else data.test_y[: args.n])
-    metrics = evaluate_run(run_dir, data=data, device=str(pick_device(args.device)), iwae_k=args.k)
+    device = next(run.model.parameters()).device  # fit returns the run on its training device
+    metrics = evaluate_model(run.model, data.to(device), args.k, run.config.train.eval_batch_size, run.config.seed)
     eval_minutes = (time.perf_counter() - t1) / 60
     result = {
         "nll_iwae": round(metrics["nll_iwae"], 2), "elbo": round(-metrics["loss"], 2),

@@ -40,10 +40,9 @@ class Dataset:
 
     def batch(self, index: Tensor, split: str = "train") -> Tensor:
         """Float inputs for the examples at ``index``: one gather (index_select is ~10x faster than
-        advanced indexing for a batch of rows) and an in-place scale on the fresh copy."""
-        stored = getattr(self, f"{split}_x").index_select(0, index)
-        x = stored.to(torch.float32)
-        return x.div_(self.scale) if self.scale != 1.0 and x is not stored else self.features(x)
+        advanced indexing for a batch of rows) into a fresh tensor, so it can be scaled in place."""
+        x = getattr(self, f"{split}_x").index_select(0, index).to(torch.float32)
+        return x.div_(self.scale) if self.scale != 1.0 else x
 
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

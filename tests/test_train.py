@@ -100,13 +100,18 @@ def test_existing_run_is_not_overwritten(digits_cfg, tmp_path):
         fit(digits_cfg, tmp_path / "r", progress=False)
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
     (tmp_path / "r" / "plots").mkdir()
-    (tmp_path / "r" / "plots" / "old.png").write_bytes(b"old")
+    (tmp_path / "r" / "plots" / "curves.png").write_bytes(b"old")
     (tmp_path / "r" / "my-notes.txt").write_text("mine")
     digits_cfg.seed = 99
     fit(digits_cfg, tmp_path / "r", overwrite=True, progress=False, log=lambda s: None)
     assert (tmp_path / "r" / "model.safetensors").read_bytes() != before
     assert not (tmp_path / "r" / "plots").exists()  # the old run's plots would mislead
     assert (tmp_path / "r" / "my-notes.txt").read_text() == "mine"  # files vaekit did not write stay
+    (tmp_path / "r" / "plots").mkdir()
+    (tmp_path / "r" / "plots" / "curves.png").write_bytes(b"old")
+    (tmp_path / "r" / "plots" / "my-figure.png").write_bytes(b"mine")
+    fit(digits_cfg, tmp_path / "r", overwrite=True, progress=False, log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "r" / "plots").iterdir()) == ["my-figure.png"]
 
 
 def test_batch_larger_than_data_is_refused(digits_cfg, tmp_path):

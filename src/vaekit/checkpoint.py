@@ -1,31 +1,43 @@
 """Run folders: config.json, model.safetensors, training_state.safetensors, history.jsonl.
 
-No pickle anywhere: tensors go to safetensors, everything else to JSON. Each file is written
-to a temporary name in the same folder, fsynced and renamed, so a crash leaves either the
-old complete file or the new complete file.
+No pickle anywhere: tensors go to safetensors, everything else to JSON. Every file is written
+through ``files.atomic_write``, so a crash leaves either the old complete file or the new one.
+Everything read back is untrusted: any fault in it becomes a one-line ``RunFolderError``
+naming the file, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import math
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from . import budget, files
 from .config import RunConfig
-from .errors import ConfigError, RunFolderError
-from .models import LatentModel, build_model
+from .devices import pick_device
+from .errors import ConfigError, RunFolderError, VaekitError, brief, show
+from .models import LatentModel, build_model, check_data_shape
+from .runlock import LOCK
 
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 STATE = "training_state.safetensors"
 HISTORY = "history.jsonl"
-RUN_ARTIFACTS = ("samples.png", "reconstructions.png", "report.html", "plots")  # made from the weights
+# Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
+RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, "samples.png", "reconstructions.png", "report.html", "bench_nll.json")
+PLOTS_DIR = "plots"
+PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
+              "reconstructions", "error-histogram", "interpolation", "traversals", "probe-confusion",
+              "anomaly-scores")
+MAX_CONFIG_BYTES = 1 << 20
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 
 
 @dataclass
@@ -39,54 +51,53 @@ class Run:
     data_shape: tuple[int, ...]
 
 
-def _fsync_dir(path: Path) -> None:
+@contextlib.contextmanager
+def untrusted(path: Path, what: str) -> Iterator[None]:
+    """Any exception while parsing the bytes of ``path`` is the file's fault: one line, naming it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise RunFolderError(
-                f"{path}: could not be written ({e.strerror or e}); the previous complete checkpoint is "
-                "kept. Free some disk space and resume with --resume"
-            ) from None
+        yield
+    except VaekitError:
         raise
-    _fsync_dir(path.parent)
+    except MemoryError:
+        raise RunFolderError(f"{path}: {what} asks for more memory than this machine has; the file is damaged") from None
+    except Exception as e:  # hostile bytes raise anything (seen: ValueError, KeyError, RuntimeError, TypeError)
+        raise RunFolderError(f"{path}: {what} is damaged or not written by vaekit ({brief(e)})") from None
 
 
-def check_free_space(run_dir: Path, model: LatentModel) -> None:
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
+    try:
+        files.atomic_write(path, data)
+    except files.OutputError as e:
+        raise RunFolderError(f"{e}; the previous complete checkpoint is kept. Free some disk space and "
+                             "resume with --resume") from None
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file, read as untrusted bytes."""
+    from safetensors.torch import load
+
+    if not path.exists() and not path.is_symlink():
+        raise RunFolderError(f"{path}: missing; this run folder has no saved weights yet")
+    data = files.read_regular(path, "safetensors file")
+    with untrusted(path, "safetensors file"):
+        n = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or n > min(len(data) - 8, MAX_HEADER_BYTES):
+            raise RunFolderError(f"{path}: not a safetensors file (header size {n} of {len(data)} bytes)")
+        header = json.loads(data[8 : 8 + n])
+        meta = header.get("__metadata__") or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise RunFolderError(f"{path}: its metadata is not a map of strings; not written by vaekit")
+        return load(data), meta
+
+
+def check_free_space(run_dir: Path, params: int) -> None:
     """Refuse to start when the disk cannot hold two checkpoints (written side by side)."""
-    import shutil
-
-    params = sum(p.numel() * p.element_size() for p in model.state_dict().values())
-    need = 2 * (params * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
-    free = shutil.disk_usage(run_dir).free
+    need = 2 * (params * 4 * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
+    where = _existing_ancestor(run_dir)
+    free = shutil.disk_usage(where).free
     if free < need:
         raise RunFolderError(
             f"{run_dir}: only {free / 2**20:.1f} MiB free, checkpoints need about {need / 2**20:.1f} MiB; "
@@ -94,62 +105,120 @@ def check_free_space(run_dir: Path, model: LatentModel) -> None:
         )
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
+
+def _user_entries(path: Path) -> list[Path]:
+    """What a folder holds apart from vaekit's own lock and temporary files."""
+    return [p for p in path.iterdir() if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder vaekit made: its config.json is a vaekit config (any version), or its weights carry
+    vaekit's metadata."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing; this run folder has no saved weights yet") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise RunFolderError(f"{path}: not a readable safetensors file ({e})") from None
+        d = json.loads(files.read_regular(path / CONFIG, "config", MAX_CONFIG_BYTES))
+        if isinstance(d, dict) and "format_version" in d and "model" in d:
+            return True
+    except (VaekitError, ValueError, RecursionError):
+        pass
+    for name in (STATE, MODEL):
+        try:
+            if "format_version" in _read_tensors(path / name)[1]:
+                return True
+        except VaekitError:
+            pass
+    return False
 
 
-def prepare_run_dir(path: Path, overwrite: bool) -> None:
-    """Create ``path`` for a new run; refuse a non-empty folder unless ``overwrite``."""
+def check_new_run_dir(path: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that cannot become a new run, before anything is written: a file, a
+    folder under a file, an unwritable place, or a non-empty folder (unless ``overwrite`` and it
+    is a vaekit run)."""
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"{path}: exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise RunFolderError(f"{path}: {ancestor} is not a folder; choose another --out")
+    import os
+
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{path}: cannot write in {ancestor} (permission denied); choose another --out")
+    if path.is_dir() and _user_entries(path):
         if not overwrite:
             raise RunFolderError(
-                f"{path}: folder is not empty; pass --overwrite to replace it, "
-                "--resume to continue it, or choose another --out"
+                f"{path}: folder is not empty; pass --overwrite (Python: overwrite=True) to replace the run in "
+                "it, --resume to continue it, or choose another --out"
             )
-        import shutil
+        if not is_run_folder(path):
+            raise RunFolderError(
+                f"{path}: folder is not empty and is not a vaekit run (no vaekit config.json); --overwrite only "
+                "replaces vaekit runs, so nothing was removed; choose another --out"
+            )
 
-        for name in (CONFIG, MODEL, STATE, HISTORY, *RUN_ARTIFACTS):  # only what vaekit writes
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        for tmp in path.glob(".*.tmp"):
-            tmp.unlink()
+
+def create_run_dir(path: Path) -> bool:
+    """Make the folder (and parents); returns whether it was created here."""
+    existed = path.is_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
     except OSError as e:
-        raise RunFolderError(f"{path}: cannot write here ({e.strerror or e}); choose another --out") from None
+        raise RunFolderError(f"{path}: cannot create this folder ({e.strerror or e}); choose another --out") from None
+    return not existed
+
+
+def clear_run_dir(path: Path) -> None:
+    """Remove the files vaekit wrote in a run folder (for --overwrite); the user's own files stay."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    plots = path / PLOTS_DIR
+    if plots.is_dir():
+        for name in PLOT_FILES:
+            (plots / f"{name}.png").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            plots.rmdir()  # only when nothing of the user's is left in it
+    for tmp in path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def save_config(run_dir: Path, cfg: RunConfig) -> None:
-    atomic_write_bytes(run_dir / CONFIG, (cfg.to_json() + "\n").encode())
+    files.atomic_write(run_dir / CONFIG, cfg.to_json() + "\n")
 
 
-def load_config(run_dir: Path) -> RunConfig:
+def load_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder")
-    if not (run_dir / CONFIG).is_file():
+    if not (run_dir / CONFIG).exists():
         raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}); pass a folder made by `vaekit train`")
     try:
         return RunConfig.load(run_dir / CONFIG)
     except ConfigError as e:
         raise RunFolderError(str(e)) from None
+
+
+def saved_data_shape(path: Path, meta: dict[str, str]) -> tuple[int, ...]:
+    try:
+        shape = json.loads(meta["data_shape"])
+    except (KeyError, ValueError, RecursionError):
+        raise RunFolderError(f"{path}: metadata lacks the data shape; not written by vaekit") from None
+    try:
+        return check_data_shape(shape, f"{path}: data_shape")
+    except ConfigError as e:
+        raise RunFolderError(str(e)) from None
+
+
+def _int_meta(path: Path, meta: dict[str, str], key: str, default: int | None = None) -> int:
+    text = meta.get(key)
+    if text is None and default is not None:
+        return default
+    if text is None or not text.isdigit() or len(text) > 12:
+        raise RunFolderError(f"{path}: metadata '{key}' is {show(text)}, not a count; not written by vaekit")
+    return int(text)
 
 
 @dataclass
@@ -189,86 +258,141 @@ def save_checkpoint(
             else:
                 scalars[f"{idx}.{key}"] = value
     opt_meta = {"param_groups": state["param_groups"], "scalars": scalars}
-    _atomic_save_tensors(run_dir / STATE, tensors, {**meta, "optimizer": json.dumps(opt_meta)})
-    _atomic_save_tensors(run_dir / MODEL, weights, meta)
+    _save_tensors(run_dir / STATE, tensors, {**meta, "optimizer": json.dumps(opt_meta)})
+    _save_tensors(run_dir / MODEL, weights, meta)
+
+
+def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
+    """(epoch, data shape) of the saved training state, or None when there is none yet."""
+    path = run_dir / STATE
+    if not path.exists():
+        return None
+    _, meta = _read_tensors(path)
+    return _int_meta(path, meta, "epoch"), saved_data_shape(path, meta)
+
+
+def _check_rng(path: Path, rng: dict[str, torch.Tensor], step: int) -> None:
+    need = ["torch", "data"] + (["data_epoch_start"] if step else [])
+    for key in need:
+        t = rng.get(key)
+        if t is None or t.dtype != torch.uint8 or t.dim() != 1:
+            raise RunFolderError(f"{path}: random-number state '{key}' is missing or malformed; cannot resume exactly")
+        try:  # a CPU state torch does not accept fails here, not in the middle of training
+            if key == "torch" or len(t) == len(torch.get_rng_state()):
+                torch.Generator().set_state(t)
+        except RuntimeError:
+            raise RunFolderError(f"{path}: random-number state '{key}' is not a valid generator state") from None
 
 
 def load_training_state(run_dir: Path, model: LatentModel, optimizer: torch.optim.Optimizer) -> TrainingState:
-    """Restore weights and optimizer in place from training_state.safetensors."""
+    """Restore weights and optimizer in place from training_state.safetensors, after checking
+    every part of it (a damaged file is refused before it can change anything)."""
     path = run_dir / STATE
-    tensors, meta = _load_tensors(path)
-    try:
+    tensors, meta = _read_tensors(path)
+    epoch, step = _int_meta(path, meta, "epoch"), _int_meta(path, meta, "step", 0)
+    with untrusted(path, "training state"):
         opt_meta = json.loads(meta["optimizer"])
-        epoch, step = int(meta["epoch"]), int(meta.get("step", 0))
-    except (KeyError, ValueError) as e:
-        raise RunFolderError(f"{path}: metadata is incomplete ({e}); cannot resume") from None
+        scalars = opt_meta["scalars"]
+        if not isinstance(scalars, dict):
+            raise ValueError("optimizer scalars are not a map")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise RunFolderError(f"{path}: weights do not match {CONFIG} ({str(e).splitlines()[0]})") from None
+    expected = model.state_dict()
+    if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
+        raise RunFolderError(f"{path}: its weights do not fit the model in {CONFIG}; the files come from different runs")
+    if not all(weights[k].is_floating_point() == expected[k].is_floating_point() for k in expected):
+        raise RunFolderError(f"{path}: its weights have the wrong number type; not written by vaekit")
+    params = list(model.parameters())
     state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
+    with untrusted(path, "optimizer state"):
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, idx, key = name.split(".", 2)
+                i = int(idx)
+                if not 0 <= i < len(params):
+                    raise ValueError(f"state for parameter {i} of {len(params)}")
+                if key != "step" and (value.shape != params[i].shape or not value.is_floating_point()):
+                    raise ValueError(f"'{key}' of parameter {i} has shape {tuple(value.shape)}")
+                if key == "step" and (value.numel() != 1 or not math.isfinite(float(value)) or float(value) < 0):
+                    raise ValueError(f"step of parameter {i} is {show(value.tolist())}")
+                state.setdefault(i, {})[key] = value
+        for name, value in scalars.items():
+            idx, key = name.split(".", 1)
+            if not 0 <= int(idx) < len(params) or not isinstance(value, (int, float, bool)):
+                raise ValueError(f"scalar {show(name)}")
             state.setdefault(int(idx), {})[key] = value
-    for name, value in opt_meta["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
-    except (ValueError, KeyError) as e:
-        raise RunFolderError(f"{path}: optimizer state does not fit the model ({e})") from None
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return TrainingState(epoch, step, rng, tensors.get("partial.sums"))
+    _check_rng(path, rng, step)
+    partial = tensors.get("partial.sums")
+    if step and (partial is None or partial.shape != (3,) or not partial.is_floating_point()):
+        raise RunFolderError(f"{path}: a mid-epoch checkpoint without its partial sums; not written by vaekit")
+    model.load_state_dict(weights, strict=True)
+    # The hyper-parameters come from config.json (the optimizer was built from it); only the
+    # per-parameter state is taken from the file.
+    current = optimizer.state_dict()["param_groups"]
+    with untrusted(path, "optimizer state"):
+        optimizer.load_state_dict({"state": state, "param_groups": current})
+    return TrainingState(epoch, step, rng, partial)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild the model from config.json and load its weights; nothing but the folder is needed."""
     run_dir = Path(run_dir)
+    device = pick_device(device) if isinstance(device, str) else device
     cfg = load_config(run_dir)
-    tensors, meta = _load_tensors(run_dir / MODEL)
+    tensors, meta = _read_tensors(run_dir / MODEL)
+    shape = saved_data_shape(run_dir / MODEL, meta)
+    epoch = _int_meta(run_dir / MODEL, meta, "epoch", 0)
     try:
-        shape = tuple(int(s) for s in json.loads(meta["data_shape"]))
-        epoch = int(meta.get("epoch", 0))
-    except (KeyError, ValueError, TypeError):
-        raise RunFolderError(f"{run_dir / MODEL}: metadata lacks the data shape; not written by vaekit") from None
-    model = build_model(cfg.model, shape)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        model = build_model(cfg.model, shape, batch_size=cfg.train.eval_batch_size)
+    except ConfigError as e:
+        raise RunFolderError(f"{run_dir / MODEL}: its data shape {list(shape)} does not fit {CONFIG} ({e})") from None
+    expected = model.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
+        missing = sorted(set(expected) - set(tensors)) or sorted(
+            k for k in expected if k in tensors and tensors[k].shape != expected[k].shape) or sorted(set(tensors) - set(expected))
         raise RunFolderError(
-            f"{run_dir / MODEL}: weights do not match {CONFIG} ({first}); "
+            f"{run_dir / MODEL}: weights do not match {CONFIG} (first difference: {show(missing[0] if missing else '?')}); "
             "the files come from different runs"
-        ) from None
+        )
+    with untrusted(run_dir / MODEL, "weights file"):
+        model.load_state_dict(tensors, strict=True)
     model.to(device).train(False)  # inference mode
     return Run(run_dir, cfg, model, epoch, shape)
 
 
-def append_history(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / HISTORY, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records. A last line cut short (a crash of an older vaekit mid-append) is
+    dropped with a warning; damage anywhere else is an error."""
     path = Path(run_dir) / HISTORY
-    if not path.is_file():
+    if not path.exists():
         return []
+    text = files.read_regular(path, "history file").decode("utf-8", "replace")
+    lines = text.split("\n")
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except (ValueError, RecursionError):
+            if n == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}: its last line was cut short (a crash while writing it); it is ignored "
+                              "and will be rewritten", stacklevel=2)
+                break
             raise RunFolderError(f"{path}: line {n} is not valid JSON") from None
     return records
 
 
-def truncate_history(run_dir: Path, epoch: int) -> None:
-    """Keep only the records of epochs up to ``epoch`` (those the checkpoint covers)."""
-    kept = [r for r in read_history(run_dir) if int(r.get("epoch", 0)) <= epoch]
-    atomic_write_bytes(Path(run_dir) / HISTORY, "".join(json.dumps(r) + "\n" for r in kept).encode())
+def write_history(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite history.jsonl atomically (it is small: one line per epoch)."""
+    files.atomic_write(Path(run_dir) / HISTORY, "".join(files.strict_json(r) + "\n" for r in records))
+
+
+def truncate_history(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
+    """Keep only the records of epochs up to ``epoch`` (those the checkpoint covers); returns them."""
+    kept = [r for r in read_history(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+    write_history(run_dir, kept)
+    return kept

@@ -6,14 +6,20 @@ Every user error ends as one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
-from .errors import TrainingInterrupted, VaekitError
+from .errors import TrainingInterrupted, VaekitError, one_line, show
+from .files import strict_json
+from .runlock import writing_into
 
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
@@ -55,7 +61,7 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def _dest(flag: str) -> str:
@@ -102,12 +108,8 @@ def _train(args: argparse.Namespace):
                 "--resume continues a run with its saved config; only --epochs, --device and --data-dir "
                 f"may be given with it (got {', '.join(extra) or '--preset/--config'})"
             )
-        from .checkpoint import load_config, save_config
-
-        cfg = load_config(Path(args.resume))
-        if overrides:
-            save_config(Path(args.resume), cfg.with_overrides(overrides))
-        run = fit(None, args.resume, resume=True, progress=not args.no_progress, max_minutes=args.max_minutes)
+        run = fit(None, args.resume, resume=True, overrides=overrides, progress=not args.no_progress,
+                  max_minutes=args.max_minutes)
     else:
         if args.config and args.preset:
             raise VaekitError("--config and --preset both say where to start; give one of them")
@@ -148,10 +150,8 @@ def format_metrics(m: dict[str, Any]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    if args.iwae_k < 0:
-        raise VaekitError(f"--iwae-k {args.iwae_k}: must be >= 0 (0 skips the IWAE estimate)")
     m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k)
-    print(json.dumps(m) if args.json else format_metrics(m))
+    print(strict_json(m) if args.json else format_metrics(m))
     return 0
 
 
@@ -160,27 +160,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_run
+    from .files import write_via_buffer
     from .grids import sample_grid, save_png
+    from .models import check_batch_budget
 
     run = load_run(args.run_dir, args.device)
-    if args.n < 1:
-        raise VaekitError(f"-n {args.n}: the number of samples must be at least 1")
-    if args.o.endswith(".npy"):
-        gen = torch.Generator(device=args.device).manual_seed(args.seed)
-        np.save(args.o, run.model.sample(args.n, generator=gen).cpu().numpy())
+    check_batch_budget(run.model, args.n, f"sample -n {args.n}")
+    if args.o.suffix == ".npy":
+        gen = torch.Generator(device=run.model.fc_mu.weight.device).manual_seed(args.seed)
+        values = run.model.sample(args.n, generator=gen).cpu().numpy()
+        write_via_buffer(args.o, lambda buf: np.save(buf, values))
     else:
         save_png(sample_grid(run.model, args.n, args.seed), args.o)
-    print(f"wrote {args.n} samples to {args.o}")
+    print(f"wrote {args.n} sample{'s' if args.n != 1 else ''} to {args.o}")
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from .figures import open_run
+    from .files import write_via_buffer
     from .grids import reconstruction_grid, save_png
 
     view = open_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     x = view.test_x(args.n)
-    save_png(reconstruction_grid(view.model, x), args.o)
+    if args.o.suffix == ".npy":  # (2, n, ...): the inputs, then their reconstructions
+        pair = torch.stack([x, view.model.reconstruct(x)]).cpu().numpy()
+        write_via_buffer(args.o, lambda buf: np.save(buf, pair))
+    else:
+        save_png(reconstruction_grid(view.model, x), args.o)
     print(f"wrote {len(x)} test examples and their reconstructions to {args.o}")
     return 0
 
@@ -188,16 +198,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from .figures import plot_run
 
-    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print,
-                       grid_dims=args.grid_dims)
-    print(f"wrote {len(written)} plots to {args.out or Path(args.run_dir) / 'plots'}")
+    out = args.out or Path(args.run_dir) / "plots"
+    with writing_into(args.run_dir, [out], "plot"):
+        written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print,
+                           grid_dims=args.grid_dims)
+    print(f"wrote {len(written)} plot{'s' if len(written) != 1 else ''} to {out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    path = build_report(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
+    with writing_into(args.run_dir, [args.run_dir], "report"):
+        path = build_report(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
     print(f"report: {path}")
     return 0
 
@@ -218,13 +231,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from .plots import confusion_matrix, save_figure
 
-    view = open_run(args.run_dir, data_dir=args.data_dir)
-    full = probe(view.model, view.data, knn_k=args.k)
     out = Path(args.o) if args.o else Path(args.run_dir) / "plots" / "probe-confusion.png"
-    save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
+    with writing_into(args.run_dir, [out], "probe"):
+        view = open_run(args.run_dir, data_dir=args.data_dir)
+        full = probe(view.model, view.data, knn_k=args.k)
+        save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
     result = {k: v for k, v in full.items() if k not in ("y_test", "linear_predicted")}
     if args.json:
-        print(json.dumps({**result, "plot": str(out)}))
+        print(strict_json({**result, "plot": str(out)}))
     else:
         print(f"linear probe (logistic regression) accuracy {result['linear_accuracy']:.4f}, "
               f"{args.k}-NN accuracy {result['knn_accuracy']:.4f} (chance {result['chance']:.4f}); "
@@ -244,15 +258,16 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
             raise VaekitError("give a RUN_DIR trained with --holdout-class, or --holdout-class C to train one")
         args.resume = None
         run_dir = _train(args).path
-    view = open_run(run_dir, data_dir=args.data_dir)
-    result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, args.iwae_k,
-                            view.seed, progress=not args.no_progress)
     out = Path(args.o) if args.o else Path(run_dir) / "plots" / "anomaly-scores.png"
-    save_figure(score_histograms(result["scores"][~result["is_anomaly"]], result["scores"][result["is_anomaly"]],
-                                 result["auroc"], result["score"]), out)
+    with writing_into(run_dir, [out], "anomaly"):
+        view = open_run(run_dir, data_dir=args.data_dir)
+        result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, args.iwae_k,
+                                view.seed, progress=not args.no_progress)
+        save_figure(score_histograms(result["scores"][~result["is_anomaly"]],
+                                     result["scores"][result["is_anomaly"]], result["auroc"], result["score"]), out)
     summary = {k: v for k, v in result.items() if k not in ("scores", "is_anomaly")}
     if args.json:
-        print(json.dumps({**summary, "plot": str(out)}))
+        print(strict_json({**summary, "plot": str(out)}))
     else:
         print(f"held-out class {summary['holdout_classes']} vs the rest, scored by {summary['score']}: "
               f"AUROC {summary['auroc']:.4f} ({summary['n_anomalous']} held-out, {summary['n_normal']} seen); "
@@ -264,7 +279,7 @@ def cmd_walkthrough(args: argparse.Namespace) -> int:
     from .walkthrough import format_walkthrough, walkthrough
 
     w = walkthrough()
-    print(json.dumps(w) if args.json else format_walkthrough(w))
+    print(strict_json(w) if args.json else format_walkthrough(w))
     return 0
 
 
@@ -278,14 +293,72 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
+# Every flag that is not a config field gets its range here, as an argparse type: a value out of
+# range is refused before any work, as one line naming the flag. (Config fields are checked by
+# RunConfig.validate, the one place for them.)
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{show(text)} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{show(text)} is out of range {lo}..{hi}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{show(text)} is not a number") from None
+        if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
+            want = f"a positive number up to {hi:g}" if lo_open and lo == 0 else f"in [{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"{show(text)} is out of range: must be {want}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def output_file(*suffixes: str) -> Callable[[str], Path]:
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{show(text)}: write {' or '.join(suffixes)} (the file name says which)")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{show(text)} is a folder; give a file name")
+        return path
+
+    parse.__name__ = "file name"
+    return parse
+
+
+def size_flag(text: str) -> int:
+    from .budget import parse_size
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number of minutes")
-    return value
+        return parse_size(text)
+    except VaekitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def ratio_flag(text: str) -> float:
+    from .budget import parse_ratio
+
+    try:
+        return parse_ratio(text)
+    except VaekitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MAX_COUNT = 10**7  # samples, examples, neighbours: anything past this is a typo (the budget checks memory)
+SEED = int_in(0, 2**63 - 1)
+MINUTES = float_in(0, 10**7, lo_open=True)
 
 
 def _add_train_arguments(t: argparse.ArgumentParser) -> None:
@@ -299,111 +372,187 @@ def _add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--max-minutes", type=_positive_float, metavar="M",
+    t.add_argument("--max-minutes", type=MINUTES, metavar="M",
                    help="stop after the last epoch that fits in M minutes (resume later with --resume)")
+
+
+def _common() -> argparse.ArgumentParser:
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument("--max-memory", type=size_flag, metavar="SIZE",
+                   help="memory budget for what files and flags ask for, e.g. 16G "
+                        "(default: half the machine's memory, or $VAEKIT_MAX_MEMORY)")
+    c.add_argument("--max-ratio", type=ratio_flag, metavar="R",
+                   help="largest compression ratio accepted in .gz/.npz input (default 200, or $VAEKIT_MAX_RATIO)")
+    return c
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.")
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = [_common()]
 
-    t = sub.add_parser("train", help="train a VAE or AE into a run folder")
+    t = sub.add_parser("train", help="train a VAE or AE into a run folder", parents=common)
     _add_train_arguments(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)")
+    e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)", parents=common)
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--iwae-k", type=int, default=100, metavar="K",
+    e.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
                    help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
     e.add_argument("--data-dir", metavar="DIR", help="where the data files are on this machine")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sample", help="decode draws from the prior into a PNG grid (or .npy)")
+    s = sub.add_parser("sample", help="decode draws from the prior into a PNG grid (or .npy)", parents=common)
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("-o", required=True, metavar="FILE", help="output .png (or .npy for raw values)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-n", type=int_in(1, MAX_COUNT), default=64, help="number of samples (default 64)")
+    s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
+                   help="output .png (or .npy for raw values)")
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_sample)
 
-    r = sub.add_parser("reconstruct", help="test examples above their reconstructions, as a PNG")
+    r = sub.add_parser("reconstruct", help="test examples above their reconstructions, as a PNG (or .npy)",
+                       parents=common)
     r.add_argument("run_dir", metavar="RUN_DIR")
-    r.add_argument("-o", required=True, metavar="FILE.png")
-    r.add_argument("-n", type=int, default=32, help="number of test examples (default 32)")
+    r.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
+                   help="output .png grid, or .npy of shape (2, n, ...): inputs, then reconstructions")
+    r.add_argument("-n", type=int_in(1, 10**5), default=32, help="number of test examples (default 32)")
     r.add_argument("--data-dir", metavar="DIR")
     r.add_argument("--device", default="cpu")
     r.set_defaults(func=cmd_reconstruct)
 
-    pl = sub.add_parser("plot", help="write every plot of a run as PNG files")
+    pl = sub.add_parser("plot", help="write every plot of a run as PNG files", parents=common)
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
     pl.add_argument("--data-dir", metavar="DIR")
-    pl.add_argument("--grid-dims", nargs=2, type=int, metavar=("I", "J"),
+    pl.add_argument("--grid-dims", nargs=2, type=int_in(0, 65535), metavar=("I", "J"),
                     help="latent grid over dimensions I and J (default: top two principal directions)")
     pl.set_defaults(func=cmd_plot)
 
-    rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every plot")
+    rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every plot", parents=common)
     rp.add_argument("run_dir", metavar="RUN_DIR")
-    rp.add_argument("--iwae-k", type=int, default=100, metavar="K")
+    rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K")
     rp.add_argument("--data-dir", metavar="DIR")
     rp.set_defaults(func=cmd_report)
 
-    cp = sub.add_parser("compare", help="two runs' latent spaces side by side, decoding the same z")
+    cp = sub.add_parser("compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
     cp.add_argument("run_a", metavar="RUN_A")
     cp.add_argument("run_b", metavar="RUN_B")
-    cp.add_argument("-o", default="compare.png", metavar="FILE.png")
+    cp.add_argument("-o", default=Path("compare.png"), type=output_file(".png"), metavar="FILE.png")
     cp.add_argument("--data-dir", metavar="DIR")
     cp.set_defaults(func=cmd_compare)
 
-    pr = sub.add_parser("probe", help="linear and kNN accuracy of labels from the latent means")
+    pr = sub.add_parser("probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
     pr.add_argument("run_dir", metavar="RUN_DIR")
-    pr.add_argument("-k", type=int, default=5, help="neighbours for kNN (default 5)")
+    pr.add_argument("-k", type=int_in(1, 10**4), default=5, help="neighbours for kNN (default 5)")
     pr.add_argument("--json", action="store_true")
-    pr.add_argument("-o", metavar="FILE.png", help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
+    pr.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
+                    help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
     pr.add_argument("--data-dir", metavar="DIR")
     pr.set_defaults(func=cmd_probe)
 
-    an = sub.add_parser("anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)")
+    an = sub.add_parser("anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)", parents=common)
     an.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
                     help="a run trained with --holdout-class; without it, train one from the flags")
     _add_train_arguments(an)
-    an.add_argument("--iwae-k", type=int, default=0, metavar="K", help="score by IWAE NLL with K samples")
+    an.add_argument("--iwae-k", type=int_in(0, 10**6), default=0, metavar="K", help="score by IWAE NLL with K samples")
     an.add_argument("--json", action="store_true")
-    an.add_argument("-o", metavar="FILE.png", help="score histograms (default RUN_DIR/plots/anomaly-scores.png)")
+    an.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
+                    help="score histograms (default RUN_DIR/plots/anomaly-scores.png)")
     an.set_defaults(func=cmd_anomaly)
 
-    w = sub.add_parser("walkthrough", help="seed 004 step by step, computed by vaekit")
+    w = sub.add_parser("walkthrough", help="seed 004 step by step, computed by vaekit", parents=common)
     w.add_argument("--json", action="store_true")
     w.set_defaults(func=cmd_walkthrough)
 
-    ps = sub.add_parser("presets", help="list the presets")
+    ps = sub.add_parser("presets", help="list the presets", parents=common)
     ps.set_defaults(func=cmd_presets)
     return p
 
 
+@contextlib.contextmanager
+def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
+    """Warnings (numpy, Pillow, scikit-learn, ...) are collected, not printed as they come: after a
+    successful command each distinct one becomes one line; after an error the error is the line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            if show_them[0]:
+                seen = set()
+                for w in caught:
+                    text = one_line(str(w.message), 300)
+                    if text not in seen:
+                        seen.add(text)
+                        print(f"vaekit: warning: {text}", file=sys.stderr)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # so SIGTERM, like Ctrl-C, unwinds: temporary files are removed, locks released
+
+
+def _error(text: str) -> None:
+    print(f"vaekit: error: {one_line(text)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    """Run one command; every failure is one line on stderr with exit code 2 (130 when interrupted)."""
+    from . import budget
+
+    parser = build_parser()
     try:
-        return func(args)
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    func: Callable[[argparse.Namespace], int] = args.func
+    if threading_main():
+        signal.signal(signal.SIGTERM, _terminate)
+    ok = [False]
+    try:
+        with _dependency_warnings(ok), budget.limits(args.max_memory, args.max_ratio):
+            code = func(args)
+            ok[0] = True
+        sys.stdout.flush()
+        return code
     except VaekitError as e:
-        print(f"vaekit: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
+    except BrokenPipeError:  # `vaekit ... | head`: the reader has all it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a path the user gave that cannot be read or written
         where = f"{e.filename}: " if e.filename else ""
-        print(f"vaekit: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        _error(f"{where}{e.strerror or e}; check the path and its permissions")
         return 2
     except TrainingInterrupted as e:
-        print(f"vaekit: {e}", file=sys.stderr)
+        print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("vaekit: interrupted", file=sys.stderr)
+        print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
         return 130
+    except MemoryError:
+        _error("out of memory; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "
+               "model, batch or data set")
+        return 2
+    except Exception as e:  # a bug in vaekit: still one line, with a way to see the traceback
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        _error(f"internal error {type(e).__name__}: {e} (a bug in vaekit; rerun with VAEKIT_DEBUG=1 for the "
+               "traceback and please report it)")
+        return 1
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

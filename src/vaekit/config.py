@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, VaekitError, show
 
 FORMAT_VERSION = 1
 MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
+MAX_IMAGE_SIZE = 8192
+MAX_CONFIG_BYTES = 1 << 20
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
@@ -115,15 +117,21 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        from .files import read_regular
+
         path = Path(path)
         try:
-            text = path.read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+            text = read_regular(path, "config file", MAX_CONFIG_BYTES).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); not a config.json") from None
+        except VaekitError as e:
+            raise ConfigError(str(e)) from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a config.json") from None
         return cls.from_dict(d, source=str(path))
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
@@ -134,10 +142,10 @@ class RunConfig:
             target = d
             for p in parts[:-1]:
                 if not isinstance(target.get(p), dict):
-                    raise ConfigError(f"unknown config key '{key}'; see `vaekit train --help`")
+                    raise ConfigError(f"unknown config key '{show(key)}'; see `vaekit train --help`")
                 target = target[p]
             if parts[-1] not in target or isinstance(target[parts[-1]], dict):
-                raise ConfigError(f"unknown config key '{key}'; see `vaekit train --help`")
+                raise ConfigError(f"unknown config key '{show(key)}'; see `vaekit train --help`")
             ftype = _field_type(type(self), parts)
             target[parts[-1]] = _coerce(value, ftype, key) if isinstance(value, str) else value
         cfg = _build(type(self), d, "override", "")
@@ -150,6 +158,8 @@ class RunConfig:
         checks = [
             (_NAME.fullmatch(self.preset) is not None, "preset", self.preset,
              "may only hold letters, digits, '.', '_' and '-'"),
+            (0 <= self.seed < 2**63, "seed", self.seed, "must be in 0..2**63-1"),
+            (0 <= dc.split_seed < 2**63, "data.split_seed", dc.split_seed, "must be in 0..2**63-1"),
             (1 <= m.latent_dim <= MAX_WIDTH, "model.latent_dim", m.latent_dim, f"must be in 1..{MAX_WIDTH}"),
             (all(1 <= h <= MAX_WIDTH for h in m.hidden) and len(m.hidden) <= 32, "model.hidden", m.hidden,
              f"needs at most 32 widths, each in 1..{MAX_WIDTH}"),
@@ -159,8 +169,8 @@ class RunConfig:
             (o.cycle_epochs >= 1, "objective.cycle_epochs", o.cycle_epochs, "must be at least 1"),
             (0 < o.cycle_ramp <= 1, "objective.cycle_ramp", o.cycle_ramp, "must be in (0, 1]"),
             (0 <= t.epochs <= 10**6, "train.epochs", t.epochs, "must be in 0..1000000"),
-            (t.batch_size >= 1, "train.batch_size", t.batch_size, "must be at least 1"),
-            (t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1"),
+            (1 <= t.batch_size <= 2**31, "train.batch_size", t.batch_size, "must be in 1..2**31"),
+            (1 <= t.eval_batch_size <= 2**31, "train.eval_batch_size", t.eval_batch_size, "must be in 1..2**31"),
             (_finite(t.lr) and t.lr > 0, "train.lr", t.lr, "must be a positive number"),
             (_finite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
              "must be >= 0"),
@@ -170,13 +180,18 @@ class RunConfig:
             (_finite(t.lr_min) and 0 <= t.lr_min <= t.lr, "train.lr_min", t.lr_min, "must be in 0..train.lr"),
             (0 < dc.test_fraction < 1, "data.test_fraction", dc.test_fraction, "must be in (0, 1)"),
             (dc.channels in (1, 3), "data.channels", dc.channels, "must be 1 (grayscale) or 3 (RGB)"),
-            (dc.image_size is None or dc.image_size >= 4, "data.image_size", dc.image_size, "must be at least 4"),
+            (dc.image_size is None or 4 <= dc.image_size <= MAX_IMAGE_SIZE, "data.image_size", dc.image_size,
+             f"must be in 4..{MAX_IMAGE_SIZE}"),
+            (all(0 <= c < 2**31 for c in dc.holdout_classes), "data.holdout_classes", dc.holdout_classes,
+             "must be class numbers >= 0"),
+            (len(self.train.device) <= 64 and len(dc.dataset) <= 4096, "train.device/data.dataset",
+             self.train.device if len(self.train.device) > 64 else dc.dataset, "is too long"),
             (dc.binarize in ("none", "static", "dynamic"), "data.binarize", dc.binarize,
              "must be none, static or dynamic"),
         ]
         for ok, name, value, why in checks:
             if not ok:
-                raise ConfigError(f"{name}={value!r} {why}")
+                raise ConfigError(f"{name}={show(value)} {why}")
 
 
 def _finite(x: float) -> bool:
@@ -199,7 +214,7 @@ def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'")
+        raise ConfigError(f"{source}: unknown key '{show(prefix + str(unknown[0]))}'")
     kwargs = {}
     for name, value in d.items():
         ftype = hints[name]
@@ -230,7 +245,7 @@ def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
     if ftype is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {value!r}")
+        raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {show(value)}")
     return value
 
 
@@ -260,4 +275,4 @@ def _coerce(text: str, ftype: Any, key: str) -> Any:
         return text
     except ValueError:
         name = getattr(ftype, "__name__", str(ftype))
-        raise ConfigError(f"{key}: '{text}' is not a valid {name}") from None
+        raise ConfigError(f"{key}: '{show(text)}' is not a valid {name}") from None

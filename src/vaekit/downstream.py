@@ -26,6 +26,12 @@ def probe(model: LatentModel, data: Dataset, knn_k: int = 5, seed: int = 0) -> d
     z_train = latent_means(model, data, "train").cpu().numpy()
     z_test = latent_means(model, data, "test").cpu().numpy()
     y_train, y_test = data.train_y.cpu().numpy(), data.test_y.cpu().numpy()
+    if min(y_train.min(), y_test.min()) < 0:
+        raise VaekitError(f"{data.name}: labels must be class numbers >= 0, found {int(min(y_train.min(), y_test.min()))}")
+    if len(np.unique(y_train)) < 2:
+        raise VaekitError(f"{data.name}: the training labels hold a single class; a probe needs at least two")
+    if knn_k > len(y_train):
+        raise VaekitError(f"-k {knn_k}: more neighbours than the {len(y_train)} training examples")
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     linear.fit(z_train, y_train)
     knn = KNeighborsClassifier(n_neighbors=knn_k).fit(z_train, y_train)

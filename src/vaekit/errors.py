@@ -1,6 +1,11 @@
-"""The one exception type users see: a one-line message naming the thing at fault and the fix."""
+"""The one exception type users see: a one-line message naming the thing at fault and the fix,
+and the helpers that keep every message to one short line."""
 
 from __future__ import annotations
+
+from typing import Any
+
+MESSAGE_LIMIT = 600  # characters of one error line (values inside it are shortened first)
 
 
 class VaekitError(Exception):
@@ -16,7 +21,11 @@ class ConfigError(VaekitError):
 
 
 class RunFolderError(VaekitError):
-    """A run folder that is missing, incomplete or inconsistent."""
+    """A run folder that is missing, incomplete, inconsistent or in use."""
+
+
+class BudgetError(VaekitError):
+    """A file or a flag asks for more memory than the budget allows."""
 
 
 class TrainingInterrupted(Exception):
@@ -25,3 +34,29 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, signal_name: str) -> None:
         super().__init__(message)
         self.signal_name = signal_name
+
+
+def _escape(text: str) -> str:
+    """Control characters (newlines, escapes, NUL ...) as visible escapes: one line, no terminal tricks."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """A value as it may appear in a message: repr for non-strings, escaped, at most ``limit`` characters."""
+    text = _escape(value if isinstance(value, str) else repr(value))
+    return text if len(text) <= limit else f"{text[: limit - 24]}...({len(text)} characters)"
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A message fit for one terminal line: escaped, and its middle elided when it is too long."""
+    text = _escape(text.strip())
+    if len(text) <= limit:
+        return text
+    head, tail = (limit * 2) // 3, limit // 3 - 5
+    return f"{text[:head]} ... {text[-tail:]}"
+
+
+def brief(e: BaseException) -> str:
+    """The first line of an exception from a dependency, shortened: what went wrong, for a message."""
+    text = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+    return show(text, 100)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, load_run
 from .data import Dataset, load_dataset
+from .errors import DataError
 from .models import LatentModel
 from .objectives import elbo_parts, iwae_log_px
 
@@ -145,7 +146,13 @@ def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Da
     cfg = run.config.data
     if data_dir:
         cfg.data_dir = data_dir
-    return load_dataset(cfg, progress=progress)
+    data = load_dataset(cfg, progress=progress)
+    if tuple(data.shape) != tuple(run.data_shape):
+        raise DataError(
+            f"{cfg.dataset}: its examples now have shape {list(data.shape)}, but {run.path} was trained on shape "
+            f"{list(run.data_shape)}; the data changed since training (pass --data-dir to the original files)"
+        )
+    return data
 
 
 def evaluate_run(

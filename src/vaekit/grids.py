@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import budget
 from .errors import VaekitError
+from .files import write_via_buffer
 from .models import LatentModel
 
 MIN_TILE = 56  # small images (8x8 digits) are enlarged so a grid is readable
@@ -28,6 +30,7 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
     nrow = math.ceil(n / ncol)
     zoom = max(1, math.ceil(MIN_TILE / max(h, w)))
     th, tw = h * zoom, w * zoom
+    budget.check(5 * c * (nrow * (th + pad) + pad) * (ncol * (tw + pad) + pad), f"a grid of {n:,} images")
     canvas = np.ones((c, nrow * (th + pad) + pad, ncol * (tw + pad) + pad), dtype=np.float32)
     for i in range(n):
         r, col = divmod(i, ncol)
@@ -39,12 +42,10 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 picture as a PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(path)
-    return path
+    return write_via_buffer(path, lambda buf: Image.fromarray(picture).save(buf, format="PNG"))
 
 
 def _need_images(model: LatentModel, what: str) -> None:

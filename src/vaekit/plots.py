@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from .files import write_via_buffer
 from .models import LatentModel
 
 DPI = 100
@@ -22,10 +23,8 @@ TRAIN_COLOR, TEST_COLOR = "#1f77b4", "#d62728"
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
+    """Render ``fig`` as a PNG and write it atomically (a crash never leaves a half-written plot)."""
+    return write_via_buffer(path, lambda buf: fig.savefig(buf, dpi=DPI, format="png"))
 
 
 def _np(a: Tensor | np.ndarray) -> np.ndarray:

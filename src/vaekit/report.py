@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from .files import atomic_write
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
 
@@ -114,5 +115,4 @@ Metrics on the test split ({metrics['n']} examples), per example, in nats.</p>
 </body></html>
 """
     out = run_dir / REPORT
-    out.write_text(page, encoding="utf-8")
-    return out
+    return atomic_write(out, page)

@@ -18,31 +18,27 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import RunConfig
 from .data import Dataset, binarize, load_dataset
-from .errors import ConfigError, TrainingInterrupted, VaekitError
+from .devices import pick_device
+from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, brief
 from .evaluate import elbo_metrics
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
 from .objectives import beta_at, elbo_parts, loss_from_parts
 from .optim import lr_setter, make_optimizer
+from .runlock import run_lock
 
 SAMPLES_PNG = "samples.png"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device='{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device='{name}' but no CUDA GPU is available; use --device cpu")
-    return device
-
-
-def check_data_fits(cfg: RunConfig, data: Dataset) -> None:
-    """Refuse combinations that would train on nonsense (e.g. Bernoulli on values outside [0, 1])."""
+def check_data_fits(cfg: RunConfig, data: Dataset, saved_shape: tuple[int, ...] | None = None) -> None:
+    """Refuse combinations that would train on nonsense (e.g. Bernoulli on values outside [0, 1]),
+    and data that changed under a run being resumed."""
+    if saved_shape is not None and tuple(data.shape) != tuple(saved_shape):
+        raise DataError(
+            f"{cfg.data.dataset}: its examples now have shape {list(data.shape)}, but this run was trained on "
+            f"shape {list(saved_shape)}; the data changed since training (pass --data-dir to the original files)"
+        )
     if cfg.model.likelihood == "bernoulli" or cfg.data.binarize != "none":
         lo, hi = data.value_range()
         if lo < 0 or hi > 1:
@@ -63,12 +59,16 @@ def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["data"])
-    cuda = [state[k] for k in sorted(state) if k.startswith("cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, path: Path) -> None:
+    try:
+        torch.set_rng_state(state["torch"])
+        gen.set_state(state["data"])
+        cuda = [state[k] for k in sorted(state) if k.startswith("cuda.")]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ckpt.RunFolderError(f"{path}: its random-number state does not fit this device ({brief(e)}); resume "
+                                  "with the --device the run was trained on") from None
 
 
 class StopOnSignal:
@@ -186,6 +186,23 @@ def _epoch_line(rec: dict, epochs: int) -> str:
     )
 
 
+def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int | None,
+                overrides: dict[str, Any] | None) -> RunConfig:
+    """The config this call trains with: the saved one when resuming, changed in memory only."""
+    if resume:
+        if cfg is not None:
+            raise ValueError("fit(resume=True) continues the run's saved config; pass cfg=None")
+        cfg = ckpt.load_config(run_dir)
+    elif cfg is None:
+        raise ValueError("fit needs a RunConfig unless resume=True")
+    changes = dict(overrides or {})
+    if epochs is not None:
+        changes["train.epochs"] = epochs
+    cfg = cfg.with_overrides(changes) if changes else cfg
+    cfg.validate()
+    return cfg
+
+
 def fit(
     cfg: RunConfig | None,
     run_dir: str | Path,
@@ -193,6 +210,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     epochs: int | None = None,
+    overrides: dict[str, Any] | None = None,
     data: Dataset | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -200,47 +218,68 @@ def fit(
 ) -> ckpt.Run:
     """Train (or, with ``resume``, continue) the run in ``run_dir`` and return it loaded.
 
-    A new run saves ``config.json`` before training starts; every epoch appends to
-    ``history.jsonl`` and then rewrites the checkpoint, so a stopped run resumes exactly.
+    Everything that can be refused (config, device, data, model size, free space, the folder)
+    is checked before the run folder is touched, so a refused call changes nothing. The folder
+    is then locked against a second writer; a new run saves ``config.json`` before training;
+    every epoch rewrites ``history.jsonl`` and then the checkpoint, so a stopped run resumes
+    exactly. ``overrides`` (dotted keys) change the config, e.g. the device of a resumed run.
     ``max_minutes`` ends training after the last epoch that fits in that wall-clock budget
     (judged by the epoch just finished); the run then resumes like any stopped one.
     """
     run_dir = Path(run_dir)
-    if resume:
-        cfg = ckpt.load_config(run_dir)
-        if epochs is not None:
-            cfg = cfg.with_overrides({"train.epochs": epochs})
-    elif cfg is None:
-        raise ValueError("fit needs a RunConfig unless resume=True")
-    elif epochs is not None:
-        cfg = cfg.with_overrides({"train.epochs": epochs})
-    cfg.validate()
-
-    # Data and model: everything is rebuilt from the config alone.
+    cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = pick_device(cfg.train.device)
+    saved = ckpt.read_state_meta(run_dir) if resume else None
+    if saved and saved[0] >= cfg.train.epochs and (epochs is not None or "train.epochs" in (overrides or {})):
+        raise ConfigError(f"--epochs {cfg.train.epochs}: {run_dir} has already trained {saved[0]} epochs; "
+                          f"give more than {saved[0]} to continue it")
+    if not resume:
+        ckpt.check_new_run_dir(run_dir, overwrite)
     data = data or load_dataset(cfg.data, progress=progress)
-    check_data_fits(cfg, data)
-    data = data.to(device)
+    check_data_fits(cfg, data, saved[1] if saved else None)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.shape).to(device)
+    model = build_model(cfg.model, data.shape, cfg.train.batch_size, training=True)
+    ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
+    data = data.to(device)
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    start = ckpt.TrainingState(0, 0, {}, None)
-    if resume and (run_dir / ckpt.STATE).exists():
-        start = ckpt.load_training_state(run_dir, model, optimizer)
-        _set_rng_state(start.rng, gen)
-        where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
-        log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
-    elif not resume:
-        ckpt.prepare_run_dir(run_dir, overwrite)
-    ckpt.check_free_space(run_dir, model)
-    ckpt.truncate_history(run_dir, start.epoch)
-    ckpt.save_config(run_dir, cfg)
+    created = False if resume else ckpt.create_run_dir(run_dir)
+    try:
+        with run_lock(run_dir, "train"):
+            if not resume and overwrite:
+                ckpt.clear_run_dir(run_dir)
+            return _loop(cfg, run_dir, resume, model, optimizer, gen, data, device, progress, log, max_minutes)
+    except RunFolderError:
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
+
+def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optimizer: torch.optim.Optimizer,
+           gen: torch.Generator, data: Dataset, device: torch.device, progress: bool,
+           log: Callable[[str], None], max_minutes: float | None) -> ckpt.Run:
+    """The loop itself, in a locked folder whose inputs have all been checked."""
     n_train = len(data.train_x)
     bs = cfg.train.batch_size
     steps_per_epoch = -(-n_train // bs)
+    start = ckpt.TrainingState(0, 0, {}, None)
+    if resume and (run_dir / ckpt.STATE).exists():
+        start = ckpt.load_training_state(run_dir, model, optimizer)
+        if start.step >= steps_per_epoch:
+            raise RunFolderError(f"{run_dir / ckpt.STATE}: stopped at step {start.step} of an epoch that has "
+                                 f"{steps_per_epoch}; the data changed since training")
+        _set_rng_state(start.rng, gen, run_dir / ckpt.STATE)
+        if start.epoch >= cfg.train.epochs and not start.step:
+            log(f"{run_dir} has already trained all {cfg.train.epochs} epochs; continue it with --epochs N "
+                f"(N > {cfg.train.epochs})")
+            return ckpt.load_run(run_dir, device)
+        where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
+        log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
+    history = ckpt.truncate_history(run_dir, start.epoch)
+    ckpt.save_config(run_dir, cfg)
+
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
     guard = FiniteGuard(device)
     deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
@@ -301,7 +340,8 @@ def fit(
                     "test_kl_per_dim": test["kl_per_dim"], "train_seconds": train_seconds,
                     "seconds": time.perf_counter() - t0,
                 }
-                ckpt.append_history(run_dir, record)
+                history.append(record)
+                ckpt.write_history(run_dir, history)
                 ckpt.save_checkpoint(run_dir, model, optimizer, epoch, _rng_state(gen))
                 (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
                 if stop.requested and epoch < cfg.train.epochs:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError
+from .. import budget
+from ..errors import DataError, show
 from .dataset import Dataset, split
+
+N_BLOBS = 2000
 
 
 def load_digits(cfg: DataConfig, arg: str) -> Dataset:
@@ -29,8 +32,9 @@ def load_blobs(cfg: DataConfig, arg: str) -> Dataset:
     except ValueError:
         dim = 0
     if dim < 1:
-        raise DataError(f"blobs:{arg}: the dimension must be a positive integer, e.g. blobs:4")
-    x, y = make_blobs(n_samples=2000, n_features=dim, centers=4, random_state=cfg.split_seed)
+        raise DataError(f"blobs:{show(arg)}: the dimension must be a positive integer, e.g. blobs:4")
+    budget.check(3 * N_BLOBS * dim * 8, f"blobs:{dim} ({N_BLOBS} examples of {dim:,} values)")
+    x, y = make_blobs(n_samples=N_BLOBS, n_features=dim, centers=4, random_state=cfg.split_seed)
     x = torch.from_numpy(x).float()
     y = torch.from_numpy(y).long()
     return Dataset(f"blobs:{dim}", *split(x, y, cfg.test_fraction, cfg.split_seed),

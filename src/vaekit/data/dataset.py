@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from ..errors import DataError
+
 
 @dataclass
 class Dataset:
@@ -59,6 +61,9 @@ def split(x: Tensor, y: Tensor | None, test_fraction: float, seed: int) -> tuple
     """A fixed random held-out split: (train_x, train_y, test_x, test_y)."""
     n = len(x)
     n_test = max(1, int(round(n * test_fraction)))
+    if n_test >= n:
+        raise DataError(f"--test-fraction {test_fraction:g} leaves no training examples out of {n}; "
+                        f"use a value below {(n - 1) / n:.4g}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     test, train = perm[:n_test], perm[n_test:]
     pick = lambda t, i: None if t is None else t[i]  # noqa: E731

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError
+from .. import budget
+from ..errors import DataError, VaekitError, brief
+from ..files import open_regular
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -29,20 +31,22 @@ def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | 
 
 
 def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "image file") as f, Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
             im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read this image ({e}); remove or replace it") from None
+    except VaekitError:
+        raise
+    except Exception as e:  # Pillow's decoders raise many types on damaged files
+        raise DataError(f"{path}: cannot read this image ({brief(e)}); remove or replace it") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -56,8 +60,10 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
         raise DataError(f"{root}: found {len(files)} image(s); a data set needs at least 2")
     mode = "L" if cfg.channels == 1 else "RGB"
     images = []
-    for f in files:
+    for i, f in enumerate(files):
         arr = _load_image(f, mode, cfg.image_size)
+        if i == 0:  # every image will have this size: the whole set must fit the budget
+            budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
         if images and arr.shape != images[0].shape:
             raise DataError(
                 f"{f}: size {arr.shape[2]}x{arr.shape[1]} differs from {files[0].name} "

@@ -15,28 +15,41 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from .. import budget
+from ..errors import DataError, brief, show
+from ..files import file_size, open_regular
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-MAX_BYTES = 512 << 20  # MNIST's largest file is 47 MB; a header claiming over 512 MiB is corrupt
 
 
 def read_idx_bytes(path: Path) -> bytes:
-    """The uncompressed bytes of an IDX file (gunzipped when the name ends in .gz)."""
-    try:
+    """The uncompressed bytes of an IDX file (gunzipped when the name ends in .gz). The header is
+    read first and its declared size checked (against the real file size, the memory budget and,
+    for gzip, the compression ratio) before the data are read."""
+    with open_regular(path, "IDX file") as raw:
+        stored = file_size(raw)
         if path.suffix != ".gz":
-            return path.read_bytes()
-        with gzip.open(path, "rb") as f:
-            head = f.read(4)
-            ndim = head[3] if len(head) == 4 else 0
-            dims_raw = f.read(4 * ndim)
+            head = raw.read(4)
+            dims_raw = raw.read(4 * (head[3] if len(head) == 4 else 0))
             expected = _expected_size(path, head, dims_raw)
-            rest = f.read(expected - len(head) - len(dims_raw) + 1)  # +1 detects trailing bytes
-            if len(head) + len(dims_raw) + len(rest) == expected:
-                f.read(1)  # reading at the end makes gzip check its CRC and length trailer
-            return head + dims_raw + rest
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable gzip file ({e}); delete it and download it again") from None
+            if stored != expected:
+                what = "truncated" if stored < expected else "longer than its header says"
+                raise DataError(f"{path}: IDX file is {what} ({stored} bytes, header implies {expected}); "
+                                "delete it and download it again")
+            return head + dims_raw + raw.read(expected - len(head) - len(dims_raw))
+        try:
+            with gzip.open(raw, "rb") as f:
+                head = f.read(4)
+                ndim = head[3] if len(head) == 4 else 0
+                dims_raw = f.read(4 * ndim)
+                expected = _expected_size(path, head, dims_raw)
+                budget.check_ratio(expected, stored, f"{path} (gzip)")
+                rest = f.read(expected - len(head) - len(dims_raw) + 1)  # +1 detects trailing bytes
+                if len(head) + len(dims_raw) + len(rest) == expected:
+                    f.read(1)  # reading at the end makes gzip check its CRC and length trailer
+                return head + dims_raw + rest
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: not a readable gzip file ({brief(e)}); delete it and download it again") from None
 
 
 def _expected_size(path: Path, head: bytes, dims_raw: bytes) -> int:
@@ -48,8 +61,7 @@ def _expected_size(path: Path, head: bytes, dims_raw: bytes) -> int:
     dims = struct.unpack(f">{ndim}I", dims_raw[: 4 * ndim])
     itemsize = np.dtype(_DTYPES[head[2]]).itemsize
     size = 4 + 4 * ndim + math.prod(dims) * itemsize
-    if size > MAX_BYTES:
-        raise DataError(f"{path}: IDX header declares {dims}, implausibly large; the file is corrupt")
+    budget.check(size, f"{path} (IDX header declares {show(dims)})")
     return size
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, VaekitError
 from .download import fetch
+from ..files import read_regular
 from .idx import md5, parse_idx, read_idx_bytes
 
 FILES = {
@@ -87,7 +88,7 @@ def search_dirs(name: str, data_dir: str | None) -> tuple[list[Path], Path]:
 def _find(file: str, dirs: list[Path]) -> Path | None:
     for d in dirs:
         for candidate in (d / file, d / f"{file}.gz"):
-            if candidate.is_file():
+            if candidate.exists() or candidate.is_symlink():  # a FIFO or device is refused when read
                 return candidate
     return None
 
@@ -95,7 +96,7 @@ def _find(file: str, dirs: list[Path]) -> Path | None:
 def _verify(src: IdxSource, file: str, path: Path, data: bytes) -> None:
     if src.md5.get(file) == md5(data):
         return
-    if path.suffix == ".gz" and src.gz_md5.get(file) == md5(path.read_bytes()):
+    if path.suffix == ".gz" and src.gz_md5.get(file) == md5(read_regular(path, "IDX file")):
         return
     if file not in src.md5 and path.suffix != ".gz":
         return  # no published checksum for these uncompressed bytes; the IDX header checks remain
@@ -118,7 +119,7 @@ def locate(src: IdxSource, data_dir: str | None, download: bool, progress: bool)
                 try:
                     fetch(mirror + f"{f}.gz", dest, progress)
                     _verify(src, f, dest, read_idx_bytes(dest))
-                except (OSError, DataError) as e:
+                except (OSError, VaekitError) as e:
                     dest.unlink(missing_ok=True)
                     errors.append(str(e))
                     continue

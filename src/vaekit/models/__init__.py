@@ -1,23 +1,88 @@
-"""Models: a registry from ``ModelConfig.kind`` to class, and one builder."""
+"""Models: a registry from ``ModelConfig.kind`` to class, and one builder that checks the budget."""
 
 from __future__ import annotations
 
+import math
+
+import torch
+
+from .. import budget
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, show
 from .ae import AE
 from .base import LatentModel
 from .distributions import DiagonalGaussian, PointMass
 from .vae import VAE
 
 MODELS: dict[str, type[LatentModel]] = {c.kind: c for c in (VAE, AE)}
+MAX_DATA_SIZE = 1 << 31  # values in one example
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple[int, ...]) -> LatentModel:
-    """Build the model ``cfg`` describes for examples of ``data_shape``."""
+def check_data_shape(shape: object, source: str = "data shape") -> tuple[int, ...]:
+    """One example's shape as ints: (D,) for vectors or (C, H, W) for images, every side >= 1."""
+    if not isinstance(shape, (tuple, list)) or len(shape) not in (1, 3) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
+    ) or math.prod(shape) > MAX_DATA_SIZE:
+        raise ConfigError(f"{source}: {show(shape)} is not an example shape (D,) or (C, H, W) of positive sizes")
+    return tuple(shape)
+
+
+def _construct(cfg: ModelConfig, data_shape: tuple[int, ...]) -> LatentModel:
     cls = MODELS.get(cfg.kind)
     if cls is None:
-        raise ConfigError(f"unknown model kind '{cfg.kind}'; choose one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model kind '{show(cfg.kind)}'; choose one of {', '.join(MODELS)}")
     return cls(cfg, data_shape)
 
 
-__all__ = ["AE", "VAE", "LatentModel", "MODELS", "build_model", "DiagonalGaussian", "PointMass"]
+def parameter_count(cfg: ModelConfig, data_shape: tuple[int, ...]) -> int:
+    """Parameters of the model ``cfg`` describes, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in _construct(cfg, check_data_shape(data_shape)).parameters())
+
+
+@torch.no_grad()
+def activation_values(model: LatentModel) -> int:
+    """Values one example creates on its way through encoder and decoder (measured with hooks on a
+    forward pass of the posterior mean: no random numbers are drawn, no weights change)."""
+    values = [0]
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda mod, i, o: values.__setitem__(0, values[0] + o.numel()))
+             for m in leaves]
+    was_training = model.training
+    model.train(False)
+    try:
+        x = torch.zeros(1, *model.data_shape, device=next(model.parameters()).device)
+        model.decode(model.encode(x)[0])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return values[0] + math.prod(model.data_shape)
+
+
+def _need(params: int, per_example: int, batch_size: int, training: bool) -> int:
+    """Bytes (float32) for weights (with gradients and Adam's two moments when training) and activations."""
+    return 4 * (params * (4 if training else 1) + per_example * batch_size * (3 if training else 1))
+
+
+def check_batch_budget(model: LatentModel, batch_size: int, what: str, training: bool = False) -> None:
+    """Refuse running ``batch_size`` examples at once through ``model`` beyond the memory budget."""
+    params = sum(p.numel() for p in model.parameters())
+    budget.check(_need(params, activation_values(model), batch_size, training),
+                 f"{what} ({params:,} parameters, {batch_size:,} examples at once)")
+
+
+def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], batch_size: int = 1,
+                training: bool = False) -> LatentModel:
+    """Build the model ``cfg`` describes for examples of ``data_shape``, after checking that its
+    weights, and its activations for ``batch_size`` examples at a time, fit the memory budget."""
+    data_shape = check_data_shape(data_shape)
+    params = parameter_count(cfg, data_shape)
+    budget.check(_need(params, 0, 0, training), f"the model ({params:,} parameters)")
+    model = _construct(cfg, data_shape)
+    check_batch_budget(model, batch_size, "the model", training)
+    return model
+
+
+__all__ = ["AE", "VAE", "LatentModel", "MODELS", "build_model", "check_data_shape",
+           "check_batch_budget", "parameter_count", "DiagonalGaussian", "PointMass"]

@@ -1,0 +1,123 @@
+"""One memory budget for every allocation that a file or a flag controls.
+
+Before vaekit allocates what a user's input asks for (a data set a header declares, an archive
+member's decompressed size, a model's parameters and activations, a grid of samples), it asks
+``check`` here. Over the limit is a one-line error naming the number, the limit and how to
+raise it: ``--max-memory SIZE`` on any command, or ``$VAEKIT_MAX_MEMORY``. Compressed inputs
+also face a ratio limit (``--max-ratio``, ``$VAEKIT_MAX_RATIO``): a small file that inflates
+a thousandfold is a zip bomb, not a data set.
+
+The limits live in a context variable, set for the duration of a command with ``limits(...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import BudgetError, ConfigError
+
+DEFAULT_RATIO = 200.0  # MNIST's IDX files compress 2-8x; real float data far less
+RATIO_FLOOR = 16 << 20  # small members cannot hurt, whatever their ratio
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_ratio: float
+
+
+def parse_size(text: str) -> int:
+    """'512M', '8G', '1.5T', '1000000' -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(text))
+    if not m:
+        raise ConfigError(f"'{text}' is not a size; write e.g. 512M, 8G or 1.5T")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not 1 <= value <= 1 << 60:
+        raise ConfigError(f"'{text}' is not a usable size (1 byte .. 1 EiB)")
+    return int(value)
+
+
+def human(n: float) -> str:
+    n = float(min(n, 1 << 70))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_limits() -> Limits:
+    """Half the machine's memory and a 200x ratio, unless the environment says otherwise."""
+    max_bytes = physical_memory() // 2
+    if os.environ.get("VAEKIT_MAX_MEMORY"):
+        max_bytes = parse_size(os.environ["VAEKIT_MAX_MEMORY"])
+    ratio = DEFAULT_RATIO
+    if os.environ.get("VAEKIT_MAX_RATIO"):
+        ratio = parse_ratio(os.environ["VAEKIT_MAX_RATIO"])
+    return Limits(max_bytes, ratio)
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = 0.0
+    if not 1 <= ratio <= 1e9:
+        raise ConfigError(f"'{text}' is not a usable compression ratio limit (a number from 1 up)")
+    return ratio
+
+
+_current: ContextVar[Limits | None] = ContextVar("vaekit_budget", default=None)
+
+
+def current() -> Limits:
+    return _current.get() or default_limits()
+
+
+@contextlib.contextmanager
+def limits(max_bytes: int | None = None, max_ratio: float | None = None) -> Iterator[Limits]:
+    """Use these limits (None keeps the default) for everything inside the ``with`` block."""
+    base = current()
+    lim = Limits(base.max_bytes if max_bytes is None else max_bytes,
+                 base.max_ratio if max_ratio is None else max_ratio)
+    token = _current.set(lim)
+    try:
+        yield lim
+    finally:
+        _current.reset(token)
+
+
+def check(nbytes: float, what: str) -> None:
+    """Refuse an allocation of ``nbytes`` for ``what`` above the budget."""
+    lim = current()
+    if not nbytes <= lim.max_bytes:
+        raise BudgetError(
+            f"{what} needs about {human(nbytes)}, over the memory budget of {human(lim.max_bytes)}; "
+            "if that is really meant, raise it with --max-memory SIZE (or VAEKIT_MAX_MEMORY)"
+        )
+
+
+def check_ratio(decompressed: int, compressed: int, what: str) -> None:
+    """Refuse a compressed member that inflates beyond the ratio limit (and check its size)."""
+    check(decompressed, what)
+    ratio = decompressed / max(compressed, 1)
+    lim = current()
+    if decompressed > RATIO_FLOOR and ratio > lim.max_ratio:
+        raise BudgetError(
+            f"{what} inflates {ratio:.0f}-fold ({human(compressed)} -> {human(decompressed)}), over the "
+            f"limit of {lim.max_ratio:g}x for compressed input (a zip bomb?); if it is genuine, "
+            "raise it with --max-ratio R (or VAEKIT_MAX_RATIO)"
+        )

@@ -1,0 +1,186 @@
+"""Every file vaekit reads or writes goes through here.
+
+Reads open regular files only (a FIFO, a device or a socket is refused before a byte is read,
+so nothing can hang or stream forever) and check the size against the memory budget. Writes
+are atomic: the bytes go to a hidden temporary name in the same folder, are fsynced and
+renamed over the target, so a crash, a signal or a full disk leaves the old complete file or
+the new complete file, never a half-written one. JSON output is strict (no NaN/Infinity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from . import budget
+from .errors import VaekitError, show
+
+
+class OutputError(VaekitError):
+    """A file vaekit was asked to write could not be written; the previous version is kept."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | Path, what: str = "file") -> BinaryIO:
+    """Open ``path`` for binary reading, refusing anything but a regular file (checked on the open
+    descriptor, with O_NONBLOCK so that opening a FIFO cannot wait for a writer)."""
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise VaekitError(f"{path}: is a folder, expected a {what}") from None
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot open this {what} ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise VaekitError(f"{path}: is {_kind(st.st_mode)}, not a regular file; pass a real {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_size(f: BinaryIO) -> int:
+    return os.fstat(f.fileno()).st_size
+
+
+def read_regular(path: str | Path, what: str = "file", max_bytes: int | None = None) -> bytes:
+    """The whole content of a regular file, after checking its size against the budget
+    (and ``max_bytes`` where the format has a natural limit, e.g. a config)."""
+    path = Path(path)
+    with open_regular(path, what) as f:
+        size = file_size(f)
+        if max_bytes is not None and size > max_bytes:
+            raise VaekitError(f"{path}: {budget.human(size)} is far larger than a {what} can be "
+                              f"(limit {budget.human(max_bytes)}); is it the right file?")
+        budget.check(size, f"reading {path}")
+        data = f.read(size + 1)
+    if len(data) != size:
+        raise VaekitError(f"{path}: changed size while it was read; try again")
+    return data
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files that a killed vaekit process left beside ``path``."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+    """Write a file atomically: ``with atomic_output(p) as f: f.write(...)``. On any error or
+    signal the temporary file is removed and ``p`` keeps its previous content (or stays absent)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path.parent}: cannot create this folder ({e.strerror or e})") from None
+    _remove_stale_temps(path)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            kept = "its previous version is kept" if path.exists() else "nothing was written"
+            raise OutputError(f"{path}: could not be written ({e.strerror or e}); {kept}") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_output(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def write_via_buffer(path: str | Path, writer: Any) -> Path:
+    """For libraries that write to a file object themselves (Pillow, matplotlib, numpy):
+    ``writer(buffer)`` fills memory first, then the bytes are written atomically."""
+    buf = io.BytesIO()
+    writer(buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def finite_or_none(obj: Any, path: str = "", bad: list[str] | None = None) -> Any:
+    """A copy of ``obj`` with every non-finite float replaced by None; ``bad`` collects their keys."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if bad is not None:
+            bad.append(path or "value")
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v, f"{path}.{k}" if path else str(k), bad) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v, f"{path}[{i}]", bad) for i, v in enumerate(obj)]
+    return obj
+
+
+def strict_json(obj: Any, indent: int | None = None) -> str:
+    """JSON that every parser accepts: non-finite numbers become null, and a top-level object
+    gains ``"non_finite"`` listing which keys were NaN/inf (so a null is never unexplained)."""
+    bad: list[str] = []
+    clean = finite_or_none(obj, "", bad)
+    if bad and isinstance(clean, dict):
+        clean["non_finite"] = bad
+    return json.dumps(clean, indent=indent, allow_nan=False)
+
+
+__all__ = ["OutputError", "atomic_output", "atomic_write", "file_size", "open_regular", "read_regular",
+           "show", "strict_json", "write_via_buffer"]

@@ -1,0 +1,71 @@
+"""One writer per run folder: an exclusive lock held by every command that writes into it.
+
+The lock is ``RUN_DIR/.vaekit.lock``, taken with ``flock`` so the operating system releases it
+when the holder exits in any way (kill -9 included); the file holds the holder's pid and
+command for the message a second writer gets. The file itself is never removed (removing a
+lock file while another process waits on it would let two writers in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import RunFolderError
+
+LOCK = ".vaekit.lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not protected against a second writer
+    fcntl = None  # type: ignore[assignment]
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    pid, _, command = text.partition(" ")
+    return f"pid {pid}" + (f", {command}" if command else "") if pid.isdigit() else "another process"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
+    """Hold the run folder's write lock for the ``with`` block; a second writer gets a one-line error."""
+    run_dir = Path(run_dir)
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunFolderError(f"{run_dir}: cannot write here ({e.strerror or e}); check the folder's permissions") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunFolderError(
+                    f"{run_dir}: in use by another vaekit process ({_holder(fd)}); wait for it to finish "
+                    "or stop it, then try again"
+                ) from None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()} vaekit {command}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str) -> Iterator[None]:
+    """Take the run folder's lock when any of ``outputs`` lies inside it; else nothing to guard."""
+    root = Path(run_dir).resolve()
+    inside = any(Path(p).resolve().is_relative_to(root) for p in outputs)
+    if inside and root.is_dir():
+        with run_lock(root, command):
+            yield
+    else:
+        yield

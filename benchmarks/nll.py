@@ -28,6 +28,7 @@ import torch
 
 from vaekit.checkpoint import read_history
 from vaekit.evaluate import evaluate_model, run_data
+from vaekit.files import atomic_write, strict_json
 from vaekit.presets import get_preset
 from vaekit.train import fit
 
@@ -85,7 +86,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
     }
-    (run_dir / "bench_nll.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(run_dir / "bench_nll.json", strict_json(result, indent=2) + "\n")
     print(f"test NLL (IWAE, K={args.k}, {metrics['n']} images): {result['nll_iwae']:.2f} nats; "
           f"ELBO {result['elbo']:.2f}; {reached} of {epochs} planned epochs in {result['train_minutes']} min "
           f"(budget {args.minutes:g}); evaluation {result['eval_minutes']} min")

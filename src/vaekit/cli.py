@@ -503,16 +503,24 @@ def _error(text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr with exit code 2 (130 when interrupted)."""
-    from . import budget
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     func: Callable[[argparse.Namespace], int] = args.func
-    if threading_main():
-        signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
+    try:
+        return _run(func, args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """The one error path: whatever goes wrong becomes one line on stderr and an exit code."""
+    from . import budget
+
     ok = [False]
     try:
         with _dependency_warnings(ok), budget.limits(args.max_memory, args.max_ratio):

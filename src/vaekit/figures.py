@@ -84,8 +84,6 @@ def _grid(v: RunView) -> Figure | None:
     if v.grid_dims is not None:
         i, j = v.grid_dims
         d = v.model.latent_dim
-        if not (0 <= i < d and 0 <= j < d and i != j):
-            raise VaekitError(f"--grid-dims {i} {j}: need two different dimensions in 0..{d - 1}")
         basis = torch.eye(d)[[i, j]]
         return plots.latent_grid(v.model, 15, 3.0, basis=basis, axis_names=(f"z[{i}]", f"z[{j}]"))
     if v.model.latent_dim <= 2:
@@ -173,7 +171,11 @@ def plot_run(
         raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
     view = view or open_run(run_dir, data_dir=data_dir)
     if grid_dims is not None:
-        view.grid_dims = tuple(grid_dims)
+        i, j = grid_dims
+        d = view.model.latent_dim
+        if not (0 <= i < d and 0 <= j < d and i != j):
+            raise VaekitError(f"--grid-dims {i} {j}: need two different dimensions in 0..{d - 1}")
+        view.grid_dims = (i, j)
     out = Path(out_dir) if out_dir else Path(run_dir) / PLOTS_DIR
     written = {}
     for name, make in PLOTS.items():

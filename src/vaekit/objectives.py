@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .config import ObjectiveConfig
-from .errors import ConfigError
+from .errors import ConfigError, show
 from .models.base import LatentModel
 from .models.distributions import DiagonalGaussian, standard_normal_log_prob
 
@@ -57,7 +57,7 @@ def beta_at(cfg: ObjectiveConfig, epoch: int) -> float:
     fn = SCHEDULES.get(cfg.schedule)
     if fn is None:
         raise ConfigError(
-            f"unknown beta schedule '{cfg.schedule}'; choose one of {', '.join(SCHEDULES)}"
+            f"unknown beta schedule '{show(cfg.schedule)}'; choose one of {', '.join(SCHEDULES)}"
         )
     return fn(cfg, epoch)
 

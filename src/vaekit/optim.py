@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .config import RunConfig, TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, show
 from .models import LatentModel
 
 
@@ -47,7 +47,7 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     fn = LR_SCHEDULES.get(cfg.lr_schedule)
     if fn is None:
         raise ConfigError(
-            f"unknown learning-rate schedule '{cfg.lr_schedule}'; choose one of {', '.join(LR_SCHEDULES)}"
+            f"unknown learning-rate schedule '{show(cfg.lr_schedule)}'; choose one of {', '.join(LR_SCHEDULES)}"
         )
     warmup = round(cfg.lr_warmup_epochs * steps_per_epoch)
     if step < warmup:

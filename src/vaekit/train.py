@@ -24,7 +24,7 @@ from .evaluate import elbo_metrics
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
 from .objectives import beta_at, elbo_parts, loss_from_parts
-from .optim import lr_setter, make_optimizer
+from .optim import lr_at, lr_setter, make_optimizer
 from .runlock import run_lock
 
 SAMPLES_PNG = "samples.png"
@@ -239,6 +239,7 @@ def fit(
     check_data_fits(cfg, data, saved[1] if saved else None)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.shape, cfg.train.batch_size, training=True)
+    beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1)  # the schedules' names resolve (the model's did in build_model)
     ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     data = data.to(device)
     model = model.to(device)

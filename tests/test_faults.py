@@ -117,7 +117,8 @@ def test_torn_last_history_line_is_repaired_on_resume_with_a_warning(run_copy, c
     path = run_copy / ckpt.HISTORY
     text = path.read_text()
     path.write_text(text + text.splitlines()[-1][:37])  # what an older vaekit left on a full disk
-    assert len(read_history(run_copy)) == 2  # readers (plot, report) skip the torn line
+    with pytest.warns(UserWarning, match="cut short"):
+        assert len(read_history(run_copy)) == 2  # readers (plot, report) skip the torn line
     assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "cut short" in err and len(err.strip().splitlines()) == 1
@@ -237,12 +238,12 @@ def test_kill_9_and_signals_during_plot_never_leave_a_broken_png(trained, tmp_pa
     assert len(good) >= 8
     rng = random.Random(1)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for attempt in range(6):
+    for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "vaekit", "plot", str(run)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
         proc.stdout.readline()  # the first plot is written: the rest are being drawn and written
         time.sleep(rng.uniform(0.0, 0.6))
-        sig = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM][attempt % 3]
+        sig = [signal.SIGKILL, signal.SIGINT, signal.SIGTERM][attempt]
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err, err

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,106 @@ def test_paths_from_a_config_cannot_escape(tmp_path, monkeypatch):
 
     assert main(["train", "--config", str(tmp_path / "evil.json"), "--epochs", "1", "--no-progress"]) == 2
     assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from vaekit.config import ModelConfig, TrainConfig
+    from vaekit.train import fit
+
+    cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(hidden=[16], latent_dim=2), train=TrainConfig(epochs=1, batch_size=64))
+    return fit(cfg, tmp_path_factory.mktemp("tiny") / "run", progress=False, log=lambda s: None).path
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 200_000), st.integers(0, 255)), min_size=1, max_size=8),
+       st.none() | st.integers(0, 200_000))
+def test_fuzz_training_state(tmp_path_factory, tiny_run, edits, cut):
+    """Random byte edits and cuts anywhere in a real training_state.safetensors: resume's loader
+    either restores a usable state or refuses with vaekit's error."""
+    import torch
+
+    from vaekit.checkpoint import STATE, load_training_state
+    from vaekit.optim import make_optimizer
+
+    d = tmp_path_factory.mktemp("state")
+    good = (tiny_run / STATE).read_bytes()
+    (d / STATE).write_bytes(_mutate(good, edits, cut))
+    run = load_run(tiny_run)
+    optimizer = make_optimizer(run.model, run.config)
+    try:
+        state = load_training_state(d, run.model, optimizer)
+    except VaekitError:
+        return
+    assert state.epoch >= 0 and state.step >= 0 and torch.is_tensor(state.rng["torch"])
+
+
+@FUZZ
+@given(st.binary(max_size=600) | st.text(max_size=300).map(str.encode))
+def test_fuzz_history(tmp_path_factory, data):
+    from vaekit.checkpoint import HISTORY, read_history
+
+    d = tmp_path_factory.mktemp("hist")
+    (d / HISTORY).write_bytes(b'{"epoch": 1, "test_loss": 3.0}\n' + data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a cut-short last line is dropped with a warning
+            records = read_history(d)
+    except VaekitError:
+        return
+    assert all(isinstance(r, dict) for r in records) and records[0]["epoch"] == 1
+
+
+NASTY = st.sampled_from(["0", "-1", "1", "3", "2", "10000000", "100000000", str(2**70), "-" + str(2**70), "1e309",
+                         "nan", "inf", "-0", "0.5", "abc", "", " ", "1\n2", "\x1b[31m", "9" * 5000, "1,2", "cuda",
+                         "meta", "foo", "x.xyz", "x.png", "x.npy", "../../x.png", "\x00"])
+CLI_CASES = {  # command -> flags fuzzed with hostile values (compute kept small: -n, k and sizes are capped by range)
+    "evaluate": ["--iwae-k", "--device", "--max-memory", "--max-ratio"],
+    "sample": ["-n", "--seed", "--device", "-o", "--max-memory"],
+    "reconstruct": ["-n", "--device", "-o"],
+    "probe": ["-k", "-o"],
+    "plot": ["--grid-dims", "--only"],
+    "train": ["--epochs", "--latent-dim", "--hidden", "--batch-size", "--lr", "--beta", "--seed", "--test-fraction",
+              "--device", "--set", "--dataset", "--image-size", "--likelihood", "--max-minutes", "--lr-warmup",
+              "--warmup", "--lr-min", "--grad-clip", "--sigma", "--holdout-class"],
+}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(CLI_CASES)), st.data())
+def test_fuzz_cli_flags(tmp_path_factory, tiny_run, command, data):
+    """Hostile values for the CLI's flags: every outcome is success or one line with exit code 2,
+    never a traceback or an internal error."""
+    import contextlib
+
+    from vaekit.cli import main
+
+    out = tmp_path_factory.mktemp("cli")
+    flags = data.draw(st.lists(st.sampled_from(CLI_CASES[command]), min_size=1, max_size=3, unique=True))
+    argv = [command]
+    if command == "train":
+        argv += ["--out", str(out / "r"), "--no-progress", "--epochs", "0"]
+    else:
+        argv.append(str(tiny_run))
+    if command in ("sample", "reconstruct"):
+        argv += ["-o", str(out / "x.png")]
+    if command == "evaluate":
+        argv += ["--iwae-k", "2"]
+    for flag in flags:
+        value = data.draw(NASTY)
+        if flag == "--set":
+            value = data.draw(st.sampled_from(["model.hidden", "train.lr", "objective.schedule", "x.y", "seed"])) + "=" + value
+        if flag == "--dataset":
+            value = data.draw(st.sampled_from(["blobs:", "vectors:", "folder:", "mnist:", ""])) + value
+        if flag in ("-o",):
+            value = str(out / value.replace("/", "_").replace("\x00", "_")) if value else value
+        argv += [flag, value] if flag != "--grid-dims" else [flag, value, data.draw(NASTY)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    text = err.getvalue()
+    assert "Traceback" not in text and "internal error" not in text, (argv, text)
+    assert code in (0, 2), (argv, code, text)
+    if code == 2:
+        assert len(text.strip().splitlines()) == 1, (argv, text)

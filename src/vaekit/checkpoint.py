@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -144,8 +145,6 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
         raise RunFolderError(f"{path}: {ancestor} is not a folder; choose another --out")
-    import os
-
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise RunFolderError(f"{path}: cannot write in {ancestor} (permission denied); choose another --out")
     if path.is_dir() and _user_entries(path):
@@ -271,6 +270,17 @@ def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
     return _int_meta(path, meta, "epoch"), saved_data_shape(path, meta)
 
 
+def _check_weights_fit(path: Path, model: LatentModel, weights: dict[str, torch.Tensor]) -> None:
+    """The saved weights must be exactly the model's: same names, shapes and kinds of number."""
+    expected = model.state_dict()
+    differ = (sorted(set(expected) ^ set(weights))
+              or [k for k in expected if weights[k].shape != expected[k].shape
+                  or weights[k].is_floating_point() != expected[k].is_floating_point()])
+    if differ:
+        raise RunFolderError(f"{path}: weights do not match {CONFIG} (first difference: {show(differ[0])}); "
+                             "the files come from different runs")
+
+
 def _check_rng(path: Path, rng: dict[str, torch.Tensor], step: int) -> None:
     need = ["torch", "data"] + (["data_epoch_start"] if step else [])
     for key in need:
@@ -296,11 +306,7 @@ def load_training_state(run_dir: Path, model: LatentModel, optimizer: torch.opti
         if not isinstance(scalars, dict):
             raise ValueError("optimizer scalars are not a map")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
-        raise RunFolderError(f"{path}: its weights do not fit the model in {CONFIG}; the files come from different runs")
-    if not all(weights[k].is_floating_point() == expected[k].is_floating_point() for k in expected):
-        raise RunFolderError(f"{path}: its weights have the wrong number type; not written by vaekit")
+    _check_weights_fit(path, model, weights)
     params = list(model.parameters())
     state: dict[int, dict[str, Any]] = {}
     with untrusted(path, "optimizer state"):
@@ -346,14 +352,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         model = build_model(cfg.model, shape, batch_size=cfg.train.eval_batch_size)
     except ConfigError as e:
         raise RunFolderError(f"{run_dir / MODEL}: its data shape {list(shape)} does not fit {CONFIG} ({e})") from None
-    expected = model.state_dict()
-    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
-        missing = sorted(set(expected) - set(tensors)) or sorted(
-            k for k in expected if k in tensors and tensors[k].shape != expected[k].shape) or sorted(set(tensors) - set(expected))
-        raise RunFolderError(
-            f"{run_dir / MODEL}: weights do not match {CONFIG} (first difference: {show(missing[0] if missing else '?')}); "
-            "the files come from different runs"
-        )
+    _check_weights_fit(run_dir / MODEL, model, tensors)
     with untrusted(run_dir / MODEL, "weights file"):
         model.load_state_dict(tensors, strict=True)
     model.to(device).train(False)  # inference mode

@@ -31,8 +31,9 @@ CONFIG = "config.json"
 MODEL = "model.safetensors"
 STATE = "training_state.safetensors"
 HISTORY = "history.jsonl"
+DATA_RECORD = "data.json"  # where the data came from and their fingerprint
 # Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
-RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, "samples.png", "reconstructions.png", "report.html", "bench_nll.json")
+RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json")
 PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
               "reconstructions", "error-histogram", "interpolation", "traversals", "probe-confusion",
@@ -357,6 +358,35 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         model.load_state_dict(tensors, strict=True)
     model.to(device).train(False)  # inference mode
     return Run(run_dir, cfg, model, epoch, shape)
+
+
+def save_data_record(run_dir: Path, cfg: RunConfig, data: Any) -> None:
+    """data.json: the data set's name, where it was read, the example shape, split sizes and fingerprint."""
+    from .data import fingerprint
+
+    record = {"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir, "labels": cfg.data.labels,
+              "shape": list(data.shape), "n_train": len(data.train_x), "n_test": len(data.test_x),
+              "fingerprint": fingerprint(data)}
+    files.atomic_write(run_dir / DATA_RECORD, files.strict_json(record, indent=2) + "\n")
+
+
+def check_data_record(run_dir: Path, data: Any) -> None:
+    """Warn (one line) when the data now loaded differ from those the run recorded at training."""
+    from .data import fingerprint
+
+    path = Path(run_dir) / DATA_RECORD
+    if not path.exists():
+        return  # a run from before data.json existed
+    try:
+        record = json.loads(files.read_regular(path, "data record", MAX_CONFIG_BYTES))
+        saved = record["fingerprint"]
+    except (VaekitError, ValueError, KeyError, TypeError, RecursionError):
+        warnings.warn(f"{path}: unreadable; cannot check that the data are the ones the run was trained on",
+                      stacklevel=2)
+        return
+    if saved != fingerprint(data):
+        warnings.warn(f"{data.name}: these data differ from the ones {run_dir} was trained on (fingerprint "
+                      f"{show(saved, 20)} in {DATA_RECORD}); its numbers will not match the run's", stacklevel=2)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

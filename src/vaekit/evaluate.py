@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import Run, load_run
-from .data import Dataset, load_dataset
+from .checkpoint import Run, check_data_record, load_run
+from .data import Dataset, load_dataset, relocate
 from .errors import DataError
 from .models import LatentModel
 from .objectives import elbo_parts, iwae_log_px
@@ -142,16 +142,16 @@ def evaluate_model(
 
 
 def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Dataset:
-    """The data set a run was trained on, read from ``data_dir`` when given (another machine)."""
-    cfg = run.config.data
-    if data_dir:
-        cfg.data_dir = data_dir
+    """The data set a run was trained on, read from ``data_dir`` when given (the data moved, or another
+    machine): the IDX files' folder, or the folder that now holds the run's image folder or vectors file."""
+    cfg = relocate(run.config.data, data_dir)
     data = load_dataset(cfg, progress=progress)
     if tuple(data.shape) != tuple(run.data_shape):
         raise DataError(
             f"{cfg.dataset}: its examples now have shape {list(data.shape)}, but {run.path} was trained on shape "
             f"{list(run.data_shape)}; the data changed since training (pass --data-dir to the original files)"
         )
+    check_data_record(run.path, data)
     return data
 
 

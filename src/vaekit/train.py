@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .data import Dataset, binarize, load_dataset
+from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
 from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, brief
 from .evaluate import elbo_metrics
@@ -198,7 +199,10 @@ def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int 
     changes = dict(overrides or {})
     if epochs is not None:
         changes["train.epochs"] = epochs
+    data_dir = changes.pop("data.data_dir", None)
     cfg = cfg.with_overrides(changes) if changes else cfg
+    cfg = dataclasses.replace(cfg, data=relocate(cfg.data, data_dir) if resume else resolve_paths(
+        dataclasses.replace(cfg.data, data_dir=data_dir or cfg.data.data_dir)))
     cfg.validate()
     return cfg
 
@@ -278,8 +282,11 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
             return ckpt.load_run(run_dir, device)
         where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
         log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
+    if resume:
+        ckpt.check_data_record(run_dir, data)
     history = ckpt.truncate_history(run_dir, start.epoch)
     ckpt.save_config(run_dir, cfg)
+    ckpt.save_data_record(run_dir, cfg, data)
 
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
     guard = FiniteGuard(device)

@@ -7,12 +7,16 @@ download), ``blobs[:D]`` (toy vectors), ``folder:PATH`` (your images), ``vectors
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, show
 from .bundled import load_blobs, load_digits
 from .dataset import Dataset
 from .folder import load_folder
@@ -70,9 +74,54 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
     return ds
 
 
+FILE_SOURCES = ("folder", "vectors")  # data sets named by a path of the user's
+
+
+def resolve_paths(cfg: DataConfig) -> DataConfig:
+    """The same data config with every path absolute, so that a run folder works from any directory."""
+    kind, sep, arg = cfg.dataset.partition(":")
+    absolute = lambda p: os.path.abspath(os.path.expanduser(p)) if p else p  # noqa: E731
+    dataset = f"{kind}:{absolute(arg)}" if kind in FILE_SOURCES and arg else cfg.dataset
+    return dataclasses.replace(cfg, dataset=dataset, data_dir=absolute(cfg.data_dir), labels=absolute(cfg.labels))
+
+
+def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
+    """Where a run's data are on this machine: ``data_dir`` holds the IDX files, or (for folder: and
+    vectors: data) the moved folder or file under its old name (or is that folder or file itself)."""
+    kind, _, arg = cfg.dataset.partition(":")
+    if kind not in FILE_SOURCES or not arg:
+        return resolve_paths(dataclasses.replace(cfg, data_dir=data_dir)) if data_dir else cfg
+    old = Path(arg)
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        moved = root / old.name if (root / old.name).exists() or root.name != old.name else root
+        labels = cfg.labels
+        if labels and not Path(labels).exists() and (root / Path(labels).name).exists():
+            labels = str(root / Path(labels).name)
+        cfg = resolve_paths(dataclasses.replace(cfg, dataset=f"{kind}:{moved}", labels=labels, data_dir=data_dir))
+    path = Path(cfg.dataset.partition(":")[2])
+    if not path.exists():
+        where = f"not in {data_dir}" if data_dir else "not there any more"
+        raise DataError(f"{kind}:{show(str(path))}: this run's data ('{show(old.name)}') are {where}; pass --data-dir "
+                        f"DIR with the folder that now holds '{show(old.name)}'")
+    return cfg
+
+
+def fingerprint(ds: Dataset) -> str:
+    """A short hash of the examples and labels as loaded: the same data give the same fingerprint
+    on any machine, whatever the files' names, compression or modification times."""
+    h = hashlib.sha256()
+    for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(str((tuple(t.shape), str(t.dtype))).encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each value in [0, 1] becomes 1 with that probability, else 0."""
     return torch.bernoulli(x.clamp(0, 1), generator=generator)
 
 
-__all__ = ["Dataset", "LOADERS", "binarize", "load_dataset"]
+__all__ = ["Dataset", "LOADERS", "binarize", "fingerprint", "load_dataset", "relocate", "resolve_paths"]

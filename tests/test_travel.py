@@ -1,0 +1,101 @@
+"""Run folders travel: a run moved to another folder (and read from another working directory)
+works with every command, given only --data-dir where its data moved too; data paths are stored
+absolute, and where the data came from is recorded with a fingerprint."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+SMALL = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "8", "--epochs", "1", "--no-progress"]
+
+
+def _images(folder):
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", (8, 8), (20 * i + (120 if c == "b" else 0)) % 256).save(folder / c / f"{i}.png")
+
+
+def _vectors(folder):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(folder / "emb.npy", rng.normal(size=(60, 6)).astype(np.float32))
+    np.save(folder / "labels.npy", np.arange(60) % 3)
+
+
+@pytest.mark.parametrize("kind", ["folder", "vectors"])
+def test_a_moved_run_works_from_anywhere_with_data_dir(kind, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    if kind == "folder":
+        _images(home / "data" / "imgs")
+        source = ["--dataset", "folder:data/imgs"]
+    else:
+        _vectors(home / "data")
+        source = ["--dataset", "vectors:data/emb.npy", "--labels", "data/labels.npy", "--likelihood", "gaussian"]
+    monkeypatch.chdir(home)
+    assert run("train", *source, *SMALL, "--out", "runs/r")[0] == 0
+    cfg = json.loads((home / "runs" / "r" / "config.json").read_text())
+    assert cfg["data"]["dataset"].split(":", 1)[1].startswith(str(tmp_path))  # stored absolute
+    record = json.loads((home / "runs" / "r" / "data.json").read_text())
+    assert len(record["fingerprint"]) == 16 and record["n_train"] + record["n_test"] in (24, 60)
+
+    # Move the run and the data elsewhere, and work from a third place.
+    shutil.move(str(home / "runs" / "r"), str(tmp_path / "moved-run"))
+    shutil.move(str(home / "data"), str(tmp_path / "new-data"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r, d = str(tmp_path / "moved-run"), str(tmp_path / "new-data")
+    code, _, err = run("evaluate", r)
+    assert code == 2 and "--data-dir" in err and len(err.strip().splitlines()) == 1
+    for cmd in (["evaluate", r, "--data-dir", d, "--iwae-k", "5"], ["plot", r, "--data-dir", d],
+                ["probe", r, "--data-dir", d], ["report", r, "--data-dir", d, "--iwae-k", "2"],
+                ["reconstruct", r, "--data-dir", d, "-n", "4", "-o", "rec.npy"],
+                ["sample", r, "-n", "4", "-o", "s.npy"],
+                ["train", "--resume", r, "--epochs", "2", "--data-dir", d, "--no-progress"],
+                ["evaluate", r, "--iwae-k", "0"]):  # the resumed run now records the new place
+        code, _, err = run(*cmd)
+        assert code == 0, (cmd, err)
+        assert "warning" not in err, (cmd, err)  # same data: the fingerprint matches
+    assert (tmp_path / "moved-run" / "plots" / "curves.png").is_file()
+
+
+def test_changed_contents_of_the_same_shape_give_a_warning(tmp_path, monkeypatch):
+    _vectors(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert run("train", "--dataset", "vectors:data/emb.npy", "--likelihood", "gaussian", *SMALL, "--out", "r")[0] == 0
+    np.save(tmp_path / "data" / "emb.npy", np.ones((60, 6), np.float32))
+    code, _, err = run("evaluate", "r", "--iwae-k", "0")
+    assert code == 0 and "differ from the ones" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_mnist_run_with_a_relative_data_dir_works_from_another_directory(mnist_dir, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    rel = os.path.relpath(mnist_dir, tmp_path)
+    assert run("train", "--preset", "mnist-mlp", "--data-dir", rel, "--no-download", "--epochs", "0", "--out", "r",
+               "--no-progress")[0] == 0
+    other = tmp_path / "deeper" / "still"
+    other.mkdir(parents=True)
+    monkeypatch.chdir(other)
+    code, out, err = run("evaluate", str(tmp_path / "r"), "--iwae-k", "0", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 10000

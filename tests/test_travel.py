@@ -99,3 +99,30 @@ def test_an_mnist_run_with_a_relative_data_dir_works_from_another_directory(mnis
     code, out, err = run("evaluate", str(tmp_path / "r"), "--iwae-k", "0", "--json")
     assert code == 0, err
     assert json.loads(out)["n"] == 10000
+
+
+def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
+    """Colour photos get a conv VAE with a Gaussian likelihood on 3 channels; embeddings an MLP;
+    the choice is printed in one line, and an explicit flag wins over it."""
+    from vaekit.checkpoint import load_run
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(24):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    np.save(tmp_path / "emb.npy", rng.normal(size=(80, 96)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "p", "--no-progress")
+    assert code == 0, err
+    assert "chose a conv VAE" in out and "3x32x32 colour images" in out and "Gaussian" in out
+    r = load_run("p")
+    assert r.data_shape == (1 * 3, 32, 32) and r.config.model.arch == "conv" and r.config.model.likelihood == "gaussian"
+    code, out, err = run("train", "--dataset", "vectors:emb.npy", "--epochs", "1", "--out", "v", "--no-progress")
+    assert code == 0 and "chose an MLP VAE (192, 192; latent 12" in out and "96-d vectors" in out
+    code, out, err = run("train", "--dataset", "folder:photos", "--arch", "mlp", "--likelihood", "bernoulli",
+                         "--latent-dim", "5", "--epochs", "1", "--out", "m", "--no-progress")
+    assert code == 0, err
+    m = load_run("m").config.model
+    assert (m.arch, m.likelihood, m.latent_dim, m.learn_sigma) == ("mlp", "bernoulli", 5, False)
+    code, out, err = run("train", "--preset", "digits-mlp", "--epochs", "1", "--out", "d", "--no-progress")
+    assert code == 0 and "chose" not in out  # a preset: nothing is chosen for you

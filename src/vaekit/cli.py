@@ -115,11 +115,37 @@ def _train(args: argparse.Namespace):
             raise VaekitError("--config and --preset both say where to start; give one of them")
         from .config import RunConfig
 
-        base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
+        data = None
+        if args.config or args.preset or "data.dataset" not in overrides:
+            base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
+        else:
+            base, data = _model_for_data(overrides, not args.no_progress)
         cfg = base.with_overrides(overrides)
         out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = fit(cfg, out, overwrite=args.overwrite, progress=not args.no_progress, max_minutes=args.max_minutes)
+        run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
+                  max_minutes=args.max_minutes)
     return run
+
+
+def _model_for_data(overrides: dict[str, Any], progress: bool):
+    """No preset but a --dataset: load the data once and choose a model that fits them (printed)."""
+    from .autoconfig import choose_model
+    from .config import RunConfig
+    from .data import load_dataset
+
+    data_flags = {k: v for k, v in overrides.items() if k.startswith("data.")}
+    kind, _, arg = str(overrides["data.dataset"]).partition(":")
+    if kind == "folder" and "data.channels" not in data_flags:
+        from .data.folder import detect_channels
+
+        data_flags["data.channels"] = overrides["data.channels"] = detect_channels(arg)
+    data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
+    chosen, why = choose_model(data)
+    chosen = {k: v for k, v in chosen.items() if k not in overrides}  # a flag always wins
+    if "model.likelihood" in overrides:
+        chosen.pop("model.learn_sigma", None)
+    print(why)
+    return RunConfig().with_overrides(chosen), data
 
 
 def format_metrics(m: dict[str, Any]) -> str:

@@ -50,6 +50,23 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def detect_channels(arg: str) -> int:
+    """3 when the folder's first image is in colour, else 1 (for choosing a model without a preset)."""
+    from PIL import Image
+
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        return 1
+    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES][:1]
+    if not files:
+        return 1
+    try:
+        with open_regular(files[0], "image file") as f, Image.open(f) as im:
+            return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    except Exception:  # the real load names the bad file
+        return 1
+
+
 def load_folder(cfg: DataConfig, arg: str) -> Dataset:
     """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set."""
     root = Path(arg).expanduser()

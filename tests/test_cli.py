@@ -123,3 +123,30 @@ def test_occupied_out_folder_is_refused_and_kept(run_dir):
     proc = vaekit("train", *FAST, "--out", str(run_dir))
     _one_line_error(proc, str(run_dir), "--overwrite")
     assert (run_dir / "model.safetensors").read_bytes() == before
+
+
+def test_vaekit_alone_lists_every_command_with_one_line_each():
+    proc = vaekit()
+    assert proc.returncode == 0, proc.stderr
+    for name in ("train", "evaluate", "sample", "reconstruct", "plot", "report", "compare", "probe", "anomaly",
+                 "walkthrough", "presets"):
+        assert any(line.split()[:1] == [name] and len(line.split()) > 2 for line in proc.stdout.splitlines()), name
+
+
+def test_every_option_of_every_command_has_help_and_train_names_its_defaults():
+    from vaekit.cli import build_parser
+
+    parser = build_parser()
+    for name, sub in parser._commands.choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, (name, action.option_strings or action.dest)
+    text = " ".join(parser._commands.choices["train"].format_help().split())
+    assert "digits-mlp: 60" in text and "digits-mlp: 256,128" in text  # epochs and hidden of the default preset
+    assert "(default: 64)" in parser._commands.choices["sample"].format_help()
+
+
+def test_output_piped_into_head_is_not_an_error():
+    proc = subprocess.run(f"{sys.executable} -m vaekit walkthrough | head -1", shell=True, capture_output=True,
+                          text=True)
+    assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1

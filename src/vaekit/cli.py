@@ -26,34 +26,40 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, digits, blobs[:D], "
                                        "folder:PATH or vectors:PATH")),
     ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder with the IDX files (else $VAEKIT_DATA)")),
-    ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"])),
+    ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"],
+                                         help="binarise pixels: once with a fixed seed, or afresh every batch")),
     ("--channels", "data.channels", dict(type=int, metavar="C", help="folder images: 1 gray, 3 RGB")),
     ("--image-size", "data.image_size", dict(type=int, metavar="N", help="folder images: resize to NxN")),
     ("--labels", "data.labels", dict(metavar="FILE.npy", help="vectors: integer labels, one per row")),
-    ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F")),
+    ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F",
+                                                   help="held-out share where a data set has no test split")),
     ("--model", "model.kind", dict(choices=["vae", "ae"], help="VAE or plain autoencoder")),
-    ("--arch", "model.arch", dict(choices=["mlp", "conv"])),
+    ("--arch", "model.arch", dict(choices=["mlp", "conv"], help="fully connected or convolutional")),
     ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths or conv channels, e.g. 400,400")),
-    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N")),
-    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse"])),
-    ("--output", "model.output", dict(choices=["auto", "logits", "identity", "sigmoid"])),
+    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N", help="size of the latent code z")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse"],
+                                              help="p(x|z): Bernoulli (data in [0, 1]), Gaussian, or summed MSE")),
+    ("--output", "model.output", dict(choices=["auto", "logits", "identity", "sigmoid"],
+                                      help="decoder's last activation (auto: what the likelihood needs)")),
     ("--sigma", "model.sigma", dict(type=float, metavar="S", help="gaussian: fixed (or initial) sigma")),
-    ("--learn-sigma", lambda v: {"model.learn_sigma": True}, dict(action="store_true", default=None)),
+    ("--learn-sigma", lambda v: {"model.learn_sigma": True},
+     dict(action="store_true", default=None, help="gaussian: learn one shared sigma")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
-    ("--schedule", "objective.schedule", dict(choices=["constant", "linear", "cyclical"])),
+    ("--schedule", "objective.schedule", dict(choices=["constant", "linear", "cyclical"],
+                                              help="beta over the epochs")),
     ("--warmup", lambda v: {"objective.schedule": "linear", "objective.warmup_epochs": v},
      dict(type=int, metavar="N", help="linear beta warm-up over N epochs")),
-    ("--cycle-epochs", "objective.cycle_epochs", dict(type=int, metavar="N")),
-    ("--epochs", "train.epochs", dict(type=int, metavar="N")),
-    ("--batch-size", "train.batch_size", dict(type=int, metavar="N")),
-    ("--lr", "train.lr", dict(type=float)),
+    ("--cycle-epochs", "objective.cycle_epochs", dict(type=int, metavar="N", help="cyclical: epochs per cycle")),
+    ("--epochs", "train.epochs", dict(type=int, metavar="N", help="epochs to train")),
+    ("--batch-size", "train.batch_size", dict(type=int, metavar="N", help="examples per step")),
+    ("--lr", "train.lr", dict(type=float, help="Adam's learning rate")),
     ("--lr-schedule", "train.lr_schedule", dict(choices=["constant", "cosine", "linear"], help="decay from --lr to --lr-min")),
     ("--lr-warmup", "train.lr_warmup_epochs", dict(type=float, metavar="EPOCHS", help="linear lr warm-up")),
-    ("--lr-min", "train.lr_min", dict(type=float, metavar="LR")),
-    ("--weight-decay", "train.weight_decay", dict(type=float)),
-    ("--grad-clip", "train.grad_clip", dict(type=float, metavar="NORM")),
+    ("--lr-min", "train.lr_min", dict(type=float, metavar="LR", help="where a cosine/linear decay ends")),
+    ("--weight-decay", "train.weight_decay", dict(type=float, help="Adam's L2 penalty")),
+    ("--grad-clip", "train.grad_clip", dict(type=float, metavar="NORM", help="clip the gradient norm (0: off)")),
     ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
-    ("--seed", "seed", dict(type=int)),
+    ("--seed", "seed", dict(type=int, help="seeds weights, batches and sampling")),
     ("--holdout-class", lambda v: {"data.holdout_classes": str(v)},
      dict(type=int, metavar="C", help="leave class C out of training (for `vaekit anomaly`)")),
 ]
@@ -382,24 +388,51 @@ def ratio_flag(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+DATA_DIR_HELP = ("where the run's data are on this machine, if they moved: the IDX files' folder, or the folder "
+                 "holding the run's image folder or vectors file")
 MAX_COUNT = 10**7  # samples, examples, neighbours: anything past this is a typo (the budget checks memory)
 SEED = int_in(0, 2**63 - 1)
 MINUTES = float_in(0, 10**7, lo_open=True)
 
 
 def _add_train_arguments(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`)")
+    t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`; default: digits-mlp, "
+                   "or a model chosen from the data when --dataset is given)")
     t.add_argument("--config", metavar="FILE", help="start from a saved config.json (reproduces that run)")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder to create (default runs/<preset>-<time>)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty --out folder")
-    for flag, _, kw in TRAIN_FLAGS:
-        t.add_argument(flag, **{"default": None, **kw})
+    from .presets import DEFAULT_PRESET, get_preset
+
+    defaults = get_preset(DEFAULT_PRESET)
+    for flag, target, kw in TRAIN_FLAGS:
+        text = kw.get("help", "")
+        if isinstance(target, str):
+            value = _config_value(defaults, target)
+            shown = ",".join(map(str, value)) if isinstance(value, list) else ("none" if value is None else value)
+            text += f" (default: the preset's; {DEFAULT_PRESET}: {shown})"
+        t.add_argument(flag, **{"default": None, **kw, "help": text.strip()})
     t.add_argument("--no-download", action="store_true", help="never download; read local files only")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--max-minutes", type=MINUTES, metavar="M",
                    help="stop after the last epoch that fits in M minutes (resume later with --resume)")
+
+
+def _config_value(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+class _Help(argparse.HelpFormatter):
+    """Shows each option's default where it has one (train's come from the preset, said in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += f" (default: {action.default})"
+        return text
 
 
 def _common() -> argparse.ArgumentParser:
@@ -412,91 +445,107 @@ def _common() -> argparse.ArgumentParser:
     return c
 
 
+def _sub(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=_Help, description=kw.get("help"), **kw)
+
+
+def commands_text() -> str:
+    """What `vaekit` alone prints: the commands, one line each."""
+    rows = [(a.dest, a.help or "") for a in build_parser()._commands._choices_actions]  # type: ignore[attr-defined]
+    width = max(len(n) for n, _ in rows)
+    lines = ["usage: vaekit COMMAND [options]   (vaekit COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {n:<{width}}  {h}" for n, h in rows]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.")
+    p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.", formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    p._commands = sub  # type: ignore[attr-defined]
     common = [_common()]
 
-    t = sub.add_parser("train", help="train a VAE or AE into a run folder", parents=common)
+    t = _sub(sub, "train", help="train a VAE or AE into a run folder", parents=common)
     _add_train_arguments(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test-split negative ELBO per example (beta = 1)", parents=common)
-    e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e = _sub(sub, "evaluate", help="test-split negative ELBO per example (beta = 1)", parents=common)
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
+    e.add_argument("--json", action="store_true", help="print one JSON object (strict JSON)")
     e.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
                    help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
-    e.add_argument("--data-dir", metavar="DIR", help="where the data files are on this machine")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sample", help="decode draws from the prior into a PNG grid (or .npy)", parents=common)
-    s.add_argument("run_dir", metavar="RUN_DIR")
+    s = _sub(sub, "sample", help="decode draws from the prior into a PNG grid (or .npy)", parents=common)
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     s.add_argument("-n", type=int_in(1, MAX_COUNT), default=64, help="number of samples (default 64)")
     s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png (or .npy for raw values)")
-    s.add_argument("--seed", type=SEED, default=0)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--seed", type=SEED, default=0, help="seed for the draws (same seed, same samples)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.set_defaults(func=cmd_sample)
 
-    r = sub.add_parser("reconstruct", help="test examples above their reconstructions, as a PNG (or .npy)",
+    r = _sub(sub, "reconstruct", help="test examples above their reconstructions, as a PNG (or .npy)",
                        parents=common)
-    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     r.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png grid, or .npy of shape (2, n, ...): inputs, then reconstructions")
     r.add_argument("-n", type=int_in(1, 10**5), default=32, help="number of test examples (default 32)")
-    r.add_argument("--data-dir", metavar="DIR")
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     r.set_defaults(func=cmd_reconstruct)
 
-    pl = sub.add_parser("plot", help="write every plot of a run as PNG files", parents=common)
-    pl.add_argument("run_dir", metavar="RUN_DIR")
-    pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots")
+    pl = _sub(sub, "plot", help="write every plot of a run as PNG files", parents=common)
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
+    pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots (names as in RUN_DIR/plots/)")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
-    pl.add_argument("--data-dir", metavar="DIR")
+    pl.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     pl.add_argument("--grid-dims", nargs=2, type=int_in(0, 65535), metavar=("I", "J"),
                     help="latent grid over dimensions I and J (default: top two principal directions)")
     pl.set_defaults(func=cmd_plot)
 
-    rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every plot", parents=common)
-    rp.add_argument("run_dir", metavar="RUN_DIR")
-    rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K")
-    rp.add_argument("--data-dir", metavar="DIR")
+    rp = _sub(sub, "report", help="one self-contained HTML page: config, metrics, every plot", parents=common)
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
+    rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
+                    help="importance samples for the NLL estimate (0 skips it)")
+    rp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     rp.set_defaults(func=cmd_report)
 
-    cp = sub.add_parser("compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
-    cp.add_argument("run_a", metavar="RUN_A")
-    cp.add_argument("run_b", metavar="RUN_B")
-    cp.add_argument("-o", default=Path("compare.png"), type=output_file(".png"), metavar="FILE.png")
-    cp.add_argument("--data-dir", metavar="DIR")
+    cp = _sub(sub, "compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
+    cp.add_argument("run_a", metavar="RUN_A", help="first run (its test data are used for both)")
+    cp.add_argument("run_b", metavar="RUN_B", help="second run, trained on data of the same shape")
+    cp.add_argument("-o", default=Path("compare.png"), type=output_file(".png"), metavar="FILE.png",
+                    help="the figure to write")
+    cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     cp.set_defaults(func=cmd_compare)
 
-    pr = sub.add_parser("probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
-    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     pr.add_argument("-k", type=int_in(1, 10**4), default=5, help="neighbours for kNN (default 5)")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
-    pr.add_argument("--data-dir", metavar="DIR")
+    pr.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     pr.set_defaults(func=cmd_probe)
 
-    an = sub.add_parser("anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)", parents=common)
+    an = _sub(sub, "anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)", parents=common)
     an.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
                     help="a run trained with --holdout-class; without it, train one from the flags")
     _add_train_arguments(an)
     an.add_argument("--iwae-k", type=int_in(0, 10**6), default=0, metavar="K", help="score by IWAE NLL with K samples")
-    an.add_argument("--json", action="store_true")
+    an.add_argument("--json", action="store_true", help="print one JSON object")
     an.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="score histograms (default RUN_DIR/plots/anomaly-scores.png)")
     an.set_defaults(func=cmd_anomaly)
 
-    w = sub.add_parser("walkthrough", help="seed 004 step by step, computed by vaekit", parents=common)
-    w.add_argument("--json", action="store_true")
+    w = _sub(sub, "walkthrough", help="a 4-8-2-8-4 VAE worked through number by number (forward pass, loss, gradients)", parents=common)
+    w.add_argument("--json", action="store_true", help="print one JSON object")
     w.set_defaults(func=cmd_walkthrough)
 
-    ps = sub.add_parser("presets", help="list the presets", parents=common)
+    ps = _sub(sub, "presets", help="list the presets", parents=common)
     ps.set_defaults(func=cmd_presets)
     return p
 
@@ -529,6 +578,10 @@ def _error(text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr with exit code 2 (130 when interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(commands_text())
+        return 0
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

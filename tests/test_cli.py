@@ -143,7 +143,7 @@ def test_every_option_of_every_command_has_help_and_train_names_its_defaults():
                 assert action.help, (name, action.option_strings or action.dest)
     text = " ".join(parser._commands.choices["train"].format_help().split())
     assert "digits-mlp: 60" in text and "digits-mlp: 256,128" in text  # epochs and hidden of the default preset
-    assert "(default: 64)" in parser._commands.choices["sample"].format_help()
+    assert "(default: cpu)" in parser._commands.choices["sample"].format_help()
 
 
 def test_output_piped_into_head_is_not_an_error():

@@ -37,7 +37,7 @@ RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconst
 PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
               "reconstructions", "error-histogram", "interpolation", "traversals", "probe-confusion",
-              "anomaly-scores")
+              "anomaly-scores", "compare")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 

@@ -156,11 +156,12 @@ def _model_for_data(overrides: dict[str, Any], progress: bool):
 
 def format_metrics(m: dict[str, Any]) -> str:
     """The evaluate metrics as an aligned, labelled table."""
+    unit = "nats/example" if m.get("units", "nats") == "nats" else "per example (squared error, not nats)"
     rows = [
-        ("negative ELBO (beta = 1)", "loss", "nats/example"),
-        ("  reconstruction", "recon", "nats/example"),
+        ("negative ELBO (beta = 1)", "loss", unit),
+        ("  reconstruction", "recon", unit),
         ("  KL(q(z|x) || p(z))", "kl", "nats/example"),
-        ("IWAE estimate of -log p(x)", "nll_iwae", f"nats/example, k = {m.get('iwae_k')}"),
+        ("IWAE estimate of -log p(x)", "nll_iwae", f"{unit}, k = {m.get('iwae_k')}"),
         ("bits per dimension", "bits_per_dim", "from the IWAE NLL"),
         ("active units", "active_units", f"of {len(m.get('kl_per_dim') or [])} latent dims"),
         ("per-example MSE: mean", "mse_mean", ""),
@@ -250,10 +251,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .figures import compare_runs
 
-    stats = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir)
+    out = args.o or Path(args.run_a) / "plots" / "compare.png"
+    with writing_into(args.run_a, [out], "compare"):
+        stats = compare_runs(args.run_a, args.run_b, out, data_dir=args.data_dir)
     for name, st in stats.items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
-    print(f"wrote {args.o}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -517,8 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp = _sub(sub, "compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
     cp.add_argument("run_a", metavar="RUN_A", help="first run (its test data are used for both)")
     cp.add_argument("run_b", metavar="RUN_B", help="second run, trained on data of the same shape")
-    cp.add_argument("-o", default=Path("compare.png"), type=output_file(".png"), metavar="FILE.png",
-                    help="the figure to write")
+    cp.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
+                    help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     cp.set_defaults(func=cmd_compare)
 

@@ -132,11 +132,17 @@ def evaluate_model(
         "mse_min": float(errors.min()), "mse_max": float(errors.max()),
     }
     if not model.variational:
-        return {"recon": elbo["recon"], "n": elbo["n"], **stats}
-    metrics = {**elbo, "elbo_bits_per_dim": elbo["loss"] / (dims * math.log(2))}
+        units = "nats" if model.likelihood.is_density else "squared error"
+        return {"recon": elbo["recon"], "n": elbo["n"], "units": units, **stats}
+    density = model.likelihood.is_density
+    metrics = {**elbo, "units": "nats" if density else "squared error (+ KL in nats); not a log-likelihood"}
+    if density:
+        metrics["elbo_bits_per_dim"] = elbo["loss"] / (dims * math.log(2))
     if iwae_k > 0:
         nll = float(iwae_nll(model, data, iwae_k, "test", seed=seed, progress=progress).mean())
-        metrics.update(nll_iwae=nll, iwae_k=iwae_k, bits_per_dim=nll / (dims * math.log(2)))
+        metrics.update(nll_iwae=nll, iwae_k=iwae_k)
+        if density:
+            metrics["bits_per_dim"] = nll / (dims * math.log(2))
     metrics["active_units"] = active_units(latent_means(model, data, "test", batch_size))
     return {**metrics, **stats}
 

@@ -79,17 +79,29 @@ def _scatter(v: RunView) -> Figure:
 
 
 def _grid(v: RunView) -> Figure | None:
+    """The VAE's grid spans [-3, 3] of its prior; an AE has no prior, so its grid spans where its
+    codes actually lie (1st to 99th percentile around their median), and the title says so."""
     if not v.images:
         return None
+    d = v.model.latent_dim
     if v.grid_dims is not None:
         i, j = v.grid_dims
-        d = v.model.latent_dim
-        basis = torch.eye(d)[[i, j]]
-        return plots.latent_grid(v.model, 15, 3.0, basis=basis, axis_names=(f"z[{i}]", f"z[{j}]"))
-    if v.model.latent_dim <= 2:
-        return plots.latent_grid(v.model, 15, 3.0)
-    center, basis, names = v.principal_plane()
-    return plots.latent_grid(v.model, 15, 3.0, basis=basis, center=center, axis_names=names)
+        center, basis, names = torch.zeros(d), torch.eye(d)[[i, j]], (f"z[{i}]", f"z[{j}]")
+    elif d <= 2:
+        center, basis, names = torch.zeros(d), torch.eye(d)[: min(d, 2)], ("z[0]", "z[1]")
+    else:
+        center, basis, names = v.principal_plane()
+    if v.model.variational:
+        return plots.latent_grid(v.model, 15, 3.0, basis=basis, center=center, axis_names=names)
+    codes = v.codes.cpu().float()
+    if v.grid_dims is not None or d <= 2:
+        center = codes.median(0).values
+    coords = (codes - center) @ basis.T
+    extent = float(torch.quantile(coords.abs().flatten(), 0.99).clamp_min(1e-3))
+    names = tuple(f"{n} - median code" for n in names)
+    fig = plots.latent_grid(v.model, 15, extent, basis=basis, center=center, axis_names=names)
+    fig.axes[0].set_title(f"AE: decoded grid over the codes' range (99% within ±{extent:.3g} of their median)")
+    return fig
 
 
 def _samples(v: RunView) -> Figure | None:
@@ -124,12 +136,18 @@ def _interpolation(v: RunView) -> Figure | None:
 
 
 def _traversals(v: RunView) -> Figure | None:
+    """VAE: each coordinate swept over [-3, 3] of the prior; AE: over its codes' 1st-99th percentile."""
     if not v.images:
         return None
     dims = list(range(v.model.latent_dim))
     if v.model.variational:
         dims = sorted(dims, key=lambda d: -v.kl_per_dim[d])
-    return plots.traversals(v.model, v.codes.mean(0), dims[:8])
+        return plots.traversals(v.model, v.codes.mean(0), dims[:8])
+    codes = v.codes.cpu().float()
+    lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
+    dims = sorted(dims, key=lambda d: -float(hi[d] - lo[d]))[:8]
+    spans = {d: np.linspace(float(lo[d]), float(hi[d]), 9) for d in dims}
+    return plots.traversals(v.model, v.codes.mean(0), dims, spans=spans)
 
 
 PLOTS: dict[str, Callable[[RunView], Figure | None]] = {

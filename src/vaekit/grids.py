@@ -18,6 +18,7 @@ from .files import write_via_buffer
 from .models import LatentModel
 
 MIN_TILE = 56  # small images (8x8 digits) are enlarged so a grid is readable
+MAX_GRID_PIXELS = 50_000_000  # Pillow itself refuses to open PNGs beyond ~179 megapixels
 
 
 def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -30,6 +31,11 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
     nrow = math.ceil(n / ncol)
     zoom = max(1, math.ceil(MIN_TILE / max(h, w)))
     th, tw = h * zoom, w * zoom
+    pixels = (nrow * (th + pad) + pad) * (ncol * (tw + pad) + pad)
+    if pixels > MAX_GRID_PIXELS:
+        most = MAX_GRID_PIXELS // ((th + pad) * (tw + pad))
+        raise VaekitError(f"a grid of {n:,} images would be a {pixels / 1e6:.0f}-megapixel PNG, more than image viewers "
+                          f"open; use -n {most:,} or fewer, or write -o FILE.npy for many samples")
     budget.check(5 * c * (nrow * (th + pad) + pad) * (ncol * (tw + pad) + pad), f"a grid of {n:,} images")
     canvas = np.ones((c, nrow * (th + pad) + pad, ncol * (tw + pad) + pad), dtype=np.float32)
     for i in range(n):

@@ -28,6 +28,7 @@ class Likelihood(nn.Module):
     name = ""
     outputs: tuple[str, ...] = ()  # decoder output activations this likelihood accepts; first = default
     needs_unit_range = False  # data must lie in [0, 1]
+    is_density = True  # nll is a true negative log-likelihood in nats (so bits/dim mean something)
 
     def nll(self, out: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -55,6 +56,7 @@ class SquaredError(Likelihood):
 
     name = "mse"
     outputs = ("identity", "sigmoid")
+    is_density = False  # a distance, not a normalised density: no nats, no bits per dimension
 
     def nll(self, out: Tensor, x: Tensor) -> Tensor:
         return _sum_data_dims((out - x).pow(2), x)

@@ -299,15 +299,19 @@ def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10)
 
 @torch.no_grad()
 def traversals(
-    model: LatentModel, z0: Tensor, dims: Sequence[int], values: Sequence[float] = tuple(np.linspace(-3, 3, 9))
+    model: LatentModel, z0: Tensor, dims: Sequence[int], values: Sequence[float] = tuple(np.linspace(-3, 3, 9)),
+    spans: dict[int, Sequence[float]] | None = None,
 ) -> Figure:
-    """One row per latent dimension: z0 with that coordinate swept over ``values``."""
-    vals = torch.tensor(list(values), dtype=torch.float32, device=z0.device)
+    """One row per latent dimension: z0 with that coordinate swept over ``values`` (or, per
+    dimension, over ``spans[d]``: e.g. an AE's own code range; the columns are then steps)."""
     rows = []
     for d in dims:
+        sweep = spans[d] if spans else values
+        vals = torch.tensor(list(sweep), dtype=torch.float32, device=z0.device)
         z = z0.repeat(len(vals), 1)
         z[:, d] = vals
         rows.append(_np(model.mean(model.decode(z))))
+    vals = torch.tensor(list(values), dtype=torch.float32)
     fig = Figure(figsize=(len(vals) * 1.0 + 1.5, len(dims) * 1.05 + 0.8), layout="constrained")
     ax = fig.subplots()
     _show(ax, _tile(np.concatenate(rows), len(vals)))
@@ -315,6 +319,13 @@ def traversals(
     h = rows[0].shape[2]
     ax.set_yticks([(i + 0.5) * (h + 1) for i in range(len(dims))], [f"z[{d}]" for d in dims])
     w = rows[0].shape[3]
+    if spans:
+        ax.set_yticks([(i + 0.5) * (h + 1) for i in range(len(dims))],
+                      [f"z[{d}]: {spans[d][0]:.2g}..{spans[d][-1]:.2g}" for d in dims])
+        ax.set_xticks([(i + 0.5) * (w + 1) for i in range(len(vals))], [str(i) for i in range(len(vals))])
+        ax.set(title="latent traversals over each code's own range (1st to 99th percentile)",
+               xlabel="step through the range")
+        return fig
     ax.set_xticks([(i + 0.5) * (w + 1) for i in range(len(vals))], [f"{v:.1f}" for v in values])
     ax.set(title="latent traversals (other coordinates at the mean code)", xlabel="value of the swept coordinate")
     return fig

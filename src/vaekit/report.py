@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,8 +86,10 @@ def build_report(
     figures = plot_run(run_dir, view=view, log=log)
     cfg = view.run.config
     title = f"vaekit run: {cfg.preset or 'custom'} ({cfg.model.kind.upper()}) on {cfg.data.dataset}"
+    nats = metrics.get("units", "nats") == "nats"
+    unit = lambda label: label if nats else label.replace("nats/example", "squared error per example")  # noqa: E731
     rows = "".join(
-        f"<tr><th>{html.escape(label)}</th><td class=num>{_fmt(metrics[key])}</td></tr>"
+        f"<tr><th>{html.escape(unit(label) if key != 'kl' else label)}</th><td class=num>{_fmt(metrics[key])}</td></tr>"
         for key, label in METRIC_LABELS.items() if key in metrics
     )
     if "kl_per_dim" in metrics:
@@ -101,8 +104,10 @@ def build_report(
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>Run folder <code>{html.escape(str(run_dir))}</code>, {view.run.epoch} epochs.
-Metrics on the test split ({metrics['n']} examples), per example, in nats.</p>
+<p>Run folder <code>{html.escape(str(run_dir))}</code>. Made on {time.strftime("%Y-%m-%d %H:%M")} from the
+weights of epoch {view.run.epoch}: if the run was trained further since, run <code>vaekit report</code> again.
+Metrics on the test split ({metrics['n']} examples), per example, {"in nats" if nats else
+"as summed squared error (the mse likelihood is not a density, so no bits per dimension)"}.</p>
 <h2>Metrics</h2>
 <table>{rows}</table>
 <h2>Reproduce</h2>

@@ -362,6 +362,9 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
         except NonFinite as e:
             raise _non_finite_error(e, run_dir, cfg) from None
 
+    if resume and ((run_dir / "report.html").exists() or (run_dir / ckpt.PLOTS_DIR).is_dir()):
+        log(f"note: {run_dir}/plots and report.html were made before this training; refresh them with "
+            f"vaekit plot {run_dir} (or vaekit report {run_dir})")
     if not (run_dir / ckpt.MODEL).exists():
         ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, _rng_state(gen))
     model.train(False)

@@ -93,11 +93,27 @@ def _find(file: str, dirs: list[Path]) -> Path | None:
     return None
 
 
+def _identify(digest: str, gz_digest: str | None) -> str | None:
+    """Which official file of which data set these bytes are, if any."""
+    for other in SOURCES.values():
+        for name in FILES.values():
+            if digest == other.md5.get(name) or (gz_digest and gz_digest == other.gz_md5.get(name)):
+                return f"{other.name} {name}"
+    return None
+
+
 def _verify(src: IdxSource, file: str, path: Path, data: bytes) -> None:
-    if src.md5.get(file) == md5(data):
+    digest = md5(data)
+    if src.md5.get(file) == digest:
         return
-    if path.suffix == ".gz" and src.gz_md5.get(file) == md5(read_regular(path, "IDX file")):
+    gz_digest = md5(read_regular(path, "IDX file")) if path.suffix == ".gz" else None
+    if gz_digest and src.gz_md5.get(file) == gz_digest:
         return
+    known = _identify(digest, gz_digest)
+    if known and not known.startswith(f"{src.name} "):
+        other = known.split()[0]
+        raise DataError(f"{path}: this is the official {known} file, not {src.name}'s (the file is fine, it is in the "
+                        f"wrong folder); use --dataset {other}, or point --data-dir at the {src.name} files")
     if file not in src.md5 and path.suffix != ".gz":
         return  # no published checksum for these uncompressed bytes; the IDX header checks remain
     raise DataError(

@@ -1,4 +1,5 @@
-"""Named RunConfigs: each seed system, plus the default digits run. ``vaekit presets`` lists them."""
+"""Named RunConfigs: the classic tutorial VAEs, the NLL benchmark's run and the default digits run.
+``vaekit presets`` lists them; their summaries describe each model by what it is."""
 
 from __future__ import annotations
 
@@ -100,19 +101,20 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("digits-mlp", "default: MLP 64-256-128-8 VAE, Bernoulli, on scikit-learn's 8x8 digits "
                "(no download, ~10 s)", _digits_mlp),
-        Preset("embedding-mlp", "seed 000: MLP 768-512-512-256 VAE with summed MSE for your vectors "
+        Preset("embedding-mlp", "MLP VAE 768-512-512-256 with summed squared error, for your embeddings "
                "(--dataset vectors:FILE.npy)", _embedding_mlp),
-        Preset("fashion-conv-2d", "seed 001: conv VAE (16, 32 channels), 2-d latent, sigmoid + summed MSE, "
-               "Fashion-MNIST", _fashion_conv_2d),
-        Preset("fashion-conv-2d-ae", "seed 001: the plain conv autoencoder twin of fashion-conv-2d",
+        Preset("fashion-conv-2d", "conv VAE (two stride-2 layers of 16 and 32 channels), 2-d latent, sigmoid + "
+               "summed squared error, Fashion-MNIST: a latent space you can plot directly", _fashion_conv_2d),
+        Preset("fashion-conv-2d-ae", "the plain conv autoencoder twin of fashion-conv-2d (AE vs VAE)",
                _fashion_conv_2d_ae),
-        Preset("mlp-sigmoid-mse", "seed 002: MLP 784-400-20 VAE, sigmoid output, summed MSE, MNIST",
+        Preset("mlp-sigmoid-mse", "MLP VAE 784-400-20, sigmoid output, summed squared error, MNIST",
                _mlp_sigmoid_mse),
-        Preset("mnist-mlp", "seed 003: MLP 784-400-400-20 VAE, Bernoulli (BCE), beta warm-up "
+        Preset("mnist-mlp", "MLP VAE 784-400-400-20, Bernoulli likelihood (BCE), beta warm-up "
                "min(1, epoch/5), MNIST", _mnist_mlp),
-        Preset("mnist-nll", "seed 003's 784-400-400-20 VAE on dynamically binarised MNIST, lr warm-up + "
+        Preset("mnist-nll", "the 784-400-400-20 VAE on dynamically binarised MNIST, lr warm-up + "
                "cosine decay, beta warm-up over 10 epochs: the NLL benchmark's run (500 epochs)", _mnist_nll),
-        Preset("tiny-4-8-2", "seed 004: 4-8-2-8-4 VAE with summed MSE, on 4-d toy blobs", _tiny_4_8_2),
+        Preset("tiny-4-8-2", "4-8-2-8-4 VAE with summed squared error on 4-d toy blobs: the model `vaekit "
+               "walkthrough` computes number by number", _tiny_4_8_2),
     )
 }
 

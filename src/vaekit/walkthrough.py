@@ -149,7 +149,7 @@ def _fmt(v: Any) -> str:
 def format_walkthrough(w: dict[str, Any]) -> str:
     """A readable report: each value, the seed's number, and where it comes from."""
     ref = reference()
-    lines = ["Seed 004 rebuilt with vaekit (tiny-4-8-2 preset: 4-8-2-8-4 VAE, summed MSE + KL)", "",
+    lines = ["A 4-8-2-8-4 VAE worked through with vaekit (tiny-4-8-2 preset: summed squared error + KL)", "",
              "Weights: torch.manual_seed(42), layers made in the order fc1, fc_mu, fc_logvar, fc_dec1, fc_dec2."]
     for k in ref["weights"]:
         lines.append(f"  {k}: {_fmt(w['weight.' + k])}")

@@ -9,8 +9,10 @@ Model: the PyTorch example VAE, 784-400-20 (one hidden layer each way), Bernoull
 (b) vaekit: ``vaekit.train.fit`` on the same model (data held as one uint8 tensor, batches by
     index), timing the training loop only (``train_seconds`` in history.jsonl).
 
-Prints seconds per epoch (median), test loss after the same epochs, peak memory, the ratio
-(a)/(b) and vaekit's achieved GFLOP/s against a large fp32 matmul timed in the same run;
+Prints seconds per epoch (median, with the range), test loss after the same epochs, peak memory,
+the ratio (a)/(b) and vaekit's achieved GFLOP/s against a large fp32 matmul timed before, between
+and after the runs; when the machine's speed drifts by more than 30 % (matmul probes or epochs),
+it says the run is noisy and the ratio unreliable, instead of printing a bare number;
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
 
     python benchmarks/speed.py --data-dir ../shared/data/mnist            # 10 epochs each
@@ -28,6 +30,7 @@ import statistics
 import tempfile
 import time
 
+NOISY = 1.3  # a speed spread above this (between matmul probes, or between epochs) marks the run as noisy
 FLOP_PER_EXAMPLE = 3 * 2 * (784 * 400 + 400 * 20 * 2 + 20 * 400 + 400 * 784)  # fwd + bwd (2x fwd), 2 FLOP/MAC
 
 
@@ -169,13 +172,22 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
+    probes = [matmul_gflops()]  # the machine's speed before, between and after the runs
     for name, fn, first_args, n in runs:
         r = _in_child(fn, *first_args, args.data_dir, n)
-        r["median_epoch_seconds"] = statistics.median(r["epoch_seconds"])
+        times = r["epoch_seconds"]
+        r["median_epoch_seconds"] = statistics.median(times)
+        steady = times[1:] if len(times) >= 3 else times  # the first epoch carries one-time costs
+        r["epoch_spread"] = max(steady) / min(steady)
         results[name] = r
-        print(f"{name:>13}: {r['median_epoch_seconds']:.2f} s/epoch (median of {n}), "
-              f"test loss {r['test_loss']:.2f} after {n} epochs, peak memory {r['peak_mb']:.0f} MB", flush=True)
-    peak = matmul_gflops()
+        print(f"{name:>13}: {r['median_epoch_seconds']:.2f} s/epoch (median of {n}, epochs {min(times):.2f}-"
+              f"{max(times):.2f} s), test loss {r['test_loss']:.2f} after {n} epochs, peak memory "
+              f"{r['peak_mb']:.0f} MB", flush=True)
+        probes.append(matmul_gflops())
+    peak = statistics.median(probes)
+    machine_spread = max(probes) / min(probes)
+    epoch_spread = max(results[k]["epoch_spread"] for k in ("conventional", "vaekit"))
+    noisy = machine_spread > NOISY or epoch_spread > NOISY
     v = results["vaekit"]
     achieved = FLOP_PER_EXAMPLE * 60000 / v["median_epoch_seconds"] / 1e9
     summary = {
@@ -183,10 +195,16 @@ def main() -> None:
         "speedup_conventional_over_vaekit": results["conventional"]["median_epoch_seconds"] / v["median_epoch_seconds"],
         "vaekit_gflops": achieved, "matmul_gflops": peak, "gflop_per_epoch": FLOP_PER_EXAMPLE * 60000 / 1e9,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
-        "results": results,
+        "matmul_gflops_probes": probes, "machine_spread": machine_spread, "epoch_spread": epoch_spread,
+        "noisy": noisy, "results": results,
     }
     print(f"   speed-up (a)/(b): {summary['speedup_conventional_over_vaekit']:.2f}x; vaekit {achieved:.0f} GFLOP/s "
-          f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+          f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul, median of {len(probes)}: "
+          f"{min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+    if noisy:
+        print(f"   NOISY MACHINE: its speed varied {machine_spread:.2f}x between runs and epochs varied up to "
+              f"{epoch_spread:.2f}x within a run (limit {NOISY}x); the ratio above is not reliable: run again on "
+              "a quieter machine", flush=True)
     print(json.dumps(summary))
 
 

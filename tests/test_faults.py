@@ -358,7 +358,7 @@ def test_sizes_from_flags_are_refused_before_allocation(argv, needle, tmp_path):
 
 
 def test_sample_count_is_checked_against_the_budget(trained, tmp_path):
-    one_line(cli("sample", str(trained), "-n", "10000000", "-o", str(tmp_path / "s.png")), "memory budget")
+    one_line(cli("sample", str(trained), "-n", "10000000", "-o", str(tmp_path / "s.png")), "megapixel", ".npy")
     one_line(cli("sample", str(trained), "-n", "10000000", "-o", str(tmp_path / "s.npy"), "--max-memory", "64M"),
              "64.0 MiB")
     assert not list(tmp_path.iterdir())
@@ -539,28 +539,27 @@ def test_control_characters_and_huge_values_stay_on_one_short_line(tmp_path):
     assert len(line) < 700
 
 
-def test_dependency_warnings_are_one_line_each_and_none_on_an_error(trained, capsys):
+def test_dependency_warnings_are_one_line_each_and_none_on_an_error(capsys):
     import warnings
 
     from vaekit import cli
+    from vaekit.errors import VaekitError
 
     def noisy(args):
         warnings.warn("first line\nsecond line of a library warning", RuntimeWarning)
         warnings.warn("first line\nsecond line of a library warning", RuntimeWarning)
-        print("result")
         return 0
 
-    parser = cli.build_parser()
-    args = parser.parse_args(["presets"])
-    args.func = noisy
-    original = cli.build_parser
-    cli.build_parser = lambda: type("P", (), {"parse_args": lambda self, argv: args})()
-    try:
-        assert cli.main([]) == 0
-    finally:
-        cli.build_parser = original
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == ["vaekit: warning: first line\\nsecond line of a library warning"]
+    def noisy_then_fails(args):
+        warnings.warn("a warning that the error makes moot", RuntimeWarning)
+        raise VaekitError("the one line")
+
+    args = cli.build_parser().parse_args(["presets"])
+    assert cli._run(noisy, args) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "vaekit: warning: first line\\nsecond line of a library warning"]
+    assert cli._run(noisy_then_fails, args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["vaekit: error: the one line"]
 
 
 def test_evaluate_json_is_strict_when_a_metric_is_not_finite(run_copy, capsys):

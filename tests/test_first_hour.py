@@ -113,3 +113,13 @@ def test_an_official_file_in_the_wrong_folder_is_named(mnist_dir, tmp_path):
     code, _, err = run("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--no-download",
                        "--out", str(tmp_path / "r"))
     assert code == 2 and "official mnist" in err and "--dataset mnist" in err and "delete" not in err
+
+
+def test_the_run_folders_reconstructions_name_their_rows(runs):
+    from PIL import Image
+
+    with Image.open(runs / "vae" / "reconstructions.png") as im:
+        a = np.asarray(im.convert("L"))
+    margin, tiles = a[:, :90], a[:, 96:]
+    assert (margin < 100).sum() > 50  # the words "input" and "reconstruction" are drawn there
+    assert tiles.shape[1] > 8 * 56

@@ -135,6 +135,7 @@ class _DeferredGuard(FiniteGuard):
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["per-step-guard", "gpu-style-deferred-guard"])
+@pytest.mark.filterwarnings("ignore:.*differ from the ones")  # the poisoned data are other data on purpose
 def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path, monkeypatch, deferred):
     from dataclasses import replace
 

@@ -120,6 +120,7 @@ def test_batch_larger_than_data_is_refused(digits_cfg, tmp_path):
         fit(digits_cfg, tmp_path / "r", progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:.*differ from the ones")  # the poisoned data are other data on purpose
 def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(digits_cfg, tmp_path):
     from dataclasses import replace
 

@@ -27,6 +27,22 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
     if arr.ndim != 4:
         raise ValueError(f"image_grid needs (N, C, H, W), got shape {arr.shape}")
     n, c, h, w = arr.shape
+    ncol, nrow, zoom = check_grid(n, (c, h, w), ncol, pad)
+    th, tw = h * zoom, w * zoom
+    canvas = np.ones((c, nrow * (th + pad) + pad, ncol * (tw + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        tile = arr[i].repeat(zoom, axis=1).repeat(zoom, axis=2)
+        y, x = pad + r * (th + pad), pad + col * (tw + pad)
+        canvas[:, y : y + th, x : x + tw] = tile
+    out = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def check_grid(n: int, shape: tuple[int, ...], ncol: int | None = None, pad: int = 2) -> tuple[int, int, int]:
+    """(columns, rows, zoom) of a grid of n images of ``shape``; refuses, before anything is decoded,
+    a grid too large for image viewers or for the memory budget."""
+    c, h, w = shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
     zoom = max(1, math.ceil(MIN_TILE / max(h, w)))
@@ -36,15 +52,8 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
         most = MAX_GRID_PIXELS // ((th + pad) * (tw + pad))
         raise VaekitError(f"a grid of {n:,} images would be a {pixels / 1e6:.0f}-megapixel PNG, more than image viewers "
                           f"open; use -n {most:,} or fewer, or write -o FILE.npy for many samples")
-    budget.check(5 * c * (nrow * (th + pad) + pad) * (ncol * (tw + pad) + pad), f"a grid of {n:,} images")
-    canvas = np.ones((c, nrow * (th + pad) + pad, ncol * (tw + pad) + pad), dtype=np.float32)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        tile = arr[i].repeat(zoom, axis=1).repeat(zoom, axis=2)
-        y, x = pad + r * (th + pad), pad + col * (tw + pad)
-        canvas[:, y : y + th, x : x + tw] = tile
-    out = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return out[0] if c == 1 else out.transpose(1, 2, 0)
+    budget.check(5 * c * pixels, f"a grid of {n:,} images")
+    return ncol, nrow, zoom
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
@@ -65,16 +74,34 @@ def _need_images(model: LatentModel, what: str) -> None:
 def sample_grid(model: LatentModel, n: int = 64, seed: int = 0) -> np.ndarray:
     """n decoded draws from the prior as one picture."""
     _need_images(model, "sample grid")
+    check_grid(n, model.data_shape)
     gen = torch.Generator(device=model.fc_mu.weight.device).manual_seed(seed)
     return image_grid(model.sample(n, generator=gen))
 
 
 def reconstruction_grid(model: LatentModel, x: Tensor, ncol: int = 8) -> np.ndarray:
-    """Rows of inputs, each followed by a row of their reconstructions."""
+    """Rows of inputs, each followed by a row of their reconstructions, labelled on the left."""
     _need_images(model, "reconstruction grid")
     recon = model.reconstruct(x)
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start : start + ncol], recon[start : start + ncol]]
     pad = [torch.cat([r, r.new_ones(ncol - len(r), *r.shape[1:])]) if len(r) < ncol else r for r in rows]
-    return image_grid(torch.cat(pad), ncol=ncol)
+    picture = image_grid(torch.cat(pad), ncol=ncol)
+    h, w = x.shape[-2:]
+    tile = h * max(1, math.ceil(MIN_TILE / max(h, w)))
+    return label_rows(picture, ["input", "reconstruction"] * (len(rows) // 2), tile)
+
+
+def label_rows(picture: np.ndarray, labels: list[str], tile: int, pad: int = 2, width: int = 96) -> np.ndarray:
+    """The picture with a white margin on the left naming each row of tiles."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    margin = np.full((picture.shape[0], width, *picture.shape[2:]), 255, dtype=np.uint8)
+    canvas = Image.fromarray(np.concatenate([margin, picture], axis=1))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i, text in enumerate(labels):
+        y = pad + i * (tile + pad) + tile // 2
+        draw.text((4, y), text, fill=0 if canvas.mode == "L" else (0, 0, 0), font=font, anchor="lm")
+    return np.asarray(canvas)

@@ -277,6 +277,16 @@ TABLE = [
      ["--grid-dims 0 0"]),
     ("--epochs -1", [*TRAIN, "--epochs", "-1"], ["train.epochs=-1"]),
     ("--max-minutes 0", [*TRAIN, "--max-minutes", "0"], ["--max-minutes", "positive"]),
+    # Objectives by name, checked against the model before anything is written.
+    ("--objective iwae with an autoencoder", [*TRAIN, "--objective", "iwae", "--model", "ae"], ["needs a VAE"]),
+    ("--free-bits with an autoencoder", [*TRAIN, "--free-bits", "0.5", "--model", "ae"], ["--free-bits", "needs a VAE"]),
+    ("--iwae-samples 0", [*TRAIN, "--objective", "iwae", "--iwae-samples", "0"], ["objective.iwae_samples=0"]),
+    ("--iwae-samples without --objective iwae", [*TRAIN, "--iwae-samples", "9"], ["--objective iwae only"]),
+    ("negative --free-bits", [*TRAIN, "--free-bits", "-1"], ["objective.free_bits=-1.0"]),
+    ("--free-bits with the IWAE bound", [*TRAIN, "--objective", "iwae", "--free-bits", "1"], ["--free-bits applies"]),
+    ("an unknown objective", [*TRAIN, "--set", "objective.kind=vlb"], ["unknown objective 'vlb'", "elbo"]),
+    ("--overwrite with an objective the model cannot use", ["train", "--out", "{t}/trained", "--overwrite",
+                                                            "--objective", "iwae", "--model", "ae"], ["needs a VAE"]),
     # Messages: one short line, control characters escaped, changed data named as such.
     ("a newline in a --set key", [*TRAIN, "--set", "objective.sche\ndule=exp"], ["unknown config key", "\\n"]),
     ("escape codes in a path", ["evaluate", "{t}/no\x1b[31msuch\nrun"], ["\\x1b", "\\n", "no such run folder"]),

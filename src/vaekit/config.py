@@ -57,8 +57,11 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """How the loss weighs its parts: loss = recon + beta(epoch) * KL."""
+    """What training optimises: the ELBO (loss = recon + beta(epoch) * KL) or the IWAE bound, by name."""
 
+    kind: str = "elbo"  # elbo | iwae (objectives.OBJECTIVES)
+    iwae_samples: int = 5  # iwae: importance samples per example during training
+    free_bits: float = 0.0  # elbo: floor (nats) on each latent dimension's batch-mean KL; 0 disables
     beta: float = 1.0
     schedule: str = "constant"  # constant | linear | cyclical
     warmup_epochs: int = 5  # linear: beta(epoch) = beta * min(1, epoch / warmup_epochs)
@@ -166,6 +169,9 @@ class RunConfig:
             (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
+            (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),
+            (_finite(o.free_bits) and 0 <= o.free_bits <= 1000, "objective.free_bits", o.free_bits,
+             "must be in 0..1000 nats"),
             (o.cycle_epochs >= 1, "objective.cycle_epochs", o.cycle_epochs, "must be at least 1"),
             (0 < o.cycle_ramp <= 1, "objective.cycle_ramp", o.cycle_ramp, "must be in (0, 1]"),
             (0 <= t.epochs <= 10**6, "train.epochs", t.epochs, "must be in 0..1000000"),

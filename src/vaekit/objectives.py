@@ -1,12 +1,14 @@
-"""The training objective: ELBO parts per example and beta schedules. Pure functions.
+"""Training objectives by name (a registry), ELBO parts per example and beta schedules. Pure functions.
 
-loss = recon + beta * KL, where recon = -log p(x|z) for one reparameterised z ~ q(z|x) and
-KL = KL(q(z|x) || N(0, I)) in closed form. With beta = 1 the loss is the negative ELBO.
+elbo: loss = recon + beta * KL, where recon = -log p(x|z) for one reparameterised z ~ q(z|x) and
+KL = KL(q(z|x) || N(0, I)) in closed form; with beta = 1 the loss is the negative ELBO.
+iwae: the importance-weighted bound with K samples, tighter than the ELBO as K grows.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,6 +32,64 @@ def elbo_parts(
 def loss_from_parts(recon: Tensor, kl: Tensor, beta: float) -> Tensor:
     """Mean over the batch of recon + beta * KL (per-example scale, independent of batch size)."""
     return (recon + beta * kl).mean()
+
+
+@dataclass
+class Step:
+    """One batch's objective: ``loss`` to minimise (a scalar), the per-example reconstruction NLL
+    and KL to record, and ``total`` (the summed objective) where it is not recon + beta * KL."""
+
+    loss: Tensor
+    recon: Tensor
+    kl: Tensor
+    total: Tensor | None = None
+
+
+def elbo_objective(model: LatentModel, x: Tensor, beta: float, cfg: ObjectiveConfig,
+                   generator: torch.Generator | None = None) -> Step:
+    """The negative ELBO with a beta-weighted closed-form KL; with ``free_bits`` each latent
+    dimension's batch-mean KL counts as at least that many nats (Kingma et al. 2016)."""
+    if cfg.free_bits <= 0:
+        recon, kl = elbo_parts(model, x, generator)
+        return Step(loss_from_parts(recon, kl, beta), recon, kl)
+    q = model.posterior(x)
+    recon = model.likelihood.nll(model.decode(q.rsample(generator)), x)
+    kl_dims = q.kl_per_dim()
+    floored = kl_dims.mean(0).clamp_min(cfg.free_bits).sum()
+    return Step(recon.mean() + beta * floored, recon, kl_dims.sum(-1))
+
+
+def iwae_objective(model: LatentModel, x: Tensor, beta: float, cfg: ObjectiveConfig,
+                   generator: torch.Generator | None = None) -> Step:
+    """The negative importance-weighted bound with K = ``iwae_samples`` (Burda et al. 2016):
+    -log (1/K) sum_k p(x|z_k) [p(z_k) / q(z_k|x)]^beta, z_k ~ q(z|x); beta < 1 during a warm-up
+    flattens the prior's weight, and K = 1, beta = 1 is the ELBO with a sampled KL."""
+    k = cfg.iwae_samples
+    q = model.posterior(x)
+    z = q.rsample(generator, n=k)  # (k, batch, latent)
+    out = model.decode(z.reshape(k * x.shape[0], -1)).view(k, *x.shape)
+    log_px_z = -model.likelihood.nll(out, x)  # (k, batch)
+    log_prior_ratio = standard_normal_log_prob(z) - q.log_prob(z)
+    bound = torch.logsumexp(log_px_z + beta * log_prior_ratio, dim=0) - math.log(k)
+    return Step(-bound.mean(), -log_px_z.mean(0), -log_prior_ratio.mean(0), total=-bound.sum())
+
+
+OBJECTIVES: dict[str, Callable[..., Step]] = {"elbo": elbo_objective, "iwae": iwae_objective}
+
+
+def get_objective(cfg: ObjectiveConfig, model: LatentModel | None = None) -> Callable[..., Step]:
+    """The objective ``cfg.kind`` names, checked against the model it will train."""
+    fn = OBJECTIVES.get(cfg.kind)
+    if fn is None:
+        raise ConfigError(f"unknown objective '{show(cfg.kind)}'; choose one of {', '.join(OBJECTIVES)}")
+    if model is not None and not model.variational and (cfg.kind != "elbo" or cfg.free_bits > 0):
+        what = "--objective iwae" if cfg.kind != "elbo" else "--free-bits"
+        raise ConfigError(f"{what} needs a VAE: an autoencoder has no posterior or KL term (use --model vae)")
+    if cfg.kind != "iwae" and cfg.iwae_samples != ObjectiveConfig.iwae_samples:
+        raise ConfigError("--iwae-samples applies to --objective iwae only")
+    if cfg.kind == "iwae" and cfg.free_bits > 0:
+        raise ConfigError("--free-bits applies to --objective elbo (the IWAE bound has no separate KL term)")
+    return fn
 
 
 def _constant(cfg: ObjectiveConfig, epoch: int) -> float:

@@ -24,7 +24,7 @@ from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted,
 from .evaluate import elbo_metrics
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
-from .objectives import beta_at, elbo_parts, loss_from_parts
+from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
 from .runlock import run_lock
 
@@ -243,7 +243,8 @@ def fit(
     check_data_fits(cfg, data, saved[1] if saved else None)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.shape, cfg.train.batch_size, training=True)
-    beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1)  # the schedules' names resolve (the model's did in build_model)
+    # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
+    beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
     ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     data = data.to(device)
     model = model.to(device)
@@ -289,6 +290,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
     ckpt.save_data_record(run_dir, cfg, data)
 
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
+    objective = get_objective(cfg.objective, model)
     guard = FiniteGuard(device)
     deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
     with StopOnSignal() as stop:
@@ -314,11 +316,11 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     x = data.batch(batches[step])
                     if cfg.data.binarize == "dynamic":
                         x = binarize(x, gen)
-                    recon, kl = elbo_parts(model, x)
-                    loss = loss_from_parts(recon, kl, beta)
+                    step_terms = objective(model, x, beta, cfg.objective)
+                    loss = step_terms.loss
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    parts = [recon.sum(), kl.sum()]
+                    parts = [step_terms.recon.sum(), step_terms.kl.sum()]
                     if cfg.train.grad_clip > 0:
                         parts.append(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip))
                     parts = torch.stack(parts).detach()
@@ -327,7 +329,8 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                         set_lr(epoch, step)
                     optimizer.step()
                     # Sums stay on the device: no host sync for them per step.
-                    sums += torch.stack([parts[0] + beta * parts[1], parts[0], parts[1]])
+                    total = parts[0] + beta * parts[1] if step_terms.total is None else step_terms.total.detach()
+                    sums += torch.stack([total, parts[0], parts[1]])
                     if progress and step % 20 == 0:
                         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                     if stop.requested and step + 1 < len(batches):

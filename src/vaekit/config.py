@@ -53,6 +53,8 @@ class ModelConfig:
     output: str = "auto"  # auto | logits | identity | sigmoid (decoder's last activation)
     sigma: float = 1.0  # gaussian: the fixed sigma, or the initial one when learn_sigma
     learn_sigma: bool = False  # gaussian: learn one shared sigma with the weights
+    prior: str = "normal"  # normal | vamp (models.priors.PRIORS)
+    pseudo_inputs: int = 500  # vamp: number of learned pseudo-inputs
 
 
 @dataclass
@@ -167,6 +169,7 @@ class RunConfig:
             (all(1 <= h <= MAX_WIDTH for h in m.hidden) and len(m.hidden) <= 32, "model.hidden", m.hidden,
              f"needs at most 32 widths, each in 1..{MAX_WIDTH}"),
             (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
+            (1 <= m.pseudo_inputs <= 10**4, "model.pseudo_inputs", m.pseudo_inputs, "must be in 1..10000"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),

@@ -61,8 +61,8 @@ def anomaly_scores(
     if iwae_k > 0 and model.variational:
         scores, name = iwae_nll(model, data, iwae_k, seed=seed, progress=progress), f"IWAE NLL (k={iwae_k})"
     else:
-        recon, kl = elbo_per_example(model, data, "test", seed=seed)
-        scores = recon + kl.sum(1)
+        recon, kl, _ = elbo_per_example(model, data, "test", seed=seed)
+        scores = recon + kl
         name = "negative ELBO" if model.variational else "reconstruction NLL"
     scores = scores.cpu().numpy()
     is_anomaly = torch.isin(data.test_y, torch.tensor(holdout, device=data.test_y.device)).cpu().numpy()

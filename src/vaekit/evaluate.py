@@ -29,8 +29,9 @@ def _split(data: Dataset, split: str) -> Tensor:
 @torch.no_grad()
 def elbo_per_example(
     model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """Per-example reconstruction NLL (N,) and KL per latent dimension (N, latent_dim), beta = 1.
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-example reconstruction NLL (N,), KL (N,) and KL per latent dimension (N, latent_dim;
+    None when the prior has no per-dimension KL), beta = 1.
 
     One reparameterised sample per example, from a fixed seed, so repeated calls agree.
     """
@@ -38,14 +39,22 @@ def elbo_per_example(
     model.train(False)
     stored = _split(data, split)
     gen = torch.Generator(device=stored.device).manual_seed(seed)
-    recons, kls = [], []
+    recons, kls, dims = [], [], []
     for start in range(0, len(stored), batch_size):
         x = data.features(stored[start : start + batch_size])
         q = model.posterior(x)
-        recons.append(model.likelihood.nll(model.decode(q.rsample(gen)), x))
-        kls.append(q.kl_per_dim())
+        z = q.rsample(gen)
+        recons.append(model.likelihood.nll(model.decode(z), x))
+        per_dim = model.kl_per_dim(q)
+        if per_dim is None:
+            kls.append(model.kl(q, z))
+        else:
+            dims.append(per_dim)
     model.train(was_training)
-    return torch.cat(recons).double(), torch.cat(kls).double()
+    if dims:
+        kl_dims = torch.cat(dims).double()
+        return torch.cat(recons).double(), kl_dims.sum(1), kl_dims
+    return torch.cat(recons).double(), torch.cat(kls).double(), None
 
 
 def elbo_metrics(
@@ -53,9 +62,12 @@ def elbo_metrics(
 ) -> dict[str, Any]:
     """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl``, ``n`` and
     ``kl_per_dim``."""
-    recon, kl_dims = elbo_per_example(model, data, split, batch_size, seed)
-    r, k = float(recon.mean()), float(kl_dims.sum(1).mean())
-    return {"loss": r + k, "recon": r, "kl": k, "n": len(recon), "kl_per_dim": kl_dims.mean(0).tolist()}
+    recon, kl, kl_dims = elbo_per_example(model, data, split, batch_size, seed)
+    r, k = float(recon.mean()), float(kl.mean())
+    metrics = {"loss": r + k, "recon": r, "kl": k, "n": len(recon)}
+    if kl_dims is not None:
+        metrics["kl_per_dim"] = kl_dims.mean(0).tolist()
+    return metrics
 
 
 @torch.no_grad()
@@ -144,6 +156,7 @@ def evaluate_model(
         if density:
             metrics["bits_per_dim"] = nll / (dims * math.log(2))
     metrics["active_units"] = active_units(latent_means(model, data, "test", batch_size))
+    metrics["latent_dim"] = model.latent_dim
     return {**metrics, **stats}
 
 

@@ -54,8 +54,9 @@ class RunView:
         return torch.Generator(device=self.run.model.fc_mu.weight.device).manual_seed(self.seed)
 
     @cached_property
-    def kl_per_dim(self) -> list[float]:
-        return elbo_metrics(self.model, self.data, "test", seed=self.seed)["kl_per_dim"]
+    def kl_per_dim(self) -> list[float] | None:
+        """Test KL per latent dimension; None for a prior without one (e.g. the VampPrior)."""
+        return elbo_metrics(self.model, self.data, "test", seed=self.seed).get("kl_per_dim")
 
     def principal_plane(self) -> tuple[torch.Tensor, torch.Tensor, tuple[str, str]]:
         """Center and the top two principal directions of the test codes (for > 2-d latents)."""
@@ -71,7 +72,7 @@ def _curves(v: RunView) -> Figure | None:
 
 
 def _kl_dims(v: RunView) -> Figure | None:
-    return plots.kl_per_dimension(v.kl_per_dim) if v.model.variational else None
+    return plots.kl_per_dimension(v.kl_per_dim) if v.model.variational and v.kl_per_dim is not None else None
 
 
 def _scatter(v: RunView) -> Figure:
@@ -105,7 +106,8 @@ def _grid(v: RunView) -> Figure | None:
 
 
 def _samples(v: RunView) -> Figure | None:
-    return plots.image_grid_figure(v.model.sample(64, v.generator()), "samples: z ~ N(0, I), decoded") \
+    prior = "N(0, I)" if v.model.config.prior == "normal" else f"the {v.model.config.prior} prior"
+    return plots.image_grid_figure(v.model.sample(64, v.generator()), f"samples: z ~ {prior}, decoded") \
         if v.images else None
 
 
@@ -141,7 +143,8 @@ def _traversals(v: RunView) -> Figure | None:
         return None
     dims = list(range(v.model.latent_dim))
     if v.model.variational:
-        dims = sorted(dims, key=lambda d: -v.kl_per_dim[d])
+        order = v.kl_per_dim or v.codes.var(0).tolist()  # a mixture prior: by the codes' variance
+        dims = sorted(dims, key=lambda d: -order[d])
         return plots.traversals(v.model, v.codes.mean(0), dims[:8])
     codes = v.codes.cpu().float()
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)

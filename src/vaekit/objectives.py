@@ -17,7 +17,7 @@ from torch import Tensor
 from .config import ObjectiveConfig
 from .errors import ConfigError, show
 from .models.base import LatentModel
-from .models.distributions import DiagonalGaussian, standard_normal_log_prob
+from .models.distributions import DiagonalGaussian
 
 
 def elbo_parts(
@@ -25,8 +25,8 @@ def elbo_parts(
 ) -> tuple[Tensor, Tensor]:
     """Per-example reconstruction NLL and KL, each of shape (batch,)."""
     q = model.posterior(x)
-    out = model.decode(q.rsample(generator))
-    return model.likelihood.nll(out, x), q.kl()
+    z = q.rsample(generator)
+    return model.likelihood.nll(model.decode(z), x), model.kl(q, z)
 
 
 def loss_from_parts(recon: Tensor, kl: Tensor, beta: float) -> Tensor:
@@ -69,7 +69,7 @@ def iwae_objective(model: LatentModel, x: Tensor, beta: float, cfg: ObjectiveCon
     z = q.rsample(generator, n=k)  # (k, batch, latent)
     out = model.decode(z.reshape(k * x.shape[0], -1)).view(k, *x.shape)
     log_px_z = -model.likelihood.nll(out, x)  # (k, batch)
-    log_prior_ratio = standard_normal_log_prob(z) - q.log_prob(z)
+    log_prior_ratio = model.prior_log_prob(z) - q.log_prob(z)
     bound = torch.logsumexp(log_px_z + beta * log_prior_ratio, dim=0) - math.log(k)
     return Step(-bound.mean(), -log_px_z.mean(0), -log_prior_ratio.mean(0), total=-bound.sum())
 
@@ -87,6 +87,8 @@ def get_objective(cfg: ObjectiveConfig, model: LatentModel | None = None) -> Cal
         raise ConfigError(f"{what} needs a VAE: an autoencoder has no posterior or KL term (use --model vae)")
     if cfg.kind != "iwae" and cfg.iwae_samples != ObjectiveConfig.iwae_samples:
         raise ConfigError("--iwae-samples applies to --objective iwae only")
+    if cfg.free_bits > 0 and model is not None and not model.prior.closed_form:
+        raise ConfigError("--free-bits needs a prior with a per-dimension KL (--prior normal)")
     if cfg.kind == "iwae" and cfg.free_bits > 0:
         raise ConfigError("--free-bits applies to --objective elbo (the IWAE bound has no separate KL term)")
     return fn
@@ -148,7 +150,7 @@ def iwae_log_px(
         z = q.rsample(generator, n=n)  # (n, b, latent)
         out = model.decode(z.reshape(n * b, -1)).view(n, *x.shape)
         log_px_z = -model.likelihood.nll(out, x)
-        log_w = log_px_z + standard_normal_log_prob(z) - q.log_prob(z)
+        log_w = log_px_z + model.prior_log_prob(z) - q.log_prob(z)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         done += n
     return total - math.log(k)

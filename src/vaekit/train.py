@@ -348,7 +348,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     "epoch": epoch, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
                     "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-                    "test_kl_per_dim": test["kl_per_dim"], "train_seconds": train_seconds,
+                    "test_kl_per_dim": test.get("kl_per_dim"), "train_seconds": train_seconds,
                     "seconds": time.perf_counter() - t0,
                 }
                 history.append(record)

@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..likelihoods import Likelihood, build_likelihood, resolve_output
 from .distributions import DiagonalGaussian, PointMass
 from .nets import get_arch
+from .priors import build_prior
 
 
 class LatentModel(nn.Module):
@@ -36,6 +37,7 @@ class LatentModel(nn.Module):
             self.fc_logvar = nn.Linear(features, cfg.latent_dim)
         self.decoder = self.arch.decoder(cfg, self.data_shape, output)
         self.likelihood: Likelihood = build_likelihood(cfg)
+        self.prior = build_prior(cfg, self.data_shape, self.likelihood.needs_unit_range)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
@@ -66,12 +68,22 @@ class LatentModel(nn.Module):
         """Decoder output -> the expected x in data space (e.g. probabilities from logits)."""
         return self.likelihood.mean(out)
 
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) under the model's prior, summed over latent dimensions (extra leading axes kept)."""
+        return self.prior.log_prob(z, self)
+
+    def kl(self, q: DiagonalGaussian | PointMass, z: Tensor) -> Tensor:
+        """KL(q(z|x) || p(z)) per example: closed form where the prior allows, else at the sample z."""
+        return self.prior.kl(q, z, self)
+
+    def kl_per_dim(self, q: DiagonalGaussian | PointMass) -> Tensor | None:
+        """Closed-form KL per latent dimension (batch, latent), or None when the prior has none."""
+        return self.prior.kl_per_dim(q)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode n draws from the prior N(0, I); returns expected images/vectors."""
-        device = self.fc_mu.weight.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return self.mean(self.decode(z))
+        """Decode n draws from the prior; returns expected images/vectors."""
+        return self.mean(self.decode(self.prior.sample(n, self, generator)))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

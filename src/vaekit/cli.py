@@ -33,7 +33,10 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--labels", "data.labels", dict(metavar="FILE.npy", help="vectors: integer labels, one per row")),
     ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F",
                                                    help="held-out share where a data set has no test split")),
-    ("--model", "model.kind", dict(choices=["vae", "ae"], help="VAE or plain autoencoder")),
+    ("--model", "model.kind", dict(choices=["vae", "ae", "hvae"],
+                                   help="VAE, plain autoencoder, or hierarchical VAE (--latent-dims)")),
+    ("--latent-dims", "model.latent_dims", dict(metavar="D,D", help="hvae: latent layer sizes, bottom first, e.g. 64,32")),
+    ("--block-width", "model.block_width", dict(type=int, metavar="W", help="hvae: width of each layer's blocks")),
     ("--arch", "model.arch", dict(choices=["mlp", "conv"], help="fully connected or convolutional")),
     ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths or conv channels, e.g. 400,400")),
     ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N", help="size of the latent code z")),
@@ -93,7 +96,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if callable(target):
             out.update(target(value))
         else:
-            out[target] = str(value) if target == "model.hidden" else value
+            out[target] = str(value) if target in ("model.hidden", "model.latent_dims") else value
     if args.no_download:
         out["data.download"] = False
     for item in args.set or []:
@@ -184,6 +187,9 @@ def format_metrics(m: dict[str, Any]) -> str:
             v = m[key]
             lines.append(f"  {label:<28} {v:>12.4f}  {unit}" if isinstance(v, float) else
                          f"  {label:<28} {v:>12}  {unit}")
+    if "kl_per_layer" in m:
+        lines.append("  KL per latent layer (bottom first) " + " ".join(f"{v:.2f}" for v in m["kl_per_layer"])
+                     + f"; active units {m['active_units_per_layer']}")
     if "kl_per_dim" in m:
         lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
     return "\n".join(lines)
@@ -209,7 +215,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, args.device)
     check_batch_budget(run.model, args.n, f"sample -n {args.n}")
     if args.o.suffix == ".npy":
-        gen = torch.Generator(device=run.model.fc_mu.weight.device).manual_seed(args.seed)
+        gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
         values = run.model.sample(args.n, generator=gen).cpu().numpy()
         write_via_buffer(args.o, lambda buf: np.save(buf, values))
     else:

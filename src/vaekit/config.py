@@ -54,6 +54,8 @@ class ModelConfig:
     sigma: float = 1.0  # gaussian: the fixed sigma, or the initial one when learn_sigma
     learn_sigma: bool = False  # gaussian: learn one shared sigma with the weights
     prior: str = "normal"  # normal | vamp (models.priors.PRIORS)
+    latent_dims: list[int] = field(default_factory=list)  # hvae: latent layers, bottom first (e.g. [64, 32])
+    block_width: int = 256  # hvae: width of each latent layer's blocks
     pseudo_inputs: int = 500  # vamp: number of learned pseudo-inputs
 
 
@@ -170,6 +172,9 @@ class RunConfig:
              f"needs at most 32 widths, each in 1..{MAX_WIDTH}"),
             (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
             (1 <= m.pseudo_inputs <= 10**4, "model.pseudo_inputs", m.pseudo_inputs, "must be in 1..10000"),
+            (len(m.latent_dims) <= 16 and all(1 <= d <= MAX_WIDTH for d in m.latent_dims), "model.latent_dims",
+             m.latent_dims, f"needs at most 16 layers, each of 1..{MAX_WIDTH} dimensions"),
+            (1 <= m.block_width <= MAX_WIDTH, "model.block_width", m.block_width, f"must be in 1..{MAX_WIDTH}"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),

@@ -155,8 +155,16 @@ def evaluate_model(
         metrics.update(nll_iwae=nll, iwae_k=iwae_k)
         if density:
             metrics["bits_per_dim"] = nll / (dims * math.log(2))
-    metrics["active_units"] = active_units(latent_means(model, data, "test", batch_size))
+    codes = latent_means(model, data, "test", batch_size)
+    metrics["active_units"] = active_units(codes)
     metrics["latent_dim"] = model.latent_dim
+    layers = getattr(model, "dims", None)
+    if layers:  # a hierarchy: KL and active units per latent layer, bottom first
+        starts = [sum(layers[:i]) for i in range(len(layers))]
+        metrics["latent_dims"] = list(layers)
+        metrics["active_units_per_layer"] = [active_units(codes[:, s : s + d]) for s, d in zip(starts, layers)]
+        if "kl_per_dim" in metrics:
+            metrics["kl_per_layer"] = [sum(metrics["kl_per_dim"][s : s + d]) for s, d in zip(starts, layers)]
     return {**metrics, **stats}
 
 

@@ -51,7 +51,7 @@ class RunView:
         return self.data.features(self.data.test_x[:n])
 
     def generator(self) -> torch.Generator:
-        return torch.Generator(device=self.run.model.fc_mu.weight.device).manual_seed(self.seed)
+        return torch.Generator(device=self.run.model.device).manual_seed(self.seed)
 
     @cached_property
     def kl_per_dim(self) -> list[float] | None:

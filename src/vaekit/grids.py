@@ -75,7 +75,7 @@ def sample_grid(model: LatentModel, n: int = 64, seed: int = 0) -> np.ndarray:
     """n decoded draws from the prior as one picture."""
     _need_images(model, "sample grid")
     check_grid(n, model.data_shape)
-    gen = torch.Generator(device=model.fc_mu.weight.device).manual_seed(seed)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     return image_grid(model.sample(n, generator=gen))
 
 

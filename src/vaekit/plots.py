@@ -192,7 +192,7 @@ def latent_grid(
     two principal directions of the codes); by default dimensions 0 and 1 through the origin.
     """
     d = model.latent_dim
-    dev = model.fc_mu.weight.device
+    dev = model.device
     b = torch.eye(d, device=dev)[:2] if basis is None else torch.as_tensor(basis, dtype=torch.float32, device=dev)
     c = torch.zeros(d, device=dev) if center is None else torch.as_tensor(center, dtype=torch.float32, device=dev)
     if d == 1:

@@ -12,9 +12,10 @@ from ..errors import ConfigError, show
 from .ae import AE
 from .base import LatentModel
 from .distributions import DiagonalGaussian, PointMass
+from .hvae import HVAE
 from .vae import VAE
 
-MODELS: dict[str, type[LatentModel]] = {c.kind: c for c in (VAE, AE)}
+MODELS: dict[str, type[LatentModel]] = {c.kind: c for c in (VAE, AE, HVAE)}
 MAX_DATA_SIZE = 1 << 31  # values in one example
 
 
@@ -84,5 +85,5 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], batch_size: int =
     return model
 
 
-__all__ = ["AE", "VAE", "LatentModel", "MODELS", "build_model", "check_data_shape",
+__all__ = ["AE", "HVAE", "VAE", "LatentModel", "MODELS", "build_model", "check_data_shape",
            "check_batch_budget", "parameter_count", "DiagonalGaussian", "PointMass"]

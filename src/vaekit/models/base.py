@@ -39,6 +39,10 @@ class LatentModel(nn.Module):
         self.likelihood: Likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg, self.data_shape, self.likelihood.needs_unit_range)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
         h = self.encoder(self.arch.prepare(x))

@@ -45,7 +45,7 @@ class StandardNormal(nn.Module):
         return q.kl_per_dim()
 
     def sample(self, n: int, model: LatentModel, generator: torch.Generator | None = None) -> Tensor:
-        device = model.fc_mu.weight.device
+        device = model.device
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
 

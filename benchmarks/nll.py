@@ -43,12 +43,15 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="training budget in minutes (default 30)")
     p.add_argument("--k", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--n", type=int, default=None, help="first N test images only (default: all 10,000)")
-    p.add_argument("--preset", default="mnist-nll")
+    p.add_argument("--preset", default="mnist-nll", help="mnist-nll (one layer) or mnist-hvae (hierarchy + IWAE)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the preset, e.g. --set objective.kind=iwae or --set model.prior=vamp (repeatable)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/bench-nll", help="run folder (overwritten)")
     args = p.parse_args()
 
-    overrides = {"train.device": args.device, "train.epochs": PROBE}
+    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides.update({"train.device": args.device, "train.epochs": PROBE})
     if args.data_dir:
         overrides["data.data_dir"] = args.data_dir
     cfg = get_preset(args.preset).with_overrides(overrides)
@@ -82,7 +85,7 @@ def main() -> None:
         "iwae_k": args.k, "n_test": metrics["n"], "epochs": reached, "epochs_planned": epochs,
         "train_minutes": round(train_minutes, 1), "budget_minutes": args.minutes,
         "eval_minutes": round(eval_minutes, 1), "active_units": metrics["active_units"],
-        "preset": args.preset, "run": str(run_dir), "device": _device_name(args.device),
+        "preset": args.preset, "changes": args.set, "run": str(run_dir), "device": _device_name(args.device),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
     }

@@ -25,6 +25,9 @@ METRIC_LABELS = {
     "bits_per_dim": "bits per dimension (IWAE)",
     "elbo_bits_per_dim": "bits per dimension (ELBO)",
     "active_units": "active latent units",
+    "latent_dims": "latent layers (bottom first)",
+    "kl_per_layer": "KL per latent layer (bottom first), nats/example",
+    "active_units_per_layer": "active units per latent layer",
     "mse_mean": "per-example MSE: mean",
     "mse_median": "per-example MSE: median",
     "mse_std": "per-example MSE: std",
@@ -62,7 +65,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
     if isinstance(v, list):
-        return " ".join(f"{x:.2f}" for x in v)
+        return " ".join(str(x) if isinstance(x, int) else f"{x:.2f}" for x in v)
     return html.escape(str(v))
 
 

@@ -68,7 +68,7 @@ def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, path: P
         if cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise ckpt.RunFolderError(f"{path}: its random-number state does not fit this device ({brief(e)}); resume "
+        raise RunFolderError(f"{path}: its random-number state does not fit this device ({brief(e)}); resume "
                                   "with the --device the run was trained on") from None
 
 
@@ -190,9 +190,7 @@ def _epoch_line(rec: dict, epochs: int) -> str:
 def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int | None,
                 overrides: dict[str, Any] | None) -> RunConfig:
     """The config this call trains with: the saved one when resuming, changed in memory only."""
-    if resume:
-        if cfg is not None:
-            raise ValueError("fit(resume=True) continues the run's saved config; pass cfg=None")
+    if resume:  # a resumed run always continues with its saved config (a cfg passed along is not used)
         cfg = ckpt.load_config(run_dir)
     elif cfg is None:
         raise ValueError("fit needs a RunConfig unless resume=True")

@@ -123,3 +123,24 @@ def test_the_run_folders_reconstructions_name_their_rows(runs):
     margin, tiles = a[:, :90], a[:, 96:]
     assert (margin < 100).sum() > 50  # the words "input" and "reconstruction" are drawn there
     assert tiles.shape[1] > 8 * 56
+
+
+def test_the_report_says_when_and_from_which_epoch_it_was_made(runs, tmp_path):
+    copy = tmp_path / "vae"
+    shutil.copytree(runs / "vae", copy)
+    assert run("report", str(copy), "--iwae-k", "2")[0] == 0
+    assert "from the\nweights of epoch 2" in (copy / "report.html").read_text() or \
+        "weights of epoch 2" in " ".join((copy / "report.html").read_text().split())
+
+
+def test_readme_and_presets_speak_to_outsiders():
+    """No internal project terms in what a user reads: describe models by what they are."""
+    import re
+    from pathlib import Path
+
+    from vaekit.presets import PRESETS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    pattern = re.compile(r"\bissue [0-9]|\bseed[ -]00[0-4]|seed system|\bthe spec\b", re.I)
+    assert not pattern.findall(readme)
+    assert not [p.summary for p in PRESETS.values() if pattern.search(p.summary)]

@@ -103,7 +103,7 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     if not path.exists():
         where = f"not in {data_dir}" if data_dir else "not there any more"
         raise DataError(f"{kind}:{show(str(path))}: this run's data ('{show(old.name)}') are {where}; pass --data-dir "
-                        f"DIR with the folder that now holds '{show(old.name)}'")
+                        f"DIR (Python: data_dir=DIR) with the folder that now holds '{show(old.name)}'")
     return cfg
 
 

@@ -149,3 +149,19 @@ def test_bad_hierarchies_are_refused(flags, needle, tmp_path):
     code, _, err = run("train", *flags, "--out", str(tmp_path / "r"), "--no-progress")
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_latent_pictures_of_a_hierarchy_show_its_top_layer(tmp_path):
+    from vaekit.figures import PLOTS, open_run
+    from vaekit.models.hvae import TopLayer
+
+    assert run("train", *HV, "--epochs", "1", "--out", str(tmp_path / "h"))[0] == 0
+    view = open_run(tmp_path / "h")
+    assert isinstance(view.surface, TopLayer) and view.surface_codes.shape[1] == 4
+    with torch.no_grad():
+        z = view.model.fill_from_top(torch.zeros(3, 4))
+    assert z.shape == (3, 12) and torch.equal(z[:, 8:], torch.zeros(3, 4))
+    for name in ("latent-scatter", "latent-grid", "traversals", "samples"):
+        assert PLOTS[name](view) is not None
+    assert "top-down prior" in PLOTS["samples"](view).axes[0].get_title() or \
+        "top-down prior" in PLOTS["samples"](view)._suptitle.get_text()

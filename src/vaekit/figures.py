@@ -44,6 +44,22 @@ class RunView:
         return latent_means(self.model, self.data, "test")
 
     @cached_property
+    def surface(self):
+        """What the latent pictures show: the model, or for a hierarchy its top layer."""
+        from .models.hvae import TopLayer
+
+        return TopLayer(self.model) if getattr(self.model, "dims", None) else self.model
+
+    @cached_property
+    def surface_codes(self) -> torch.Tensor:
+        """The test codes in the pictures' latent space (a hierarchy's top layer)."""
+        return self.codes[:, -self.surface.latent_dim :]
+
+    @cached_property
+    def surface_kl(self) -> list[float] | None:
+        return None if self.kl_per_dim is None else self.kl_per_dim[-self.surface.latent_dim :]
+
+    @cached_property
     def labels(self) -> np.ndarray | None:
         return None if self.data.test_y is None else self.data.test_y.cpu().numpy()
 
@@ -60,7 +76,7 @@ class RunView:
 
     def principal_plane(self) -> tuple[torch.Tensor, torch.Tensor, tuple[str, str]]:
         """Center and the top two principal directions of the test codes (for > 2-d latents)."""
-        codes = self.codes.double()
+        codes = self.surface_codes.double()
         center = codes.mean(0)
         _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
         return center.float(), v[:2].float(), ("principal direction 1", "principal direction 2")
@@ -76,7 +92,7 @@ def _kl_dims(v: RunView) -> Figure | None:
 
 
 def _scatter(v: RunView) -> Figure:
-    return plots.latent_scatter(v.codes, v.labels, v.data.class_names, seed=v.seed)
+    return plots.latent_scatter(v.surface_codes, v.labels, v.data.class_names, seed=v.seed)
 
 
 def _grid(v: RunView) -> Figure | None:
@@ -84,7 +100,7 @@ def _grid(v: RunView) -> Figure | None:
     codes actually lie (1st to 99th percentile around their median), and the title says so."""
     if not v.images:
         return None
-    d = v.model.latent_dim
+    d = v.surface.latent_dim
     if v.grid_dims is not None:
         i, j = v.grid_dims
         center, basis, names = torch.zeros(d), torch.eye(d)[[i, j]], (f"z[{i}]", f"z[{j}]")
@@ -93,20 +109,21 @@ def _grid(v: RunView) -> Figure | None:
     else:
         center, basis, names = v.principal_plane()
     if v.model.variational:
-        return plots.latent_grid(v.model, 15, 3.0, basis=basis, center=center, axis_names=names)
-    codes = v.codes.cpu().float()
+        return plots.latent_grid(v.surface, 15, 3.0, basis=basis, center=center, axis_names=names)
+    codes = v.surface_codes.cpu().float()
     if v.grid_dims is not None or d <= 2:
         center = codes.median(0).values
     coords = (codes - center) @ basis.T
     extent = float(torch.quantile(coords.abs().flatten(), 0.99).clamp_min(1e-3))
     names = tuple(f"{n} - median code" for n in names)
-    fig = plots.latent_grid(v.model, 15, extent, basis=basis, center=center, axis_names=names)
+    fig = plots.latent_grid(v.surface, 15, extent, basis=basis, center=center, axis_names=names)
     fig.axes[0].set_title(f"AE: decoded grid over the codes' range (99% within ±{extent:.3g} of their median)")
     return fig
 
 
 def _samples(v: RunView) -> Figure | None:
-    prior = "N(0, I)" if v.model.config.prior == "normal" else f"the {v.model.config.prior} prior"
+    prior = {"normal": "N(0, I)", "vamp": "the VampPrior", "hierarchical": "the top-down prior"}.get(
+        getattr(v.model.prior, "name", ""), "the prior")
     return plots.image_grid_figure(v.model.sample(64, v.generator()), f"samples: z ~ {prior}, decoded") \
         if v.images else None
 
@@ -141,16 +158,16 @@ def _traversals(v: RunView) -> Figure | None:
     """VAE: each coordinate swept over [-3, 3] of the prior; AE: over its codes' 1st-99th percentile."""
     if not v.images:
         return None
-    dims = list(range(v.model.latent_dim))
+    dims = list(range(v.surface.latent_dim))
     if v.model.variational:
-        order = v.kl_per_dim or v.codes.var(0).tolist()  # a mixture prior: by the codes' variance
+        order = v.surface_kl or v.surface_codes.var(0).tolist()  # a mixture prior: by the codes' variance
         dims = sorted(dims, key=lambda d: -order[d])
-        return plots.traversals(v.model, v.codes.mean(0), dims[:8])
-    codes = v.codes.cpu().float()
+        return plots.traversals(v.surface, v.surface_codes.mean(0), dims[:8])
+    codes = v.surface_codes.cpu().float()
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
     dims = sorted(dims, key=lambda d: -float(hi[d] - lo[d]))[:8]
     spans = {d: np.linspace(float(lo[d]), float(hi[d]), 9) for d in dims}
-    return plots.traversals(v.model, v.codes.mean(0), dims, spans=spans)
+    return plots.traversals(v.surface, v.surface_codes.mean(0), dims, spans=spans)
 
 
 PLOTS: dict[str, Callable[[RunView], Figure | None]] = {
@@ -193,7 +210,7 @@ def plot_run(
     view = view or open_run(run_dir, data_dir=data_dir)
     if grid_dims is not None:
         i, j = grid_dims
-        d = view.model.latent_dim
+        d = view.surface.latent_dim
         if not (0 <= i < d and 0 <= j < d and i != j):
             raise VaekitError(f"--grid-dims {i} {j}: need two different dimensions in 0..{d - 1}")
         view.grid_dims = (i, j)

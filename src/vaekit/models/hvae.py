@@ -105,6 +105,27 @@ class HierarchicalPrior(nn.Module):
         return model.ancestral_sample(n, generator)
 
 
+class TopLayer:
+    """The hierarchy seen through its top layer, for latent pictures (grid, traversals): a code is
+    z_L, and decoding fills the layers below with their prior means."""
+
+    variational = True
+
+    def __init__(self, model: HVAE) -> None:
+        self.model = model
+        self.latent_dim = model.dims[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def decode(self, z_top: Tensor) -> Tensor:
+        return self.model.decode(self.model.fill_from_top(z_top))
+
+    def mean(self, out: Tensor) -> Tensor:
+        return self.model.mean(out)
+
+
 class HVAE(LatentModel):
     """``--model hvae --latent-dims 64,32``: bottom layer first. ``hidden`` is the bottom-up trunk
     (and the decoder's widths); ``block_width`` the width of each layer's blocks."""
@@ -207,6 +228,13 @@ class HVAE(LatentModel):
             pm, plv = self.prior_heads[layer](self.down[layer](parts[layer + 1])).chunk(2, dim=-1)
             total = total + _log_normal(parts[layer], pm, plv).sum(-1)
         return total
+
+    def fill_from_top(self, z_top: Tensor) -> Tensor:
+        """Full codes for top-layer values: each layer below at its prior mean given the one above."""
+        zs = [z_top]
+        for layer in range(len(self.dims) - 2, -1, -1):
+            zs.insert(0, self.prior_heads[layer](self.down[layer](zs[0])).chunk(2, dim=-1)[0])
+        return torch.cat(zs, dim=-1)
 
     def ancestral_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ p(z), top layer first."""

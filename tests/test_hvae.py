@@ -142,7 +142,7 @@ def test_every_command_handles_an_hvae_and_resume_is_exact(tmp_path):
 @pytest.mark.parametrize("flags,needle", [
     (["--model", "hvae", "--latent-dims", "8"], "two or more latent layers"),
     (["--model", "hvae"], "two or more latent layers"),
-    (["--model", "hvae", "--latent-dims", "8,4", "--prior", "vamp"], "own prior"),
+    (["--model", "hvae", "--latent-dims", "8,4", "--prior", "vamp", "--free-bits", "1"], "--prior normal"),
     (["--model", "hvae", "--latent-dims", "8,0"], "model.latent_dims"),
 ])
 def test_bad_hierarchies_are_refused(flags, needle, tmp_path):
@@ -165,3 +165,23 @@ def test_latent_pictures_of_a_hierarchy_show_its_top_layer(tmp_path):
         assert PLOTS[name](view) is not None
     assert "top-down prior" in PLOTS["samples"](view).axes[0].get_title() or \
         "top-down prior" in PLOTS["samples"](view)._suptitle.get_text()
+
+
+def test_a_vampprior_on_the_top_layer(tmp_path):
+    """The hierarchy's p(z_L) as a VampPrior over its top layer's posteriors: trains, resumes,
+    evaluates (total KL, no per-dimension KL), samples; its top prior integrates to 1 in 2-D."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="hvae", latent_dims=[3, 2], block_width=6, hidden=[5], prior="vamp",
+                                    pseudo_inputs=4, likelihood="gaussian"), (4,))
+    axis = torch.linspace(-12, 12, 401)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        density = model.top_prior.log_prob(grid, model).exp()
+    assert float(density.sum()) * float(axis[1] - axis[0]) ** 2 == pytest.approx(1.0, abs=2e-3)
+    flags = [*HV, "--prior", "vamp", "--pseudo-inputs", "10"]
+    assert run("train", *flags, "--epochs", "2", "--out", str(tmp_path / "v"))[0] == 0
+    assert run("train", "--resume", str(tmp_path / "v"), "--epochs", "3", "--no-progress")[0] == 0
+    code, out, err = run("evaluate", str(tmp_path / "v"), "--json", "--iwae-k", "10")
+    m = json.loads(out)
+    assert code == 0 and "kl_per_dim" not in m and m["kl"] > 0 and m["nll_iwae"] <= m["loss"] + 1e-6
+    assert run("sample", str(tmp_path / "v"), "-n", "4", "-o", str(tmp_path / "s.npy"))[0] == 0

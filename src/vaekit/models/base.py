@@ -72,6 +72,11 @@ class LatentModel(nn.Module):
         """Decoder output -> the expected x in data space (e.g. probabilities from logits)."""
         return self.likelihood.mean(out)
 
+    def prior_components(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|u)'s parameters for pseudo-inputs u (the VampPrior's mixture components)."""
+        mu, logvar = self.encode(u)
+        return mu, logvar
+
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log p(z) under the model's prior, summed over latent dimensions (extra leading axes kept)."""
         return self.prior.log_prob(z, self)

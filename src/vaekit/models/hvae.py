@@ -28,6 +28,7 @@ from ..likelihoods import Likelihood, build_likelihood, resolve_output
 from .base import LatentModel
 from .distributions import gaussian_noise
 from .nets import get_arch
+from .priors import VampPrior
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -73,22 +74,37 @@ class HierarchicalPosterior:
         parts = self.model.split(z)
         return sum(_log_normal(zl, qm, qlv).sum(-1) for zl, (qm, qlv, _, _) in zip(parts, self._params(z)))
 
-    def kl_per_dim(self) -> Tensor:
+    def kl_per_dim(self) -> Tensor | None:
         """Closed-form KL(q(z_l | x, z_{>l}) || p(z_l | z_{l+1})) per dimension, layers concatenated,
-        at the upper layers of the last sample drawn."""
+        at the upper layers of the last sample drawn; None under a VampPrior on the top layer."""
         if self._last is None:
             self.rsample()
+        if self.model.top_prior is not None:
+            return None
         return torch.cat([_kl_normal(*p) for p in self._last[1]], dim=-1)
 
     def kl(self) -> Tensor:
-        return self.kl_per_dim().sum(-1)
+        """Per example: the layers' closed-form KLs; under a VampPrior the top layer's KL is
+        log q(z_L|x) - log p(z_L) at the sample."""
+        if self._last is None:
+            self.rsample()
+        z, params = self._last
+        if self.model.top_prior is None:
+            return self.kl_per_dim().sum(-1)
+        lower = sum((_kl_normal(*p).sum(-1) for p in params[:-1]), torch.zeros(()))
+        z_top = self.model.split(z)[-1]
+        qm, qlv = params[-1][:2]
+        return lower + _log_normal(z_top, qm, qlv).sum(-1) - self.model.top_prior.log_prob(z_top, self.model)
 
 
 class HierarchicalPrior(nn.Module):
     """p(z) = p(z_L) prod_l p(z_l | z_{l+1}), given by the model's top-down path (no own weights)."""
 
     name = "hierarchical"
-    closed_form = True
+
+    def __init__(self, closed_form: bool = True) -> None:
+        super().__init__()
+        self.closed_form = closed_form
 
     def log_prob(self, z: Tensor, model: HVAE) -> Tensor:
         return model.prior_log_density(z)
@@ -138,8 +154,8 @@ class HVAE(LatentModel):
         dims = list(cfg.latent_dims)
         if len(dims) < 2:
             raise ConfigError("--model hvae needs two or more latent layers, e.g. --latent-dims 64,32")
-        if cfg.prior != "normal":
-            raise ConfigError(f"--prior {cfg.prior} is for one-layer models; the hierarchy has its own prior")
+        if cfg.prior not in ("normal", "vamp"):
+            raise ConfigError(f"--prior {cfg.prior}: the hierarchy's top layer takes normal or vamp")
         self.config = cfg
         self.data_shape = tuple(int(s) for s in data_shape)
         self.dims = dims
@@ -155,7 +171,14 @@ class HVAE(LatentModel):
         self.decoder = self.arch.decoder(dataclasses.replace(cfg, latent_dim=dims[0]), self.data_shape,
                                          resolve_output(cfg))
         self.likelihood: Likelihood = build_likelihood(cfg)
-        self.prior = HierarchicalPrior()
+        self.prior = HierarchicalPrior(closed_form=cfg.prior == "normal")
+        self.top_prior = VampPrior(cfg, self.data_shape, self.likelihood.needs_unit_range) \
+            if cfg.prior == "vamp" else None  # p(z_L): N(0, I) unless the VampPrior
+
+    def prior_components(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The top layer's posterior parameters for pseudo-inputs u (the VampPrior's components)."""
+        mu, logvar = self.fc_mu(self.bottom_up(u)[-1]).chunk(2, dim=-1)
+        return mu, logvar
 
     def split(self, z: Tensor) -> list[Tensor]:
         return list(torch.split(z, self.dims, dim=-1))
@@ -223,7 +246,10 @@ class HVAE(LatentModel):
     def prior_log_density(self, z: Tensor) -> Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}) for concatenated codes z."""
         parts = self.split(z)
-        total = _log_normal(parts[-1], torch.zeros_like(parts[-1]), torch.zeros_like(parts[-1])).sum(-1)
+        if self.top_prior is not None:
+            total = self.top_prior.log_prob(parts[-1], self)
+        else:
+            total = _log_normal(parts[-1], torch.zeros_like(parts[-1]), torch.zeros_like(parts[-1])).sum(-1)
         for layer in range(len(self.dims) - 1):
             pm, plv = self.prior_heads[layer](self.down[layer](parts[layer + 1])).chunk(2, dim=-1)
             total = total + _log_normal(parts[layer], pm, plv).sum(-1)
@@ -238,7 +264,8 @@ class HVAE(LatentModel):
 
     def ancestral_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ p(z), top layer first."""
-        top = torch.randn(n, self.dims[-1], generator=generator, device=self.device)
+        top = self.top_prior.sample(n, self, generator) if self.top_prior is not None else \
+            torch.randn(n, self.dims[-1], generator=generator, device=self.device)
         zs = [top]
         for layer in range(len(self.dims) - 2, -1, -1):
             pm, plv = self.prior_heads[layer](self.down[layer](zs[0])).chunk(2, dim=-1)

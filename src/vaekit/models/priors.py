@@ -1,5 +1,6 @@
 """Priors p(z) by name (a registry): the standard normal, and the VampPrior of Tomczak & Welling
-(2018), a uniform mixture of the posteriors of N learned pseudo-inputs.
+(2018), a uniform mixture of the posteriors of N learned pseudo-inputs (for a hierarchy: of its
+top layer's posteriors, ``model.prior_components``).
 
 A prior gives log p(z), draws z, and the KL of a posterior against it: in closed form where
 one exists (the standard normal, also per dimension), otherwise a one-sample estimate
@@ -65,7 +66,7 @@ class VampPrior(nn.Module):
         return torch.sigmoid(self.pseudo) if self.unit_range else self.pseudo
 
     def components(self, model: LatentModel) -> DiagonalGaussian:
-        mu, logvar = model.encode(self.inputs())
+        mu, logvar = model.prior_components(self.inputs())
         return DiagonalGaussian(mu, logvar)
 
     def log_prob(self, z: Tensor, model: LatentModel) -> Tensor:

@@ -111,7 +111,7 @@ class HierarchicalPrior(nn.Module):
 
     def kl(self, q: HierarchicalPosterior, z: Tensor, model: HVAE) -> Tensor:
         if q._last is None or q._last[0] is not z:
-            q._params(z)
+            q._last = (z, q._params(z))  # the KL at this z, not at the last sample drawn
         return q.kl()
 
     def kl_per_dim(self, q: HierarchicalPosterior) -> Tensor:

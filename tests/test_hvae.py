@@ -185,3 +185,16 @@ def test_a_vampprior_on_the_top_layer(tmp_path):
     m = json.loads(out)
     assert code == 0 and "kl_per_dim" not in m and m["kl"] > 0 and m["nll_iwae"] <= m["loss"] + 1e-6
     assert run("sample", str(tmp_path / "v"), "-n", "4", "-o", str(tmp_path / "s.npy"))[0] == 0
+
+
+def test_the_kl_is_taken_at_the_sample_it_is_asked_about():
+    model = linear_gaussian_hvae()
+    x = torch.tensor([[0.3, -0.8, 1.1]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        q = model.posterior(x)
+        first, second = q.rsample(gen), q.rsample(gen)
+        at_first = model.kl(q, first)
+        fresh = model.posterior(x)
+        fresh._last = (first, fresh._params(first))
+        assert torch.allclose(at_first, fresh.kl()) and not torch.allclose(model.kl(q, second), at_first)

@@ -240,7 +240,8 @@ def fit(
     data = data or load_dataset(cfg.data, progress=progress)
     check_data_fits(cfg, data, saved[1] if saved else None)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.shape, cfg.train.batch_size, training=True)
+    samples = cfg.objective.iwae_samples if cfg.objective.kind == "iwae" else 1  # decoder rows per example
+    model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
     beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
     ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))

@@ -175,6 +175,8 @@ class RunConfig:
             (len(m.latent_dims) <= 16 and all(1 <= d <= MAX_WIDTH for d in m.latent_dims), "model.latent_dims",
              m.latent_dims, f"needs at most 16 layers, each of 1..{MAX_WIDTH} dimensions"),
             (1 <= m.block_width <= MAX_WIDTH, "model.block_width", m.block_width, f"must be in 1..{MAX_WIDTH}"),
+            (not m.latent_dims or m.kind == "hvae", "model.latent_dims", m.latent_dims,
+             "applies to --model hvae only (one-layer models take --latent-dim)"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),

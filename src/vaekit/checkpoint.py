@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 
 from . import budget, files
-from .config import RunConfig
+from .config import MAX_CONFIG_BYTES, RunConfig
 from .devices import pick_device
 from .errors import ConfigError, RunFolderError, VaekitError, brief, show
 from .models import LatentModel, build_model, check_data_shape
@@ -38,7 +38,6 @@ PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
               "reconstructions", "error-histogram", "interpolation", "traversals", "probe-confusion",
               "anomaly-scores", "compare")
-MAX_CONFIG_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 
 

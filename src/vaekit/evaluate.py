@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
-from .errors import DataError
 from .models import LatentModel
 from .objectives import elbo_parts, iwae_log_px
 
@@ -173,11 +172,7 @@ def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Da
     machine): the IDX files' folder, or the folder that now holds the run's image folder or vectors file."""
     cfg = relocate(run.config.data, data_dir)
     data = load_dataset(cfg, progress=progress)
-    if tuple(data.shape) != tuple(run.data_shape):
-        raise DataError(
-            f"{cfg.dataset}: its examples now have shape {list(data.shape)}, but {run.path} was trained on shape "
-            f"{list(run.data_shape)}; the data changed since training (pass --data-dir to the original files)"
-        )
+    data.check_shape(run.data_shape, str(run.path))
     check_data_record(run.path, data)
     return data
 

@@ -20,7 +20,7 @@ from . import checkpoint as ckpt
 from .config import RunConfig
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
-from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, brief
+from .errors import ConfigError, RunFolderError, TrainingInterrupted, VaekitError, brief
 from .evaluate import elbo_metrics
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
@@ -35,11 +35,8 @@ RECONSTRUCTIONS_PNG = "reconstructions.png"
 def check_data_fits(cfg: RunConfig, data: Dataset, saved_shape: tuple[int, ...] | None = None) -> None:
     """Refuse combinations that would train on nonsense (e.g. Bernoulli on values outside [0, 1]),
     and data that changed under a run being resumed."""
-    if saved_shape is not None and tuple(data.shape) != tuple(saved_shape):
-        raise DataError(
-            f"{cfg.data.dataset}: its examples now have shape {list(data.shape)}, but this run was trained on "
-            f"shape {list(saved_shape)}; the data changed since training (pass --data-dir to the original files)"
-        )
+    if saved_shape is not None:
+        data.check_shape(saved_shape)
     if cfg.model.likelihood == "bernoulli" or cfg.data.binarize != "none":
         lo, hi = data.value_range()
         if lo < 0 or hi > 1:

@@ -51,6 +51,14 @@ class Dataset:
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
                        test_x=move(self.test_x), test_y=move(self.test_y))
 
+    def check_shape(self, trained_shape: tuple[int, ...], run: str = "this run") -> None:
+        """Refuse data whose examples no longer have the shape a run was trained on."""
+        if tuple(self.shape) != tuple(trained_shape):
+            raise DataError(
+                f"{self.name}: its examples now have shape {list(self.shape)}, but {run} was trained on shape "
+                f"{list(trained_shape)}; the data changed since training (pass --data-dir to the original files)"
+            )
+
     def value_range(self) -> tuple[float, float]:
         lo = min(float(self.train_x.min()), float(self.test_x.min())) / self.scale
         hi = max(float(self.train_x.max()), float(self.test_x.max())) / self.scale

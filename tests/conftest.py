@@ -82,3 +82,44 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
         except OSError:
             pass
     return filler
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """The vaekit command in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from vaekit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def objective_gradcheck(model, x, cfg, names: list[str], beta: float = 0.7) -> bool:
+    """Finite differences (float64) against autograd for the objective ``cfg`` names, with respect to
+    the model parameters ``names``; the noise is drawn from the same seed on every call."""
+    import torch
+
+    from vaekit.objectives import get_objective
+
+    fn = get_objective(cfg, model)
+
+    class Objective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, inputs):
+            return fn(self.model, inputs, beta, cfg, torch.Generator().manual_seed(7)).loss
+
+    wrapped = Objective()
+    state = dict(wrapped.named_parameters())
+    keys = [f"model.{n}" for n in names]
+
+    def objective(*values):
+        return torch.func.functional_call(wrapped, {**state, **dict(zip(keys, values))}, (x,))
+
+    inputs = tuple(state[k].detach().clone().requires_grad_(True) for k in keys)
+    return torch.autograd.gradcheck(objective, inputs, eps=1e-6, atol=1e-5)

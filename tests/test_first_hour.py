@@ -3,22 +3,13 @@ is wrong, pictures that do not mislead, units that fit the likelihood."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from vaekit.cli import main
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+from conftest import run_cli as run
 
 
 FAST = ["--hidden", "32", "--epochs", "2", "--no-progress"]

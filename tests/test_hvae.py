@@ -4,8 +4,6 @@ and first-class handling by train (exact resume), evaluate, plot and sample."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 
@@ -13,17 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit.cli import main
+from conftest import run_cli as run
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.models import build_model
-from vaekit.objectives import get_objective, iwae_log_px
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+from vaekit.objectives import iwae_log_px
 
 
 def linear_gaussian_hvae():
@@ -88,30 +79,16 @@ def test_closed_form_layer_kls_match_monte_carlo():
     assert float(a.mean()) == pytest.approx(float(s.mean()), abs=4 * float(s.std()) / math.sqrt(len(s)) + 1e-3)
 
 
-class _Loss(nn.Module):
-    def __init__(self, model, fn, cfg):
-        super().__init__()
-        self.model, self.fn, self.cfg = model, fn, cfg
-
-    def forward(self, x):
-        return self.fn(self.model, x, 0.8, self.cfg, torch.Generator().manual_seed(5)).loss
-
-
 @pytest.mark.parametrize("kind", ["elbo", "iwae"])
 def test_hvae_gradients_match_finite_differences_in_float64(kind):
+    from conftest import objective_gradcheck
+
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="hvae", latent_dims=[3, 2], block_width=5, hidden=[6]), (7,)).double()
     x = (torch.rand(4, 7, generator=torch.Generator().manual_seed(2)) > 0.5).double()
     cfg = ObjectiveConfig(kind=kind, iwae_samples=3 if kind == "iwae" else 5)
-    wrapped = _Loss(model, get_objective(cfg, model), cfg)
-    names = ["model.fc_mu.weight", "model.post_heads.0.weight", "model.prior_heads.0.bias", "model.up.0.0.weight"]
-    state = dict(wrapped.named_parameters())
-
-    def loss(*values):
-        return torch.func.functional_call(wrapped, {**state, **dict(zip(names, values))}, (x,))
-
-    inputs = tuple(state[n].detach().clone().requires_grad_(True) for n in names)
-    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
+    assert objective_gradcheck(model, x, cfg, ["fc_mu.weight", "post_heads.0.weight", "prior_heads.0.bias",
+                                               "up.0.0.weight"], beta=0.8)
 
 
 HV = ["--preset", "digits-mlp", "--model", "hvae", "--latent-dims", "8,4", "--block-width", "64", "--hidden", "64",

@@ -4,8 +4,6 @@ absolute, and where the data came from is recorded with a fingerprint."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 
@@ -13,14 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaekit.cli import main
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+from conftest import run_cli as run
 
 
 SMALL = ["--hidden", "16", "--latent-dim", "2", "--batch-size", "8", "--epochs", "1", "--no-progress"]

@@ -4,24 +4,15 @@ refused before anything is written."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from vaekit.cli import main
+from conftest import run_cli as run
 from vaekit.config import ModelConfig
 from vaekit.models import build_model
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("latent", [1, 2])

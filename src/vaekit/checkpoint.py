@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import torch
 
-from . import budget, files
+from . import files
 from .config import MAX_CONFIG_BYTES, RunConfig
 from .devices import pick_device
 from .errors import ConfigError, RunFolderError, VaekitError, brief, show

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
 from .models import LatentModel
-from .objectives import elbo_parts, iwae_log_px
+from .objectives import iwae_log_px
 
 DEFAULT_IWAE_K = 100
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]) > 0.01

@@ -93,7 +93,7 @@ def test_an_mnist_run_with_a_relative_data_dir_works_from_another_directory(mnis
 
 
 def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
-    """Colour photos get a conv VAE with a Gaussian likelihood on 3 channels; embeddings an MLP;
+    """Colour photos get a residual conv VAE with a discretised logistic likelihood; embeddings an MLP;
     the choice is printed in one line, and an explicit flag wins over it."""
     from vaekit.checkpoint import load_run
 
@@ -105,9 +105,10 @@ def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "p", "--no-progress")
     assert code == 0, err
-    assert "chose a conv VAE" in out and "3x32x32 colour images" in out and "Gaussian" in out
+    assert "chose a residual conv VAE" in out and "3x32x32 colour images" in out and "logistic" in out
     r = load_run("p")
-    assert r.data_shape == (1 * 3, 32, 32) and r.config.model.arch == "conv" and r.config.model.likelihood == "gaussian"
+    assert r.data_shape == (3, 32, 32) and r.config.model.arch == "resnet"
+    assert (r.config.model.likelihood, r.config.model.mixtures) == ("dlogistic", 5)
     code, out, err = run("train", "--dataset", "vectors:emb.npy", "--epochs", "1", "--out", "v", "--no-progress")
     assert code == 0 and "chose an MLP VAE (192, 192; latent 12" in out and "96-d vectors" in out
     code, out, err = run("train", "--dataset", "folder:photos", "--arch", "mlp", "--likelihood", "bernoulli",

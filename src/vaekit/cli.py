@@ -22,7 +22,7 @@ from .runlock import writing_into
 
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
-    ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, digits, blobs[:D], "
+    ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, cifar10, digits, blobs[:D], "
                                        "folder:PATH or vectors:PATH")),
     ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder with the IDX files (else $VAEKIT_DATA)")),
     ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"],
@@ -36,11 +36,15 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
                                    help="VAE, plain autoencoder, or hierarchical VAE (--latent-dims)")),
     ("--latent-dims", "model.latent_dims", dict(metavar="D,D", help="hvae: latent layer sizes, bottom first, e.g. 64,32")),
     ("--block-width", "model.block_width", dict(type=int, metavar="W", help="hvae: width of each layer's blocks")),
-    ("--arch", "model.arch", dict(choices=["mlp", "conv"], help="fully connected or convolutional")),
-    ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths or conv channels, e.g. 400,400")),
+    ("--arch", "model.arch", dict(choices=["mlp", "conv", "resnet"],
+                                  help="fully connected, convolutional, or residual convolutional")),
+    ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths, or conv/resnet channels per stage, e.g. 400,400")),
+    ("--res-blocks", "model.res_blocks", dict(type=int, metavar="N", help="resnet: residual blocks per stage")),
     ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N", help="size of the latent code z")),
-    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse"],
-                                              help="p(x|z): Bernoulli (data in [0, 1]), Gaussian, or summed MSE")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse", "dlogistic"],
+                                              help="p(x|z): Bernoulli (data in [0, 1]), Gaussian, summed MSE, or "
+                                                   "discretised logistic mixture (8-bit images)")),
+    ("--mixtures", "model.mixtures", dict(type=int, metavar="N", help="dlogistic: logistic components per pixel")),
     ("--output", "model.output", dict(choices=["auto", "logits", "identity", "sigmoid"],
                                       help="decoder's last activation (auto: what the likelihood needs)")),
     ("--sigma", "model.sigma", dict(type=float, metavar="S", help="gaussian: fixed (or initial) sigma")),
@@ -159,8 +163,9 @@ def _model_for_data(overrides: dict[str, Any], progress: bool):
     data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
     chosen, why = choose_model(data)
     chosen = {k: v for k, v in chosen.items() if k not in overrides}  # a flag always wins
-    if "model.likelihood" in overrides:
+    if "model.likelihood" in overrides:  # settings that belong to the chosen likelihood go with it
         chosen.pop("model.learn_sigma", None)
+        chosen.pop("model.mixtures", None)
     print(why)
     return RunConfig().with_overrides(chosen), data
 

@@ -29,7 +29,7 @@ _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 class DataConfig:
     """Where the data comes from and how it is prepared."""
 
-    dataset: str = "digits"  # mnist | fashion-mnist | digits | blobs[:D] | folder:PATH | vectors:PATH
+    dataset: str = "digits"  # mnist | fashion-mnist | cifar10 | digits | blobs[:D] | folder:PATH | vectors:PATH
     data_dir: str | None = None  # folder with the IDX files (else $VAEKIT_DATA, else a user cache)
     download: bool = True  # fetch missing IDX files from the official mirrors when online
     binarize: str = "none"  # none | static (once, fixed seed) | dynamic (fresh every epoch)
@@ -46,10 +46,12 @@ class ModelConfig:
     """The generative model: architecture, latent size and observation model p(x|z)."""
 
     kind: str = "vae"  # vae | ae
-    arch: str = "mlp"  # mlp | conv
-    hidden: list[int] = field(default_factory=lambda: [400, 400])  # MLP widths or conv channels
+    arch: str = "mlp"  # mlp | conv | resnet
+    hidden: list[int] = field(default_factory=lambda: [400, 400])  # MLP widths, or conv/resnet channels per stage
+    res_blocks: int = 1  # resnet: residual blocks per stage
     latent_dim: int = 20
-    likelihood: str = "bernoulli"  # bernoulli | gaussian | mse
+    likelihood: str = "bernoulli"  # bernoulli | gaussian | mse | dlogistic
+    mixtures: int = 1  # dlogistic: logistic components per pixel
     output: str = "auto"  # auto | logits | identity | sigmoid (decoder's last activation)
     sigma: float = 1.0  # gaussian: the fixed sigma, or the initial one when learn_sigma
     learn_sigma: bool = False  # gaussian: learn one shared sigma with the weights
@@ -171,6 +173,8 @@ class RunConfig:
             (all(1 <= h <= MAX_WIDTH for h in m.hidden) and len(m.hidden) <= 32, "model.hidden", m.hidden,
              f"needs at most 32 widths, each in 1..{MAX_WIDTH}"),
             (_finite(m.sigma) and m.sigma > 0, "model.sigma", m.sigma, "must be a positive number"),
+            (0 <= m.res_blocks <= 64, "model.res_blocks", m.res_blocks, "must be in 0..64"),
+            (1 <= m.mixtures <= 64, "model.mixtures", m.mixtures, "must be in 1..64"),
             (1 <= m.pseudo_inputs <= 10**4, "model.pseudo_inputs", m.pseudo_inputs, "must be in 1..10000"),
             (len(m.latent_dims) <= 16 and all(1 <= d <= MAX_WIDTH for d in m.latent_dims), "model.latent_dims",
              m.latent_dims, f"needs at most 16 layers, each of 1..{MAX_WIDTH} dimensions"),

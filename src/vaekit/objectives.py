@@ -66,7 +66,7 @@ def iwae_objective(model: LatentModel, x: Tensor, beta: float, cfg: ObjectiveCon
     k = cfg.iwae_samples
     q = model.posterior(x)
     z = q.rsample(generator, n=k)  # (k, batch, latent)
-    out = model.decode(z.reshape(k * x.shape[0], -1)).view(k, *x.shape)
+    out = model.decode(z.reshape(k * x.shape[0], -1)).view(k, x.shape[0], *model.param_shape)
     log_px_z = -model.likelihood.nll(out, x)  # (k, batch)
     log_prior_ratio = model.prior_log_prob(z) - q.log_prob(z)
     bound = torch.logsumexp(log_px_z + beta * log_prior_ratio, dim=0) - math.log(k)
@@ -147,7 +147,7 @@ def iwae_log_px(
     while done < k:
         n = min(per_chunk, k - done)
         z = q.rsample(generator, n=n)  # (n, b, latent)
-        out = model.decode(z.reshape(n * b, -1)).view(n, *x.shape)
+        out = model.decode(z.reshape(n * b, -1)).view(n, b, *model.param_shape)
         log_px_z = -model.likelihood.nll(out, x)
         log_w = log_px_z + model.prior_log_prob(z) - q.log_prob(z)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))

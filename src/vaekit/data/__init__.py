@@ -1,6 +1,6 @@
 """Data sets as in-memory tensors. ``load_dataset(cfg)`` dispatches on the name before ':'.
 
-Names: ``mnist``, ``fashion-mnist`` (official IDX files), ``digits`` (scikit-learn, no
+Names: ``mnist``, ``fashion-mnist`` (official IDX files), ``cifar10`` (official binary batches), ``digits`` (scikit-learn, no
 download), ``blobs[:D]`` (toy vectors), ``folder:PATH`` (your images), ``vectors:PATH``
 (your .npy/.npz).
 """
@@ -18,6 +18,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError, show
 from .bundled import load_blobs, load_digits
+from .cifar import load_cifar10
 from .dataset import Dataset
 from .folder import load_folder
 from .standard import SOURCES, load_idx_source
@@ -38,6 +39,7 @@ def _idx_loader(name: str) -> Callable[[DataConfig, str, bool], Dataset]:
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": _idx_loader("mnist"),
     "fashion-mnist": _idx_loader("fashion-mnist"),
+    "cifar10": lambda cfg, arg, progress=True: load_cifar10(cfg.data_dir, cfg.download, progress),
     "digits": lambda cfg, arg, progress=True: load_digits(cfg, arg),
     "blobs": lambda cfg, arg, progress=True: load_blobs(cfg, arg),
     "folder": lambda cfg, arg, progress=True: load_folder(cfg, arg),
@@ -51,7 +53,7 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
     loader = LOADERS.get(kind)
     if loader is None:
         raise DataError(
-            f"unknown data set '{cfg.dataset}'; choose one of mnist, fashion-mnist, digits, "
+            f"unknown data set '{cfg.dataset}'; choose one of mnist, fashion-mnist, cifar10, digits, "
             "blobs[:D], folder:PATH, vectors:PATH"
         )
     ds = loader(cfg, arg, progress)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..likelihoods import Likelihood, build_likelihood, resolve_output
+from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .distributions import DiagonalGaussian, PointMass
 from .nets import get_arch
 from .priors import build_prior
@@ -28,6 +28,7 @@ class LatentModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.data_shape = tuple(int(s) for s in data_shape)
+        self.param_shape = param_shape(cfg, self.data_shape)
         self.latent_dim = cfg.latent_dim
         self.arch = get_arch(cfg.arch)
         output = resolve_output(cfg)
@@ -35,7 +36,7 @@ class LatentModel(nn.Module):
         self.fc_mu = nn.Linear(features, cfg.latent_dim)
         if self.variational:
             self.fc_logvar = nn.Linear(features, cfg.latent_dim)
-        self.decoder = self.arch.decoder(cfg, self.data_shape, output)
+        self.decoder = self.arch.decoder(cfg, self.param_shape, output)
         self.likelihood: Likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg, self.data_shape, self.likelihood.needs_unit_range)
 
@@ -60,8 +61,9 @@ class LatentModel(nn.Module):
         return DiagonalGaussian(mu, logvar).rsample(generator)
 
     def decode(self, z: Tensor) -> Tensor:
-        """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data."""
-        return self.decoder(z).reshape(z.shape[0], *self.data_shape)
+        """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data (or
+        with more channels where the likelihood needs them: ``param_shape``)."""
+        return self.decoder(z).reshape(z.shape[0], *self.param_shape)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         mu, logvar = self.encode(x)

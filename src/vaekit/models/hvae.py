@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from ..likelihoods import Likelihood, build_likelihood, resolve_output
+from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .base import LatentModel
 from .distributions import gaussian_noise
 from .nets import get_arch
@@ -158,6 +158,7 @@ class HVAE(LatentModel):
             raise ConfigError(f"--prior {cfg.prior}: the hierarchy's top layer takes normal or vamp")
         self.config = cfg
         self.data_shape = tuple(int(s) for s in data_shape)
+        self.param_shape = param_shape(cfg, self.data_shape)
         self.dims = dims
         self.latent_dim = sum(dims)
         self.arch = get_arch(cfg.arch)
@@ -168,7 +169,7 @@ class HVAE(LatentModel):
         self.down = nn.ModuleList([_block(dims[i + 1], width) for i in range(len(dims) - 1)])
         self.prior_heads = nn.ModuleList([nn.Linear(width, 2 * dims[i]) for i in range(len(dims) - 1)])
         self.post_heads = nn.ModuleList([nn.Linear(2 * width, 2 * dims[i]) for i in range(len(dims) - 1)])
-        self.decoder = self.arch.decoder(dataclasses.replace(cfg, latent_dim=dims[0]), self.data_shape,
+        self.decoder = self.arch.decoder(dataclasses.replace(cfg, latent_dim=dims[0]), self.param_shape,
                                          resolve_output(cfg))
         self.likelihood: Likelihood = build_likelihood(cfg)
         self.prior = HierarchicalPrior(closed_form=cfg.prior == "normal")
@@ -241,7 +242,7 @@ class HVAE(LatentModel):
     def decode(self, z: Tensor) -> Tensor:
         """p(x | z_1): the decoder reads the bottom layer of the concatenated code."""
         z1 = z[..., : self.dims[0]]
-        return self.decoder(z1).reshape(z1.shape[0], *self.data_shape)
+        return self.decoder(z1).reshape(z1.shape[0], *self.param_shape)
 
     def prior_log_density(self, z: Tensor) -> Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}) for concatenated codes z."""

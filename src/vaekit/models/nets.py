@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from .resnet import ResNet
 
 _ACTIVATIONS = {"logits": None, "identity": None, "sigmoid": nn.Sigmoid}
 
@@ -106,7 +107,7 @@ class Conv:
         return x
 
 
-ARCHS: dict[str, Arch] = {a.name: a for a in (MLP(), Conv())}
+ARCHS: dict[str, Arch] = {a.name: a for a in (MLP(), Conv(), ResNet())}
 
 
 def get_arch(name: str) -> Arch:

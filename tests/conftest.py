@@ -13,6 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("VAEKIT_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory) -> None:
+    """Tests never write into the user's ~/.cache: vaekit's cache goes to a temporary folder
+    (child processes inherit it through the environment)."""
+    os.environ["VAEKIT_CACHE"] = str(tmp_path_factory.mktemp("vaekit-cache"))
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file() and not (

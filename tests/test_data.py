@@ -235,3 +235,49 @@ def test_fashion_mnist_offline_error_names_files_and_folder(tmp_path, monkeypatc
         load_dataset(DataConfig(dataset="fashion-mnist", download=False), progress=False)
     msg = str(e.value)
     assert str(tmp_path / "fashion-mnist") in msg and "t10k-labels-idx1-ubyte" in msg and "--data-dir" in msg
+
+
+def _folder_of_pngs(root, classes, n, size=(4, 4), mode="L"):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            _png(root / c / f"{i}.png", size, (37 * i + 11 * len(c)) % 256, mode)
+
+
+def test_train_and_test_subfolders_keep_their_split(tmp_path):
+    _folder_of_pngs(tmp_path / "train", ["cat", "dog"], 3)
+    _folder_of_pngs(tmp_path / "test", ["dog"], 2)
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    assert (len(ds.train_x), len(ds.test_x)) == (6, 2)
+    assert ds.class_names == ["cat", "dog"] and ds.test_y.tolist() == [1, 1]  # 'dog' is class 1 in both
+    (tmp_path / "test" / "bird").mkdir()
+    _png(tmp_path / "test" / "bird" / "0.png", (4, 4), 9, "L")
+    with pytest.raises(DataError, match="class 'bird' has no folder in"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+
+
+def test_decoded_folders_are_cached_and_the_cache_follows_the_contents(tmp_path, monkeypatch):
+    from vaekit.data import folder
+
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    _folder_of_pngs(tmp_path / "imgs", ["a", "b"], folder.CACHE_MIN_FILES // 2)
+    cfg = DataConfig(dataset=f"folder:{tmp_path / 'imgs'}")
+    first = load_dataset(cfg)
+    cached = list((tmp_path / "cache" / "folders").glob("*.npy"))
+    assert len(cached) == 1
+    calls = []
+    monkeypatch.setattr(folder, "_load_image", lambda *a: calls.append(a))  # a cache hit decodes nothing
+    again = load_dataset(cfg)
+    assert calls == [] and torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
+    monkeypatch.undo()
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    _png(tmp_path / "imgs" / "a" / "0.png", (4, 4), 255, "L")  # same name, new contents
+    import os
+    os.utime(tmp_path / "imgs" / "a" / "0.png", ns=(1, 1))
+    changed = load_dataset(cfg)
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npy"))) == 2
+    assert not torch.equal(torch.cat([first.train_x, first.test_x]).sort(0).values,
+                           torch.cat([changed.train_x, changed.test_x]).sort(0).values)
+    for f in (tmp_path / "cache" / "folders").glob("*.npy"):
+        f.write_bytes(b"garbage")  # a damaged cache is rebuilt, not trusted
+    assert torch.equal(load_dataset(cfg).train_x, changed.train_x)

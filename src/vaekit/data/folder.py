@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,8 @@ import torch
 
 from ..config import DataConfig
 from .. import budget
-from ..errors import DataError, VaekitError, brief
-from ..files import open_regular
+from ..errors import BudgetError, DataError, VaekitError, brief, show
+from ..files import file_size, open_regular, write_via_buffer
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -67,18 +69,75 @@ def detect_channels(arg: str) -> int:
         return 1
 
 
-def load_folder(cfg: DataConfig, arg: str) -> Dataset:
-    """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set."""
-    root = Path(arg).expanduser()
-    if not arg or not root.is_dir():
-        raise DataError(f"folder:{arg}: no such folder; pass --dataset folder:PATH with a folder of images")
-    files, labels, class_names = _image_files(root)
-    if len(files) < 2:
-        raise DataError(f"{root}: found {len(files)} image(s); a data set needs at least 2")
-    mode = "L" if cfg.channels == 1 else "RGB"
+SPLIT_FOLDERS = ("train", "test")
+CACHE_VERSION = 1
+
+
+def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, int | None]:
+    """Files, labels and class names; a folder holding exactly ``train/`` and ``test/`` keeps that
+    split, and then the last value is the number of training files (else None: split at random)."""
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs != sorted(SPLIT_FOLDERS):
+        files, labels, names = _image_files(root)
+        return files, labels, names, None
+    train, train_labels, names = _image_files(root / "train")
+    test, test_labels, test_names = _image_files(root / "test")
+    if (names is None) != (test_names is None):
+        raise DataError(f"{root}: train/ and test/ must both hold class sub-folders, or both hold images directly")
+    if names is not None:
+        unknown = sorted(set(test_names) - set(names))
+        if unknown:
+            raise DataError(f"{root / 'test' / unknown[0]}: class '{show(unknown[0])}' has no folder in {root / 'train'}")
+        index = {n: i for i, n in enumerate(names)}
+        test_labels = [index[test_names[label]] for label in test_labels]
+        return train + test, train_labels + test_labels, names, len(train)
+    return train + test, None, None, len(train)
+
+
+def cache_dir() -> Path:
+    """Where decoded image folders are kept: $VAEKIT_CACHE, else $XDG_CACHE_HOME/vaekit, else ~/.cache/vaekit."""
+    if os.environ.get("VAEKIT_CACHE"):
+        return Path(os.environ["VAEKIT_CACHE"]).expanduser() / "folders"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vaekit" / "folders"
+
+
+def _cache_key(root: Path, files: list[Path], mode: str, size: int | None) -> str:
+    """Names, sizes and modification times of every file, and how they are decoded: any change to the
+    folder's contents (a file added, removed, replaced or edited) gives another key."""
+    h = hashlib.sha256(f"{CACHE_VERSION} {mode} {size}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"\0{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+def _read_cache(path: Path, n: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        with open_regular(path, "image cache") as f:
+            budget.check(file_size(f), f"{path} (decoded image cache)")
+            x = np.load(f, allow_pickle=False)
+    except BudgetError:
+        raise
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or len(x) != n:
+        return None
+    return x
+
+
+def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> np.ndarray:
+    """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
+    key = _cache_key(root, files, mode, size)
+    cached = cache_dir() / f"{key}.npy"
+    x = _read_cache(cached, len(files))
+    if x is not None:
+        return x
     images = []
     for i, f in enumerate(files):
-        arr = _load_image(f, mode, cfg.image_size)
+        arr = _load_image(f, mode, size)
         if i == 0:  # every image will have this size: the whole set must fit the budget
             budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
         if images and arr.shape != images[0].shape:
@@ -87,7 +146,33 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
                 f"({images[0].shape[2]}x{images[0].shape[1]}); pass --image-size N to resize all images"
             )
         images.append(arr)
-    x = torch.from_numpy(np.stack(images))
+    x = np.stack(images)
+    if len(files) >= CACHE_MIN_FILES:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_via_buffer(cached, lambda buf: np.save(buf, x, allow_pickle=False))
+        except OSError:
+            pass  # an unwritable cache costs time, never the run
+    return x
+
+
+CACHE_MIN_FILES = 1000  # smaller folders decode in well under a second
+
+
+def load_folder(cfg: DataConfig, arg: str) -> Dataset:
+    """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set;
+    ``train/`` and ``test/`` sub-folders keep their split, else ``data.test_fraction`` is held out."""
+    root = Path(arg).expanduser()
+    if not arg or not root.is_dir():
+        raise DataError(f"folder:{arg}: no such folder; pass --dataset folder:PATH with a folder of images")
+    files, labels, class_names, n_train = _layout(root)
+    if len(files) < 2 or n_train == 0 or n_train == len(files):
+        what = f"{len(files)} image(s)" if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
+        raise DataError(f"{root}: found {what}; a data set needs at least 2 (and one of each in train/ and test/)")
+    x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size))
     y = torch.tensor(labels) if labels is not None else None
-    return Dataset(f"folder:{root}", *split(x, y, cfg.test_fraction, cfg.split_seed), scale=255.0,
-                   class_names=class_names)
+    if n_train is None:
+        parts = split(x, y, cfg.test_fraction, cfg.split_seed)
+    else:
+        parts = (x[:n_train], None if y is None else y[:n_train], x[n_train:], None if y is None else y[n_train:])
+    return Dataset(f"folder:{root}", *parts, scale=255.0, class_names=class_names)

@@ -5,10 +5,10 @@ fixed seed, Bernoulli likelihood, log p(x) estimated by importance sampling with
 10,000 test images. Network: 784-400-400-20 (preset ``mnist-nll``: lr warm-up over two epochs,
 then cosine decay; beta warm-up over 10 epochs; batch 128).
 
-The number of epochs is fitted to ``--minutes``: the first two epochs are timed (they are the
-run's own, and the schedules during them do not depend on the total), the remaining budget sets
-the total, and the run continues to it, so the same run is ``vaekit train --preset mnist-nll
---epochs N`` (if an epoch would overrun the budget, training stops early: ``max_minutes``). Anchors: Pythae's VAE 89.78 nats; Burda et al. (2016) VAE 86.76, IWAE (k=50) 84.78.
+The number of epochs is fitted to ``--minutes`` (``timed_fit.py``): the first two epochs are timed
+(the preset's lr warm-up lasts two epochs, so nothing in them depends on the total), the remaining
+budget sets the total, and the run continues to it, so the same run is ``vaekit train --preset
+mnist-nll --epochs N`` (if an epoch would overrun the budget, training stops early: ``max_minutes``). Anchors: Pythae's VAE 89.78 nats; Burda et al. (2016) VAE 86.76, IWAE (k=50) 84.78.
 
     python benchmarks/nll.py --data-dir ../shared/data/mnist                 # 30-minute budget
     python benchmarks/nll.py --data-dir ../shared/data/mnist --minutes 2 --k 100 --n 1000   # smoke run
@@ -26,15 +26,10 @@ from pathlib import Path
 
 import torch
 
-from vaekit.checkpoint import read_history
+from timed_fit import fit_within
 from vaekit.evaluate import evaluate_model, run_data
 from vaekit.files import atomic_write, strict_json
 from vaekit.presets import get_preset
-from vaekit.train import fit
-
-PROBE = 2  # epochs timed first: the preset's lr warm-up lasts 2 epochs, so nothing in them depends on the total
-SAFETY = 0.87  # plan for 87% of the remaining budget: on this 2-core machine epochs ran 10-20% slower
-# after the first few than during them; the hard stop (max_minutes) catches the rest
 
 
 def main() -> None:
@@ -51,25 +46,12 @@ def main() -> None:
     args = p.parse_args()
 
     overrides = dict(item.split("=", 1) for item in args.set)
-    overrides.update({"train.device": args.device, "train.epochs": PROBE})
+    overrides["train.device"] = args.device
     if args.data_dir:
         overrides["data.data_dir"] = args.data_dir
     cfg = get_preset(args.preset).with_overrides(overrides)
     run_dir = Path(args.out)
-    budget = args.minutes * 60
-
-    t0 = time.perf_counter()
-    run = fit(cfg, run_dir, overwrite=True, progress=False)
-    first = time.perf_counter() - t0
-    per_epoch = max(r["seconds"] for r in read_history(run_dir))
-    epochs = PROBE + max(0, int((budget - first) * SAFETY / per_epoch))
-    print(f"epochs 1-{PROBE} took {first:.1f} s (up to {per_epoch:.2f} s each): planning {epochs} epochs "
-          f"for a {args.minutes:g}-minute budget", flush=True)
-    if epochs > PROBE:
-        remaining = (budget - (time.perf_counter() - t0)) / 60
-        run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=_every(25, epochs),
-                  max_minutes=remaining)
-    train_minutes = (time.perf_counter() - t0) / 60
+    run, epochs, train_minutes = fit_within(cfg, run_dir, args.minutes, probe=2)
     reached = run.epoch
 
     t1 = time.perf_counter()
@@ -94,17 +76,6 @@ def main() -> None:
           f"ELBO {result['elbo']:.2f}; {reached} of {epochs} planned epochs in {result['train_minutes']} min "
           f"(budget {args.minutes:g}); evaluation {result['eval_minutes']} min")
     print(json.dumps(result))
-
-
-def _every(n: int, total: int):
-    """Log the epoch lines of every n-th epoch and the last one."""
-    def log(line: str) -> None:
-        if line.startswith("epoch"):
-            done = int(line.split()[1].split("/")[0])
-            if done % n and done != total:
-                return
-        print(line, flush=True)
-    return log
 
 
 def _device_name(device: str) -> str:

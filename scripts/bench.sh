@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Set up .venv and run one benchmark: bash scripts/bench.sh speed|nll|iwae [its flags...]
+# Set up .venv and run one benchmark: bash scripts/bench.sh speed|nll|iwae|cifar [its flags...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 case "${1:-}" in
   speed) script=speed.py ;;
   nll) script=nll.py ;;
   iwae) script=evaluate_iwae.py ;;
-  *) echo "usage: bash scripts/bench.sh speed|nll|iwae [flags, e.g. --data-dir ../shared/data/mnist]" >&2; exit 2 ;;
+  cifar) script=cifar.py ;;
+  *) echo "usage: bash scripts/bench.sh speed|nll|iwae|cifar [flags, e.g. --data-dir ../shared/data/mnist]" >&2; exit 2 ;;
 esac
 shift
 source "$root/scripts/setup.sh"

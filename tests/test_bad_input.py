@@ -168,7 +168,23 @@ def inputs(tmp_path_factory):
     (t / "mismatch" / "model.safetensors").write_bytes((t / "trained" / "model.safetensors").read_bytes())
     (t / "a_file").write_text("x")
     _more_inputs(t)
+    _cifar_inputs(t)
     return t
+
+
+def _cifar_inputs(t):
+    """CIFAR-10 batch folders in the official binary format, each damaged in one way."""
+    record = bytes([1]) + bytes(3072)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for case, damage in [("cut", lambda b: b[:-10]), ("label", lambda b: b + bytes([10]) + bytes(3072)),
+                         ("missing", None)]:
+        folder = t / f"cifar_{case}" / "cifar-10-batches-bin"
+        folder.mkdir(parents=True)
+        for name in names:
+            if damage is None and name == "test_batch.bin":
+                continue
+            data = record * 3
+            (folder / name).write_bytes(damage(data) if damage and name == "data_batch_2.bin" else data)
 
 
 TRAIN = ["train", "--no-progress", "--out", "{t}/new"]
@@ -290,6 +306,24 @@ TABLE = [
     ("an unknown objective", [*TRAIN, "--set", "objective.kind=vlb"], ["unknown objective 'vlb'", "elbo"]),
     ("--overwrite with an objective the model cannot use", ["train", "--out", "{t}/trained", "--overwrite",
                                                             "--objective", "iwae", "--model", "ae"], ["needs a VAE"]),
+    # Colour: the CIFAR-10 binary files, the 8-bit likelihood and the residual architecture.
+    ("a truncated CIFAR-10 batch", [*TRAIN, "--dataset", "cifar10", "--no-download", "--data-dir", "{t}/cifar_cut"],
+     ["data_batch_2.bin", "3073-byte CIFAR-10 records"]),
+    ("a CIFAR-10 label out of range", [*TRAIN, "--dataset", "cifar10", "--no-download", "--data-dir",
+                                       "{t}/cifar_label"], ["data_batch_2.bin", "record 3 has label 10"]),
+    ("a CIFAR-10 folder without its test batch", [*TRAIN, "--dataset", "cifar10", "--no-download", "--data-dir",
+                                                  "{t}/cifar_missing"], ["test_batch.bin is missing"]),
+    ("CIFAR-10 offline and not there", [*TRAIN, "--dataset", "cifar10", "--no-download", "--data-dir", "{t}/a_file"],
+     ["cifar10", "--data-dir"]),
+    ("dlogistic on vectors", [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--likelihood", "dlogistic"],
+     ["8-bit images", "--likelihood gaussian"]),
+    ("dlogistic on float pixels", [*TRAIN, "--preset", "digits-mlp", "--arch", "conv", "--hidden", "8",
+                                   "--likelihood", "dlogistic"], ["dlogistic likelihood models 8-bit images"]),
+    ("--mixtures without dlogistic", [*TRAIN, "--mixtures", "4"], ["--likelihood dlogistic only"]),
+    ("--mixtures 0", [*TRAIN, "--likelihood", "dlogistic", "--mixtures", "0"], ["model.mixtures=0"]),
+    ("resnet on vectors", [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--arch", "resnet"], ["image data"]),
+    ("resnet with too many stages for the size", [*TRAIN, "--preset", "digits-mlp", "--arch", "resnet",
+                                                  "--hidden", "8,8,8,8"], ["divisible by 16", "8x8"]),
     # Messages: one short line, control characters escaped, changed data named as such.
     ("a newline in a --set key", [*TRAIN, "--set", "objective.sche\ndule=exp"], ["unknown config key", "\\n"]),
     ("escape codes in a path", ["evaluate", "{t}/no\x1b[31msuch\nrun"], ["\\x1b", "\\n", "no such run folder"]),

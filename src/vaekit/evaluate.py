@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
-from .models import LatentModel
+from .models import LatentModel, rows_within
 from .objectives import iwae_log_px
 
 DEFAULT_IWAE_K = 100
+IWAE_CHUNK_BYTES = 512 << 20  # activations per decoder chunk: 4096 rows of the MLP presets, fewer for conv nets
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]) > 0.01
 
 
@@ -104,10 +105,12 @@ def iwae_nll(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
-    max_rows: int = 4096,
+    max_rows: int | None = None,
 ) -> Tensor:
-    """Per-example -log p(x) estimated with k importance samples (an upper bound on the NLL)."""
+    """Per-example -log p(x) estimated with k importance samples (an upper bound on the NLL).
+    Samples go through the decoder ``max_rows`` at a time (default: what fits in IWAE_CHUNK_BYTES)."""
     model.train(False)
+    max_rows = max_rows or rows_within(model, IWAE_CHUNK_BYTES)
     stored = _split(data, split)
     gen = torch.Generator(device=stored.device).manual_seed(seed)
     out = []

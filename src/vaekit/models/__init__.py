@@ -61,6 +61,12 @@ def activation_values(model: LatentModel) -> int:
     return values[0] + math.prod(model.data_shape)
 
 
+def rows_within(model: LatentModel, nbytes: int, most: int = 4096) -> int:
+    """How many examples can pass through ``model`` at once (no gradients) in about ``nbytes`` of
+    activations: all ``most`` rows for small MLPs, fewer for conv nets on large images."""
+    return max(1, min(most, nbytes // (4 * activation_values(model))))
+
+
 def _need(params: int, per_example: int, batch_size: int, training: bool) -> int:
     """Bytes (float32) for weights (with gradients and Adam's two moments when training) and activations."""
     return 4 * (params * (4 if training else 1) + per_example * batch_size * (3 if training else 1))
@@ -86,4 +92,4 @@ def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], batch_size: int =
 
 
 __all__ = ["AE", "HVAE", "VAE", "LatentModel", "MODELS", "build_model", "check_data_shape",
-           "check_batch_budget", "parameter_count", "DiagonalGaussian", "PointMass"]
+           "check_batch_budget", "parameter_count", "rows_within", "DiagonalGaussian", "PointMass"]

@@ -14,6 +14,9 @@ the ratio (a)/(b) and vaekit's achieved GFLOP/s against a large fp32 matmul time
 and after the runs; when the machine's speed drifts by more than 30 % (matmul probes or epochs),
 it says the run is noisy and the ratio unreliable, instead of printing a bare number;
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
+With ``--nproc N`` the example model is also trained data-parallel by N processes (torchrun, gloo on
+the CPU, one thread each, the same global batch of 128): on a machine with few cores this measures the
+cost of the processes and the all-reduce, not a speed-up.
 
     python benchmarks/speed.py --data-dir ../shared/data/mnist            # 10 epochs each
     python benchmarks/speed.py --data-dir ../shared/data/mnist --quick    # 2 epochs, under a minute
@@ -136,6 +139,28 @@ def vaekit_run(make_config, data_dir: str | None, epochs: int, out: mp.Queue) ->
              "peak_mb": _peak_mb()})
 
 
+def ddp_run(data_dir: str | None, epochs: int, nproc: int) -> dict:
+    """The example model trained by ``nproc`` processes under torchrun; epoch times from history.jsonl."""
+    import os
+    import subprocess
+    import sys
+
+    from vaekit.checkpoint import read_history
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(f"{tmp}/config.json", "w") as f:
+            f.write(example_config(data_dir, epochs).to_json())
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m",
+               "vaekit", "train", "--config", f"{tmp}/config.json", "--out", f"{tmp}/run", "--no-progress",
+               "--device", "cpu"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if r.returncode:
+            raise SystemExit(f"the {nproc}-process run failed: {r.stderr[-1000:]}")
+        history = read_history(f"{tmp}/run")
+    return {"epoch_seconds": [h["train_seconds"] for h in history], "test_loss": history[-1]["test_loss"],
+            "peak_mb": float("nan")}
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     import torch
 
@@ -163,6 +188,8 @@ def main() -> None:
                     help="folder with the MNIST files (default: vaekit's data folder, downloading if needed)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="2 epochs each, the preset 1 (under a minute)")
+    ap.add_argument("--nproc", type=int, default=0, metavar="N",
+                    help="also train the example model with N data-parallel processes (torchrun)")
     args = ap.parse_args()
     epochs = 2 if args.quick else args.epochs
 
@@ -172,9 +199,11 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
+    if args.nproc:
+        runs.append((f"vaekit x{args.nproc}", None, (), epochs))
     probes = [matmul_gflops()]  # the machine's speed before, between and after the runs
     for name, fn, first_args, n in runs:
-        r = _in_child(fn, *first_args, args.data_dir, n)
+        r = ddp_run(args.data_dir, n, args.nproc) if fn is None else _in_child(fn, *first_args, args.data_dir, n)
         times = r["epoch_seconds"]
         r["median_epoch_seconds"] = statistics.median(times)
         steady = times[1:] if len(times) >= 3 else times  # the first epoch carries one-time costs
@@ -201,6 +230,12 @@ def main() -> None:
     print(f"   speed-up (a)/(b): {summary['speedup_conventional_over_vaekit']:.2f}x; vaekit {achieved:.0f} GFLOP/s "
           f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul, median of {len(probes)}: "
           f"{min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+    if args.nproc:
+        d = results[f"vaekit x{args.nproc}"]
+        summary[f"vaekit_{args.nproc}_processes_over_1"] = d["median_epoch_seconds"] / v["median_epoch_seconds"]
+        print(f"   {args.nproc} processes (1 thread each) take {summary[f'vaekit_{args.nproc}_processes_over_1']:.2f}x "
+              f"the time per epoch of 1 process ({torch.get_num_threads()} threads) on this {mp.cpu_count()}-core "
+              "machine: with cores this few it measures the processes' and the all-reduce's cost, not a speed-up")
     if noisy:
         print(f"   NOISY MACHINE: its speed varied {machine_spread:.2f}x between runs and epochs varied up to "
               f"{epoch_spread:.2f}x within a run (limit {NOISY}x); the ratio above is not reliable: run again on "

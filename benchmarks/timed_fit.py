@@ -3,11 +3,15 @@
 The first ``probe`` epochs are timed (they are the run's own: the presets' warm-ups end by then, so
 nothing in them depends on the total), the remaining budget sets the total number of epochs, and
 the run continues to it, so the same run is ``vaekit train --preset P --epochs N``; if an epoch
-would overrun the budget, training stops early (``fit(max_minutes=...)``).
+would overrun the budget, training stops early (``fit(max_minutes=...)``). On this shared machine
+the speed drifts, so with ``replan`` the total is planned once more after a fifth of the budget,
+from the median epoch so far (the run is then ``--epochs N1`` followed by ``--resume --epochs N2``:
+the learning-rate decay is stretched or shortened from that point on).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,7 +24,8 @@ SAFETY = 0.87  # plan for 87% of the remaining budget: on this 2-core machine ep
 # after the first few than during them; the hard stop (max_minutes) catches the rest
 
 
-def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, every: int = 25) -> tuple[Run, int, float]:
+def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, every: int = 25,
+               replan: bool = True) -> tuple[Run, int, float]:
     """Train ``cfg`` into ``run_dir`` (overwritten) for about ``minutes``; returns the run, the epochs
     planned and the training minutes spent."""
     budget = minutes * 60
@@ -31,6 +36,17 @@ def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, ev
     epochs = probe + max(0, int((budget - first) * SAFETY / per_epoch))
     print(f"epochs 1-{probe} took {first:.1f} s (up to {per_epoch:.2f} s each): planning {epochs} epochs "
           f"for a {minutes:g}-minute budget", flush=True)
+    if replan and epochs > probe + 4:
+        first_part = (budget * 0.2 - (time.perf_counter() - t0)) / 60
+        run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=every_nth(every, epochs),
+                  max_minutes=first_part)
+        done = run.epoch
+        spent = time.perf_counter() - t0
+        median = statistics.median(r["seconds"] for r in read_history(run_dir)[probe:] or read_history(run_dir))
+        replanned = done + max(1, int((budget - spent) * 0.95 / median))
+        print(f"after {done} epochs ({spent / 60:.1f} min, median {median:.2f} s each): planning {replanned} epochs "
+              f"instead of {epochs}", flush=True)
+        epochs = replanned
     if epochs > probe:
         remaining = (budget - (time.perf_counter() - t0)) / 60
         run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=every_nth(every, epochs),

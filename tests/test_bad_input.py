@@ -217,7 +217,7 @@ TABLE = [
     ("negative beta", [*TRAIN, "--beta", "-0.5"], ["objective.beta=-0.5", ">= 0"]),
     ("batch larger than the data", [*TRAIN, "--batch-size", "5000"], ["--batch-size 5000", "1438 training examples"]),
     ("unknown preset", [*TRAIN, "--preset", "vae-xl"], ["vae-xl", "vaekit presets"]),
-    ("unknown data set", [*TRAIN, "--dataset", "cifar10"], ["cifar10", "mnist"]),
+    ("unknown data set", [*TRAIN, "--dataset", "svhn"], ["svhn", "mnist"]),
     ("--out is a file", ["train", "--no-progress", "--out", "{t}/a_file/run"], ["a_file", "--out"]),
     ("not a number", [*TRAIN, "--lr", "fast"], ["--lr", "fast"]),
     ("--resume of nothing", ["train", "--resume", "{t}/nothing"], ["{t}/nothing"]),

@@ -80,8 +80,8 @@ class _StopAfter(train_mod.StopOnSignal):
 
     n = 30
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
         self.asked = 0
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -50,6 +51,10 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--sigma", "model.sigma", dict(type=float, metavar="S", help="gaussian: fixed (or initial) sigma")),
     ("--learn-sigma", lambda v: {"model.learn_sigma": True},
      dict(action="store_true", default=None, help="gaussian: learn one shared sigma")),
+    ("--precision", "train.precision", dict(choices=["fp32", "bf16", "fp16"],
+                                            help="arithmetic of the networks (autocast; fp16 with loss scaling)")),
+    ("--compile", lambda v: {"train.compile": True},
+     dict(action="store_true", default=None, help="compile the training step with torch.compile")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
     ("--prior", "model.prior", dict(choices=["normal", "vamp"],
                                     help="p(z): standard normal, or the VampPrior (a mixture over learned pseudo-inputs)")),
@@ -111,10 +116,25 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    group = distributed.from_environment()
+    if args.nproc is not None and not group.active:
+        from .launch import launch
+
+        out = None if args.resume else (args.out or _default_out(args))
+        return launch(args.argv, args.nproc, out)
+    if group.active and not args.resume and not args.out:
+        raise VaekitError("under torchrun every process must write to the same folder: give --out RUN_DIR")
     run = _train(args)
-    files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
-    print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
+    if group.writer:
+        files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
+        print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
     return 0
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    return f"runs/{args.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _train(args: argparse.Namespace):
@@ -142,7 +162,7 @@ def _train(args: argparse.Namespace):
         else:
             base, data = _model_for_data(overrides, not args.no_progress)
         cfg = base.with_overrides(overrides)
-        out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"  # as _default_out
         run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     return run
@@ -490,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = _sub(sub, "train", help="train a VAE or AE into a run folder", parents=common)
     _add_train_arguments(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
+    t.add_argument("--nproc", type=int_in(1, 1024), metavar="N",
+                   help="train with N data-parallel processes on this machine (runs torchrun; see README, Scaling out)")
     t.set_defaults(func=cmd_train)
 
     e = _sub(sub, "evaluate", help="test-split negative ELBO per example (beta = 1)", parents=common)
@@ -594,8 +616,18 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # so SIGTERM, like Ctrl-C, unwinds: temporary files are removed, locks released
 
 
+_ERROR_PREFIX = "vaekit"
+
+
+class _Discard(io.TextIOBase):
+    """Standard output of ranks other than 0 under torchrun."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def _error(text: str) -> None:
-    print(f"vaekit: error: {one_line(text)}", file=sys.stderr)
+    print(f"{_ERROR_PREFIX}: error: {one_line(text)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -610,6 +642,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     func: Callable[[argparse.Namespace], int] = args.func
+    args.argv = argv
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    if rank != "0":  # under torchrun, rank 0 speaks for the job; the others only report their own errors
+        sys.stdout = _Discard()
+        global _ERROR_PREFIX
+        _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
     previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
     try:
         return _run(func, args)
@@ -641,7 +679,8 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         _error(f"{where}{e.strerror or e}; check the path and its permissions")
         return 2
     except TrainingInterrupted as e:
-        print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
+        if _ERROR_PREFIX == "vaekit":  # under torchrun, rank 0 alone says where the run stopped
+            print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)

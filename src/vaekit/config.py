@@ -89,6 +89,8 @@ class TrainConfig:
     lr_min: float = 0.0  # where cosine/linear decay ends
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = 1000
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the networks; fp16 with a gradient scaler)
+    compile: bool = False  # torch.compile the training step
 
 
 @dataclass
@@ -206,6 +208,7 @@ class RunConfig:
              "must be class numbers >= 0"),
             (len(self.train.device) <= 64 and len(dc.dataset) <= 4096, "train.device/data.dataset",
              self.train.device if len(self.train.device) > 64 else dc.dataset, "is too long"),
+            (t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision, "must be fp32, bf16 or fp16"),
             (dc.binarize in ("none", "static", "dynamic"), "data.binarize", dc.binarize,
              "must be none, static or dynamic"),
         ]

@@ -5,27 +5,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import RunConfig
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
-from .errors import ConfigError, RunFolderError, TrainingInterrupted, VaekitError, brief
+from .errors import ConfigError, RunFolderError, VaekitError
 from .evaluate import elbo_metrics
+from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
+                     rng_state, set_rng_state)
 from .grids import reconstruction_grid, sample_grid, save_png
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
+from .precision import Precision
 from .runlock import run_lock
 
 SAMPLES_PNG = "samples.png"
@@ -53,131 +55,6 @@ def check_data_fits(cfg: RunConfig, data: Dataset, saved_shape: tuple[int, ...] 
         raise ConfigError(
             f"--batch-size {cfg.train.batch_size} is larger than the {len(data.train_x)} training examples"
         )
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
-    if torch.cuda.is_available():
-        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, path: Path) -> None:
-    try:
-        torch.set_rng_state(state["torch"])
-        gen.set_state(state["data"])
-        cuda = [state[k] for k in sorted(state) if k.startswith("cuda.")]
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise RunFolderError(f"{path}: its random-number state does not fit this device ({brief(e)}); resume "
-                                  "with the --device the run was trained on") from None
-
-
-class StopOnSignal:
-    """While active, SIGINT/SIGTERM only set ``requested`` so the loop can stop at a clean point;
-    a second signal interrupts at once. Handlers are installed only in the main thread."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _interrupted(signal_name: str, run_dir: Path, where: str) -> TrainingInterrupted:
-    return TrainingInterrupted(
-        f"{signal_name}: stopped at {where} and saved a checkpoint in {run_dir}; "
-        f"continue with: vaekit train --resume {run_dir}", signal_name)
-
-
-TERMS = ("reconstruction term", "KL term", "gradient")
-
-
-class FiniteGuard:
-    """Stops training at the step whose loss terms (or clipped gradient norm) became NaN/inf,
-    before that step's update can reach a checkpoint.
-
-    On a CPU the check is a free read every step. On a GPU a host read would stall the queue
-    every step, so the first bad step is recorded on the device and read every ``every``
-    steps and before each checkpoint: the weights in memory may be spoilt by then, but no
-    spoilt weights are ever written and the message still names the exact step.
-    """
-
-    def __init__(self, device: torch.device, every: int = 50) -> None:
-        self.every = 1 if device.type == "cpu" else every
-        self.epoch, self.offset = 0, 0
-        self._first = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, term)
-        self._n = torch.zeros((), dtype=torch.long, device=device)  # steps seen, counted on the device
-
-    def start_epoch(self, epoch: int, first_step: int = 0) -> None:
-        self.epoch, self.offset = epoch, first_step
-        self._first.fill_(-1)
-        self._n.zero_()
-
-    def update(self, parts: Tensor, step: int) -> None:
-        """``parts``: this step's summed terms, e.g. stack([recon.sum(), kl.sum()])."""
-        if self.every == 1:
-            if not bool(parts.isfinite().all()):
-                self._raise(step, int((~parts.isfinite()).nonzero()[0]))
-            return
-        # Device-side only (no host<->device copy, which would wait for the queue).
-        bad = ~parts.isfinite()
-        fresh = bad.any() & (self._first[0] < 0)
-        here = torch.stack([self._n + self.offset, torch.argmax(bad.to(torch.uint8))])
-        self._first = torch.where(fresh, here, self._first)
-        self._n += 1
-        if (step + 1) % self.every == 0:
-            self.check()
-
-    def check(self) -> None:
-        step, term = self._first.tolist()
-        if step >= 0:
-            self._raise(step, term)
-
-    def _raise(self, step: int, term: int) -> None:
-        raise NonFinite(TERMS[term], self.epoch, step)
-
-
-class NonFinite(Exception):
-    """Internal: which term went NaN/inf where; ``fit`` turns it into the user's message."""
-
-    def __init__(self, term: str, epoch: int, step: int) -> None:
-        super().__init__(term)
-        self.term, self.epoch, self.step = term, epoch, step
-
-
-def _non_finite_error(e: NonFinite, run_dir: Path, cfg: RunConfig) -> VaekitError:
-    done = e.epoch - 1
-    kept = (f"the last good checkpoint (epoch {done}) is kept in {run_dir}" if done else
-            "no checkpoint was written yet")
-    where = f"at epoch {e.epoch}, step {e.step + 1}" if e.step >= 0 else f"during epoch {e.epoch}"
-    return VaekitError(
-        f"training stopped: the {e.term} became NaN/inf {where}; {kept}. "
-        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), or data "
-        f"outside the range the '{cfg.model.likelihood}' likelihood expects (Bernoulli needs [0, 1])"
-    )
-
-
-def _check_weights(model: LatentModel, epoch: int) -> None:
-    """Before a checkpoint: a non-finite gradient from a finite loss shows up here at the latest."""
-    if not all(bool(p.isfinite().all()) for p in model.parameters()):
-        raise NonFinite("weights", epoch, -1)
 
 
 def _epoch_line(rec: dict, epochs: int) -> str:
@@ -229,72 +106,150 @@ def fit(
     exactly. ``overrides`` (dotted keys) change the config, e.g. the device of a resumed run.
     ``max_minutes`` ends training after the last epoch that fits in that wall-clock budget
     (judged by the epoch just finished); the run then resumes like any stopped one.
+    Started by torchrun (``WORLD_SIZE`` > 1), the processes train one run together (distributed.py).
     """
     run_dir = Path(run_dir)
+    group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
-    device = pick_device(cfg.train.device)
+    device = distributed.device_for(group, pick_device(cfg.train.device))
+    with distributed.joined(group, device):
+        try:
+            prepared = _prepare(cfg, run_dir, resume, overwrite, epochs, overrides, data, progress, device, group)
+        except VaekitError:
+            distributed.agree(group, True)
+            raise
+        if distributed.agree(group, False):
+            raise VaekitError("stopped: another process of this job refused the run (its message says why)")
+        model, optimizer, data = prepared
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        if not group.writer:
+            log = _silent
+            progress = False
+        created = False if resume or not group.writer else ckpt.create_run_dir(run_dir)
+        try:
+            with run_lock(run_dir, "train") if group.writer else contextlib.nullcontext():
+                if not resume and overwrite and group.writer:
+                    ckpt.clear_run_dir(run_dir)
+                done = _loop(cfg, run_dir, resume, model, optimizer, gen, data, device, progress, log, max_minutes,
+                             group)
+        except RunFolderError:
+            if created and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            raise
+        distributed.barrier(group)
+    if not group.writer:  # the folder may be on another node's disk: the same weights are in memory
+        return ckpt.Run(run_dir, cfg, model.eval(), done, tuple(data.shape))
+    return ckpt.load_run(run_dir, device)
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0: rank 0 speaks for the job."""
+
+
+def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epochs: int | None,
+             overrides: dict[str, Any] | None, data: Dataset | None, progress: bool, device: torch.device,
+             group: distributed.Group) -> tuple[LatentModel, torch.optim.Optimizer, Dataset]:
+    """Every check, and the model, optimiser and data on the device; nothing is written."""
     saved = ckpt.read_state_meta(run_dir) if resume else None
     if saved and saved[0] >= cfg.train.epochs and (epochs is not None or "train.epochs" in (overrides or {})):
         raise ConfigError(f"--epochs {cfg.train.epochs}: {run_dir} has already trained {saved[0]} epochs; "
                           f"give more than {saved[0]} to continue it")
     if not resume:
         ckpt.check_new_run_dir(run_dir, overwrite)
-    data = data or load_dataset(cfg.data, progress=progress)
+    data = data or load_dataset(cfg.data, progress=progress and group.writer)
     check_data_fits(cfg, data, saved[1] if saved else None)
+    check_shares(cfg, len(data.train_x), group)
     torch.manual_seed(cfg.seed)
     samples = cfg.objective.iwae_samples if cfg.objective.kind == "iwae" else 1  # decoder rows per example
     model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
     beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
-    ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
-    data = data.to(device)
+    if group.writer:
+        ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     model = model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    return model, make_optimizer(model, cfg), data.to(device)
 
-    created = False if resume else ckpt.create_run_dir(run_dir)
-    try:
-        with run_lock(run_dir, "train"):
-            if not resume and overwrite:
-                ckpt.clear_run_dir(run_dir)
-            return _loop(cfg, run_dir, resume, model, optimizer, gen, data, device, progress, log, max_minutes)
-    except RunFolderError:
-        if created and not any(run_dir.iterdir()):
-            run_dir.rmdir()
-        raise
+
+def check_shares(cfg: RunConfig, n_train: int, group: distributed.Group) -> None:
+    """Under data parallelism every global batch, the last one included, must give each process a row."""
+    last = n_train % cfg.train.batch_size or cfg.train.batch_size
+    if group.active and min(cfg.train.batch_size, last) < group.world:
+        raise ConfigError(f"--batch-size {cfg.train.batch_size}: with {n_train} training examples the last batch has "
+                          f"{last}, too few to give each of {group.world} processes one; choose another batch size")
+
+
+class StepModule(torch.nn.Module):
+    """One training step's objective as a module: what DistributedDataParallel wraps (its forward
+    is where gradients get hooked for the all-reduce); in one process it is called as it is."""
+
+    def __init__(self, model: LatentModel, cfg: RunConfig) -> None:
+        super().__init__()
+        self.model, self.objective_cfg = model, cfg.objective
+        self.objective = get_objective(cfg.objective, model)
+
+    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, ...]:
+        """(loss, summed reconstruction NLL, summed KL, summed objective) for this batch."""
+        step = self.objective(self.model, x, beta, self.objective_cfg)
+        recon, kl = step.recon.sum(), step.kl.sum()
+        total = recon + beta * kl if step.total is None else step.total
+        return step.loss, recon, kl, total
+
+
+def _wrap(step: StepModule, device: torch.device, group: distributed.Group) -> torch.nn.Module:
+    if not group.active:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
 
 
 def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optimizer: torch.optim.Optimizer,
            gen: torch.Generator, data: Dataset, device: torch.device, progress: bool,
-           log: Callable[[str], None], max_minutes: float | None) -> ckpt.Run:
-    """The loop itself, in a locked folder whose inputs have all been checked."""
+           log: Callable[[str], None], max_minutes: float | None, group: distributed.Group) -> int:
+    """The loop itself, in a locked folder whose inputs have all been checked; returns the epochs done.
+    Under data parallelism each process takes its share of every batch and only rank 0 (``writer``) writes."""
     n_train = len(data.train_x)
     bs = cfg.train.batch_size
     steps_per_epoch = -(-n_train // bs)
+    writer = group.writer
     start = ckpt.TrainingState(0, 0, {}, None)
     if resume and (run_dir / ckpt.STATE).exists():
         start = ckpt.load_training_state(run_dir, model, optimizer)
         if start.step >= steps_per_epoch:
             raise RunFolderError(f"{run_dir / ckpt.STATE}: stopped at step {start.step} of an epoch that has "
                                  f"{steps_per_epoch}; the data changed since training")
-        _set_rng_state(start.rng, gen, run_dir / ckpt.STATE)
+        set_rng_state(start.rng, gen, run_dir / ckpt.STATE)
         if start.epoch >= cfg.train.epochs and not start.step:
             log(f"{run_dir} has already trained all {cfg.train.epochs} epochs; continue it with --epochs N "
                 f"(N > {cfg.train.epochs})")
-            return ckpt.load_run(run_dir, device)
+            return start.epoch
         where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
         log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
-    if resume:
-        ckpt.check_data_record(run_dir, data)
-    history = ckpt.truncate_history(run_dir, start.epoch)
-    ckpt.save_config(run_dir, cfg)
-    ckpt.save_data_record(run_dir, cfg, data)
+    history: list[dict[str, Any]] = []
+    if writer:
+        if resume:
+            ckpt.check_data_record(run_dir, data)
+        history = ckpt.truncate_history(run_dir, start.epoch)
+        ckpt.save_config(run_dir, cfg)
+        ckpt.save_data_record(run_dir, cfg, data)
 
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
-    objective = get_objective(cfg.objective, model)
+    precision = Precision(cfg.train.precision, device)
+    precision.load_state(start.rng)
+    channels_last = device.type == "cuda" and data.is_image and cfg.model.arch != "mlp"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_fn = _wrap(StepModule(model, cfg), device, group)
+    if cfg.train.compile:
+        import torch._inductor.config as inductor
+
+        inductor.fallback_random = True  # compiled steps draw the same noise as eager ones: the same run
+        step_fn = torch.compile(step_fn)
     guard = FiniteGuard(device)
+    flag = torch.zeros((), device=device)
     deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
-    with StopOnSignal() as stop:
+    done = start.epoch
+    with StopOnSignal(repeat_grace=3.0 if group.active else 0.0) as stop:
         try:
             for epoch in range(start.epoch + 1, cfg.train.epochs + 1):
                 beta = beta_at(cfg.objective, epoch)
@@ -316,64 +271,82 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                 for step in bar:
                     x = data.batch(batches[step])
                     if cfg.data.binarize == "dynamic":
-                        x = binarize(x, gen)
-                    step_terms = objective(model, x, beta, cfg.objective)
-                    loss = step_terms.loss
+                        x = binarize(x, gen)  # drawn for the whole batch: the same on every process
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    offset, rows = group.share(len(x))
+                    with distributed.batch_shard(offset, rows, len(x)), precision.autocast():
+                        loss, recon, kl, total = step_fn(x[offset: offset + rows] if group.active else x, beta)
+                    if group.active:  # DDP averages gradients over processes: weigh each share by its size
+                        loss = loss * (rows * group.world / len(x))
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    parts = [step_terms.recon.sum(), step_terms.kl.sum()]
+                    precision.backward(loss)
+                    parts = torch.stack([recon, kl, total]).detach()
+                    if group.active:  # one small reduction: the summed terms, and whether any process was signalled
+                        parts = distributed.all_sum(group, torch.cat([parts, flag.fill_(bool(stop.requested))[None]]))
+                    terms = parts[:2]
                     if cfg.train.grad_clip > 0:
-                        parts.append(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip))
-                    parts = torch.stack(parts).detach()
-                    guard.update(parts, step)
+                        precision.unscale(optimizer)
+                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                        if precision.checks_gradients:  # with fp16 an overflow is the scaler's to handle
+                            terms = torch.cat([terms, norm.detach().reshape(1)])
+                    guard.update(terms, step)
                     if set_lr:
                         set_lr(epoch, step)
-                    optimizer.step()
-                    # Sums stay on the device: no host sync for them per step.
-                    total = parts[0] + beta * parts[1] if step_terms.total is None else step_terms.total.detach()
-                    sums += torch.stack([total, parts[0], parts[1]])
+                    precision.step(optimizer)
+                    sums += torch.stack([parts[2], parts[0], parts[1]])  # stays on the device: no host sync
                     if progress and step % 20 == 0:
                         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                    if stop.requested and step + 1 < len(batches):
+                    if group.active:  # the same answer on every process; read when the guard reads (no GPU sync)
+                        signalled = (step + 1) % guard.every == 0 and bool(parts[3] > 0)
+                    else:
+                        signalled = bool(stop.requested)
+                    if signalled and step + 1 < len(batches):
                         guard.check()
-                        _check_weights(model, epoch)
-                        rng = {**_rng_state(gen), "data_epoch_start": epoch_rng}
-                        ckpt.save_checkpoint(run_dir, model, optimizer, epoch - 1, rng, step + 1, sums)
-                        raise _interrupted(stop.requested, run_dir, f"epoch {epoch}, step {step + 1}")
+                        check_weights(model, epoch)
+                        rng = {**rng_state(gen), "data_epoch_start": epoch_rng, **precision.state()}
+                        if writer:
+                            ckpt.save_checkpoint(run_dir, model, optimizer, epoch - 1, rng, step + 1, sums)
+                        raise interrupted(stop.requested or "SIGTERM", run_dir, f"epoch {epoch}, step {step + 1}")
                 guard.check()
                 train_loss, train_recon, train_kl = (sums / n_train).tolist()  # one host sync per epoch
                 train_seconds = time.perf_counter() - t0
-                _check_weights(model, epoch)
-                test = elbo_metrics(model, data, "test", cfg.train.eval_batch_size, cfg.seed)
-                record = {
-                    "epoch": epoch, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
-                    "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
-                    "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-                    "test_kl_per_dim": test.get("kl_per_dim"), "train_seconds": train_seconds,
-                    "seconds": time.perf_counter() - t0,
-                }
-                history.append(record)
-                ckpt.write_history(run_dir, history)
-                ckpt.save_checkpoint(run_dir, model, optimizer, epoch, _rng_state(gen))
-                (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
-                if stop.requested and epoch < cfg.train.epochs:
-                    raise _interrupted(stop.requested, run_dir, f"the end of epoch {epoch}")
+                check_weights(model, epoch)
+                if writer:
+                    test = elbo_metrics(model, data, "test", cfg.train.eval_batch_size, cfg.seed)
+                    record = {
+                        "epoch": epoch, "beta": beta, "lr": optimizer.param_groups[0]["lr"],
+                        "train_loss": train_loss, "train_recon": train_recon, "train_kl": train_kl,
+                        "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
+                        "test_kl_per_dim": test.get("kl_per_dim"), "train_seconds": train_seconds,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                    history.append(record)
+                    ckpt.write_history(run_dir, history)
+                    ckpt.save_checkpoint(run_dir, model, optimizer, epoch, {**rng_state(gen), **precision.state()})
+                    (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
+                if distributed.agree(group, bool(stop.requested)) and epoch < cfg.train.epochs:
+                    raise interrupted(stop.requested or "SIGTERM", run_dir, f"the end of epoch {epoch}")
                 now = time.perf_counter()
-                if deadline is not None and epoch < cfg.train.epochs and now + (now - t0) > deadline:
+                late = deadline is not None and epoch < cfg.train.epochs and now + (now - t0) > deadline
+                done = epoch
+                if distributed.agree(group, late):
                     log(f"stopping after epoch {epoch} of {cfg.train.epochs}: another epoch would pass the "
                         f"{max_minutes:g}-minute limit; continue with: vaekit train --resume {run_dir}")
                     break
         except NonFinite as e:
-            raise _non_finite_error(e, run_dir, cfg) from None
+            raise non_finite_error(e, run_dir, cfg) from None
 
+    if not writer:
+        return done
     if resume and ((run_dir / "report.html").exists() or (run_dir / ckpt.PLOTS_DIR).is_dir()):
         log(f"note: {run_dir}/plots and report.html were made before this training; refresh them with "
             f"vaekit plot {run_dir} (or vaekit report {run_dir})")
     if not (run_dir / ckpt.MODEL).exists():
-        ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, _rng_state(gen))
+        ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen))
     model.train(False)
     write_grids(model, data, run_dir, cfg.seed)
-    return ckpt.load_run(run_dir, device)
+    return done
 
 
 def write_grids(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0) -> list[Path]:

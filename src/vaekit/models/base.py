@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
-from .distributions import DiagonalGaussian, PointMass
+from .distributions import DiagonalGaussian, PointMass, full_precision
 from .nets import get_arch
 from .priors import build_prior
 
@@ -46,8 +46,8 @@ class LatentModel(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
-        h = self.encoder(self.arch.prepare(x))
-        return self.fc_mu(h), (self.fc_logvar(h) if self.variational else None)
+        h = self.encoder(self.arch.prepare(x))  # under autocast the heads' outputs go back to float32
+        return full_precision(self.fc_mu(h)), (full_precision(self.fc_logvar(h)) if self.variational else None)
 
     def posterior(self, x: Tensor) -> DiagonalGaussian | PointMass:
         mu, logvar = self.encode(x)
@@ -63,7 +63,7 @@ class LatentModel(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data (or
         with more channels where the likelihood needs them: ``param_shape``)."""
-        return self.decoder(z).reshape(z.shape[0], *self.param_shape)
+        return full_precision(self.decoder(z)).reshape(z.shape[0], *self.param_shape)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         mu, logvar = self.encode(x)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..distributed import noise_rows
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -15,8 +17,17 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
 
 
+def full_precision(t: Tensor) -> Tensor:
+    """Half-precision values (from autocast) as float32; float32 and float64 pass unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def gaussian_noise(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise shaped like ``like``; ``torch.randn_like`` unless a generator is given."""
+    """Standard normal noise shaped like ``like``; ``torch.randn_like`` unless a generator is given.
+    In a data-parallel step the rows are cut from the whole global batch's draw (distributed.py)."""
+    shared = noise_rows(like.shape, generator, like.device, like.dtype)
+    if shared is not None:
+        return shared
     if generator is None:
         return torch.randn_like(like)
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)

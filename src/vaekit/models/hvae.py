@@ -26,7 +26,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .base import LatentModel
-from .distributions import gaussian_noise
+from .distributions import full_precision, gaussian_noise
 from .nets import get_arch
 from .priors import VampPrior
 
@@ -211,13 +211,13 @@ class HVAE(LatentModel):
                 return mu
             return mu + torch.exp(0.5 * logvar) * gaussian_noise(mu, generator)
 
-        qm, qlv = self.fc_mu(features[top]).chunk(2, dim=-1)
+        qm, qlv = full_precision(self.fc_mu(features[top])).chunk(2, dim=-1)
         params[top] = (qm, qlv, torch.zeros_like(qm), torch.zeros_like(qlv))
         zs[top] = draw(top, qm, qlv)
         for layer in range(top - 1, -1, -1):
             h = self.down[layer](zs[layer + 1])
-            pm, plv = self.prior_heads[layer](h).chunk(2, dim=-1)
-            qm, qlv = self.post_heads[layer](torch.cat([h, features[layer]], dim=-1)).chunk(2, dim=-1)
+            pm, plv = full_precision(self.prior_heads[layer](h)).chunk(2, dim=-1)
+            qm, qlv = full_precision(self.post_heads[layer](torch.cat([h, features[layer]], dim=-1))).chunk(2, dim=-1)
             params[layer] = (qm, qlv, pm, plv)
             zs[layer] = draw(layer, qm, qlv)
         return torch.cat(zs, dim=-1), params
@@ -242,7 +242,7 @@ class HVAE(LatentModel):
     def decode(self, z: Tensor) -> Tensor:
         """p(x | z_1): the decoder reads the bottom layer of the concatenated code."""
         z1 = z[..., : self.dims[0]]
-        return self.decoder(z1).reshape(z1.shape[0], *self.param_shape)
+        return full_precision(self.decoder(z1)).reshape(z1.shape[0], *self.param_shape)
 
     def prior_log_density(self, z: Tensor) -> Tensor:
         """log p(z_L) + sum_l log p(z_l | z_{l+1}) for concatenated codes z."""
@@ -252,7 +252,7 @@ class HVAE(LatentModel):
         else:
             total = _log_normal(parts[-1], torch.zeros_like(parts[-1]), torch.zeros_like(parts[-1])).sum(-1)
         for layer in range(len(self.dims) - 1):
-            pm, plv = self.prior_heads[layer](self.down[layer](parts[layer + 1])).chunk(2, dim=-1)
+            pm, plv = full_precision(self.prior_heads[layer](self.down[layer](parts[layer + 1]))).chunk(2, dim=-1)
             total = total + _log_normal(parts[layer], pm, plv).sum(-1)
         return total
 

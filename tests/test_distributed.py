@@ -1,0 +1,183 @@
+"""Data-parallel training with real processes (torchrun, gloo on the CPU): the same losses and weights
+as one process, checkpoints that resume under another number of processes, a killed rank that ends
+the job with the last checkpoint intact, and rank 0 as the only writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaekit import distributed
+from vaekit.checkpoint import load_run, read_history
+
+TRAIN = ["train", "--preset", "digits-mlp", "--hidden", "32", "--latent-dim", "4", "--batch-size", "50",
+         "--binarize", "dynamic", "--no-progress", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _torchrun(n: int, *args: str, entry: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+            *(entry or ["-m", "vaekit"]), *args]
+
+
+def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _losses(run: Path) -> list[tuple[float, float]]:
+    return [(r["train_loss"], r["test_loss"]) for r in read_history(run)]
+
+
+def _same_weights(a: Path, b: Path, atol: float = 2e-5) -> None:
+    wa, wb = load_run(a).model.state_dict(), load_run(b).model.state_dict()
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=atol, rtol=1e-4), k
+
+
+def test_shares_split_every_batch_exactly() -> None:
+    for world in (1, 2, 3, 7):
+        for n in (7, 50, 64, 101):
+            shares = [distributed.Group(r, world).share(n) for r in range(world)]
+            assert sum(size for _, size in shares) == n
+            assert [off for off, _ in shares] == [sum(s for _, s in shares[:r]) for r in range(world)]
+
+
+def test_noise_drawn_in_shares_is_the_global_draw() -> None:
+    from vaekit.models.distributions import gaussian_noise
+
+    like = torch.zeros(3, 10, 4)  # (samples, batch, latent)
+    torch.manual_seed(5)
+    whole = gaussian_noise(like)
+    parts = []
+    for rank in range(3):
+        off, size = distributed.Group(rank, 3).share(10)
+        torch.manual_seed(5)
+        with distributed.batch_shard(off, size, 10):
+            parts.append(gaussian_noise(like[:, off: off + size]))
+    assert torch.equal(torch.cat(parts, dim=1), whole)
+
+
+@pytest.mark.parametrize("objective", [[], ["--objective", "iwae", "--iwae-samples", "3"]], ids=["elbo", "iwae"])
+def test_two_processes_train_the_same_run_as_one(tmp_path: Path, objective: list[str]) -> None:
+    args = [*TRAIN, "--epochs", "3", *objective]
+    one = _run(_torchrun(1, *args, "--out", str(tmp_path / "one")))
+    two = _run(_torchrun(2, *args, "--out", str(tmp_path / "two")))
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    la, lb = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(la) == len(lb) == 3
+    for (ta, ea), (tb, eb) in zip(la, lb):
+        assert tb == pytest.approx(ta, rel=1e-5) and eb == pytest.approx(ea, rel=1e-5)
+    _same_weights(tmp_path / "one", tmp_path / "two")
+    assert two.stdout.count("done: 3 epochs") == 1  # rank 0 speaks for the job
+
+
+def _wait_for_epochs(run: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if (run / "history.jsonl").exists() and len(read_history(run)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail("no epoch finished in time")
+
+
+@pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
+def test_a_run_stopped_under_one_count_resumes_under_another(tmp_path: Path, first: int, then: int) -> None:
+    args = [*TRAIN, "--epochs", "6"]
+    ref = _run(_torchrun(1, *args, "--out", str(tmp_path / "ref")))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun(first, *args, "--out", str(run)), env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_epochs(run, 2, proc)
+    proc.send_signal(signal.SIGTERM)  # to the launcher, which passes it on to every process
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert "continue with: vaekit train --resume" in err
+    assert err.count("stopped at") == 1, err[-2000:]  # rank 0 alone says where
+    done = len(read_history(run))
+    assert 2 <= done < 6
+    resumed = _run(_torchrun(then, "train", "--resume", str(run), "--no-progress"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for (ta, ea), (tb, eb) in zip(_losses(tmp_path / "ref"), _losses(run)):
+        assert tb == pytest.approx(ta, rel=1e-5) and eb == pytest.approx(ea, rel=1e-5)
+    assert len(_losses(run)) == 6
+    _same_weights(tmp_path / "ref", run)
+
+
+def _worker_pids(launcher: int) -> dict[str, int]:
+    """RANK -> pid of the processes torchrun started (children of its agent)."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid == launcher:
+            rank = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"RANK=")), None)
+            if rank is not None:
+                pids[rank] = int(entry.name)
+    return pids
+
+
+def test_a_killed_rank_ends_the_job_with_the_last_checkpoint_intact(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun(2, *TRAIN, "--epochs", "200", "--out", str(run)), env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_epochs(run, 1, proc)
+    pids = _worker_pids(proc.pid)
+    assert set(pids) == {"0", "1"}, pids
+    os.kill(pids["1"], signal.SIGKILL)
+    t0 = time.monotonic()
+    proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 60 and proc.returncode != 0
+    loaded = load_run(run)
+    assert loaded.epoch >= 1 and len(read_history(run)) == loaded.epoch
+
+
+def test_only_rank_0_writes(tmp_path: Path) -> None:
+    """The other ranks run with vaekit's one file writer and its lock replaced by a failure."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "import os, sys\n"
+        "import vaekit.files, vaekit.train\n"
+        "if os.environ['RANK'] != '0':\n"
+        "    def refuse(*a, **k):\n"
+        "        raise SystemExit(f'rank {os.environ[\"RANK\"]} tried to write {a[:1]}')\n"
+        "    vaekit.files.atomic_output = refuse\n"
+        "    vaekit.train.run_lock = refuse\n"
+        "from vaekit.cli import main\n"
+        "sys.exit(main())\n")
+    r = _run(_torchrun(2, *TRAIN, "--epochs", "2", "--out", str(tmp_path / "run"), entry=[str(entry)]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_run(tmp_path / "run").epoch == 2
+
+
+def test_nproc_runs_the_launcher_for_you(tmp_path: Path) -> None:
+    r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "r")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["batch_size"] == 50
+    assert load_run(tmp_path / "r").epoch == 1
+
+
+def test_refusals_under_torchrun(tmp_path: Path) -> None:
+    r = _run(_torchrun(2, *TRAIN, "--epochs", "1"))
+    assert r.returncode != 0 and "give --out RUN_DIR" in r.stderr
+    r = _run(_torchrun(2, *TRAIN, "--epochs", "1", "--batch-size", "1", "--out", str(tmp_path / "b")))
+    assert r.returncode != 0 and "too few to give each of 2 processes one" in r.stderr
+    assert not (tmp_path / "b").exists()

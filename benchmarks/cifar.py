@@ -118,7 +118,8 @@ def main() -> None:
 
         run_dir = Path(args.out)
         run, epochs, train_minutes = fit_within(cfg, run_dir, args.minutes, probe=1, every=1)
-        model = run.model.eval()
+        model = run.model
+        model.train(False)
         device = next(model.parameters()).device
         test = data.to(device)
         t1 = time.perf_counter()

@@ -138,7 +138,8 @@ def fit(
             raise
         distributed.barrier(group)
     if not group.writer:  # the folder may be on another node's disk: the same weights are in memory
-        return ckpt.Run(run_dir, cfg, model.eval(), done, tuple(data.shape))
+        model.train(False)
+        return ckpt.Run(run_dir, cfg, model, done, tuple(data.shape))
     return ckpt.load_run(run_dir, device)
 
 

@@ -81,3 +81,25 @@ def test_bad_prior_combinations_are_refused(flags, needle, tmp_path):
     code, _, err = run("train", *flags, "--out", str(tmp_path / "r"), "--no-progress")
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_the_mixture_density_matches_a_direct_sum_even_for_narrow_components(scale):
+    """The expanded form (three matrix products) against the plain per-component sum, with components
+    as narrow as a collapsed posterior (logvar -14) and codes far from them."""
+    from vaekit.models.priors import mixture_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(7, 5, generator=g, dtype=torch.float64) * scale
+    logvar = torch.empty(7, 5, dtype=torch.float64).uniform_(-14, 2, generator=g)
+    z = torch.cat([mu[:3] + 1e-4 * torch.randn(3, 5, generator=g, dtype=torch.float64),
+                   torch.randn(4, 5, generator=g, dtype=torch.float64) * scale])[None].expand(2, -1, -1)
+    direct = torch.stack([torch.distributions.Normal(mu[k], (0.5 * logvar[k]).exp()).log_prob(z).sum(-1)
+                          for k in range(7)], -1)
+    want = torch.logsumexp(direct, -1) - np.log(7)
+    got = mixture_log_prob(z, mu, logvar)
+    assert got.shape == (2, 7)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-6)
+    got32 = mixture_log_prob(z.float(), mu.float(), logvar.float())
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.double(), want, rtol=1e-5, atol=1e-3)

@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and not group.active:
         from .launch import launch
 
-        out = None if args.resume else (args.out or _default_out(args))
+        out = None if args.resume else (args.out or _default_out(_start_preset(args)))
         return launch(args.argv, args.nproc, out)
     if group.active and not args.resume and not args.out:
         raise VaekitError("under torchrun every process must write to the same folder: give --out RUN_DIR")
@@ -133,8 +133,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    return f"runs/{args.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _default_out(preset: str | None) -> str:
+    """A new run folder under runs/, named after the preset and the time."""
+    return f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _start_preset(args: argparse.Namespace) -> str | None:
+    """The preset a new run starts from, as `_train` picks it: the flag, --config's, or the default."""
+    from .config import RunConfig
+    from .presets import DEFAULT_PRESET
+
+    if args.preset or args.config:
+        return args.preset or RunConfig.load(args.config).preset
+    return None if "data.dataset" in train_overrides(args) else DEFAULT_PRESET
 
 
 def _train(args: argparse.Namespace):
@@ -162,7 +173,7 @@ def _train(args: argparse.Namespace):
         else:
             base, data = _model_for_data(overrides, not args.no_progress)
         cfg = base.with_overrides(overrides)
-        out = args.out or f"runs/{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"  # as _default_out
+        out = args.out or _default_out(cfg.preset)
         run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     return run
@@ -296,6 +307,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name, st in stats.items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    try:
+        serve(args.run_dirs, host=args.host, port=args.port, data_dir=args.data_dir,
+              log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("vaekit serve: stopped", flush=True)
     return 0
 
 
@@ -565,6 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     cp.set_defaults(func=cmd_compare)
+
+    sv = _sub(sub, "serve", help="explore a run's latent space live in the browser (two runs: side by side)",
+              parents=common)
+    sv.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder, or two to compare (e.g. AE and VAE)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    sv.set_defaults(func=cmd_serve)
 
     pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")

@@ -50,6 +50,20 @@ class StandardNormal(nn.Module):
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
 
+def mixture_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log (1/N) sum_k N(z; mu_k, diag exp(logvar_k)) for z (..., d) and N components (N, d).
+
+    The squared distances are expanded into three matrix products (z^2/var - 2 z mu/var + mu^2/var),
+    so no (..., N, d) tensor is formed; in float64, where the expansion's cancellation costs nothing.
+    """
+    shape, d = z.shape[:-1], z.shape[-1]
+    z64, mu64, inv = z.reshape(-1, d).double(), mu.double(), torch.exp(-logvar.double())
+    quad = (z64 * z64) @ inv.T - 2 * z64 @ (mu64 * inv).T + (mu64 * mu64 * inv).sum(-1)
+    per = -0.5 * (quad.clamp_min(0) + logvar.double().sum(-1) + d * _LOG_2PI)  # (rows, N)
+    out = torch.logsumexp(per, dim=-1) - math.log(mu.shape[0])
+    return out.to(z.dtype).reshape(shape)
+
+
 class VampPrior(nn.Module):
     """p(z) = (1/N) sum_k q(z | u_k) over N learned pseudo-inputs u_k (kept in the data's range:
     through a sigmoid for data in [0, 1])."""
@@ -71,9 +85,7 @@ class VampPrior(nn.Module):
 
     def log_prob(self, z: Tensor, model: LatentModel) -> Tensor:
         c = self.components(model)  # (N, d)
-        zz = z.unsqueeze(-2)  # (..., 1, d)
-        per = -0.5 * (((zz - c.mu) ** 2) * torch.exp(-c.logvar) + c.logvar + _LOG_2PI).sum(-1)  # (..., N)
-        return torch.logsumexp(per, dim=-1) - math.log(per.shape[-1])
+        return mixture_log_prob(z, c.mu, c.logvar)
 
     def kl(self, q: Any, z: Tensor, model: LatentModel) -> Tensor:
         return q.log_prob(z) - self.log_prob(z, model)

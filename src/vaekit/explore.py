@@ -1,0 +1,233 @@
+"""What the live latent-space explorer (``vaekit serve``) computes, without any web code: a map of
+the test codes, decoding any point, codes of picked examples, interpolations and prior samples.
+
+Every request's numbers are checked here (``RequestError`` names the field and the allowed range),
+so the web layer only moves JSON and bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_run, read_history
+from .errors import VaekitError
+from .figures import RunView
+from .plots import slerp
+
+MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
+MAX_BATCH = 64  # images per request (samples, interpolation steps)
+CODE_LIMIT = 1e3  # |z| above this is no place a decoder was trained for: refused
+SLIDER_DIMS = 16  # sliders shown, the dimensions with the most KL first
+
+
+class RequestError(ValueError):
+    """A request the explorer refuses; its message is the one-line reason sent back (HTTP 400)."""
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got {json.dumps(value)[:40]}")
+    try:
+        n = int(value)
+    except ValueError:
+        raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got '{str(value)[:40]}'") from None
+    if not lo <= n <= hi:
+        raise RequestError(f"{name}: {n} is outside {lo}..{hi}")
+    return n
+
+
+def _float(value: Any, name: str, limit: float = CODE_LIMIT) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{name}: expected a number, got {json.dumps(value)[:40]}")
+    if not math.isfinite(value) or abs(value) > limit:
+        raise RequestError(f"{name}: {value} is not a finite number within +-{limit:g}")
+    return float(value)
+
+
+def _code(value: Any, name: str, dim: int) -> list[float]:
+    if not isinstance(value, list) or len(value) != dim:
+        got = f"a list of {len(value)}" if isinstance(value, list) else json.dumps(value)[:40]
+        raise RequestError(f"{name}: expected a list of {dim} numbers (the latent code), got {got}")
+    return [_float(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+class Explorer:
+    """One run, loaded once, answering the explorer's questions. Thread-safe: requests are served
+    one decode at a time (torch's own threads do the parallel work)."""
+
+    def __init__(self, run_dir: str | Path, data_dir: str | None = None, device: str = "cpu",
+                 map_points: int = MAP_POINTS) -> None:
+        from .evaluate import run_data
+
+        self.path = Path(run_dir)
+        run = load_run(run_dir, device)
+        run.model.train(False)
+        self.note = ""
+        try:
+            data = run_data(run, data_dir, progress=False)
+        except VaekitError as e:  # a run folder without its data still explores: from prior draws
+            data = None
+            self.note = f"test data not found ({e}); the map shows draws from the prior instead"
+        self._lock = threading.Lock()
+        self.view = RunView(run, data.to(device) if data is not None else None, seed=run.config.seed)  # type: ignore[arg-type]
+        self.n = min(map_points, len(data.test_x)) if data is not None else min(map_points, 500)
+
+    # -- what the run is ---------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.view.model
+
+    @property
+    def surface(self):
+        return self.view.surface
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.surface.latent_dim)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.model.data_shape) == 3
+
+    @cached_property
+    def _examples(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """(x shown, code on the map, labels) of the map's points."""
+        with torch.no_grad():
+            if self.view.data is None:
+                gen = torch.Generator(device=self.model.device).manual_seed(self.view.seed)
+                codes = self.model.prior.sample(self.n, self.model, gen)[:, -self.latent_dim:]
+                return self._decode(codes), codes, None
+            x = self.view.test_x(self.n)
+            codes = self.view.surface_codes[: self.n]
+            labels = self.view.labels[: self.n] if self.view.labels is not None else None
+            return x, codes, labels
+
+    @cached_property
+    def _plane(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The map's coordinates: the code itself for a 2-d latent, else its top two principal directions."""
+        codes = self._examples[1].double()
+        if self.latent_dim == 2:
+            return torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64), "latent dimensions 1 and 2"
+        center = codes.mean(0)
+        _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
+        return center, v[:2], "principal components 1 and 2 of the test codes"
+
+    @cached_property
+    def kl_order(self) -> tuple[list[int], list[float] | None]:
+        """Latent dimensions by decreasing test KL (by the spread of the codes where no KL exists)."""
+        kl = self.view.surface_kl if self.view.data is not None else None
+        score = kl if kl is not None else self._examples[1].double().std(0).tolist()
+        order = sorted(range(self.latent_dim), key=lambda i: -score[i])
+        return order, (None if kl is None else [float(kl[i]) for i in order])
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.view.run.config
+        order, kl = self.kl_order
+        class_names = self.view.data.class_names if self.view.data is not None else None
+        return {
+            "name": self.path.name, "preset": cfg.preset, "model": cfg.model.kind, "latent_dim": self.latent_dim,
+            "layers": list(getattr(self.model, "dims", [self.model.latent_dim])),
+            "data_shape": list(self.model.data_shape), "kind": "image" if self.is_image else "vector",
+            "dataset": cfg.data.dataset, "map_axes": self._plane[2], "examples": self.n,
+            "dims_by_kl": order[:SLIDER_DIMS], "kl": None if kl is None else kl[:SLIDER_DIMS],
+            "class_names": list(class_names) if class_names else None, "note": self.note,
+            "epochs": self.view.run.epoch, "variational": bool(self.model.variational),
+        }
+
+    # -- the views ---------------------------------------------------------------------------------
+    def map_points(self) -> dict[str, Any]:
+        """The map: one 2-d point per example, with its label."""
+        _, codes, labels = self._examples
+        center, axes, title = self._plane
+        xy = ((codes.double() - center) @ axes.T).float()
+        lo, hi = xy.min(0).values, xy.max(0).values
+        pad = (hi - lo).clamp_min(1e-3) * 0.05
+        return {"xy": xy.tolist(), "labels": None if labels is None else [int(v) for v in labels],
+                "bounds": [float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])],
+                "axes": title}
+
+    def decode_map(self, u: Any, v: Any) -> dict[str, Any]:
+        """Decode the map point (u, v): the code the map's plane puts there."""
+        center, axes, _ = self._plane
+        uv = torch.tensor([_float(u, "u"), _float(v, "v")], dtype=torch.float64)
+        z = (center + uv @ axes).float()[None]
+        return {"code": z[0].tolist(), **self._payloads(self._decode(z))[0]}
+
+    def decode(self, code: Any) -> dict[str, Any]:
+        """Decode one latent code (a list of ``latent_dim`` numbers)."""
+        z = torch.tensor([_code(code, "code", self.latent_dim)])
+        return self._payloads(self._decode(z))[0]
+
+    def example(self, index: Any) -> dict[str, Any]:
+        """A map point: its input, its code and the decoded code."""
+        i = _int(index, "index", 0, self.n - 1)
+        x, codes, labels = self._examples
+        out = {"index": i, "code": codes[i].tolist(), "label": None if labels is None else int(labels[i])}
+        out["input"] = self._payloads(x[i: i + 1])[0]
+        out["decoded"] = self._payloads(self._decode(codes[i: i + 1]))[0]
+        return out
+
+    def interpolate(self, a: Any, b: Any, steps: Any = 8, mode: Any = "linear") -> dict[str, Any]:
+        """Decoded points on the path between the codes of examples a and b (linear or spherical)."""
+        i, j = _int(a, "a", 0, self.n - 1), _int(b, "b", 0, self.n - 1)
+        k = _int(steps, "steps", 2, MAX_BATCH)
+        if mode not in ("linear", "slerp"):
+            raise RequestError(f"mode: expected 'linear' or 'slerp', got {json.dumps(mode)[:40]}")
+        codes = self._examples[1]
+        t = torch.linspace(0, 1, k, device=codes.device)
+        za, zb = codes[i], codes[j]
+        z = (1 - t)[:, None] * za + t[:, None] * zb if mode == "linear" else slerp(za, zb, t)
+        return {"mode": mode, "steps": self._payloads(self._decode(z))}
+
+    def samples(self, n: Any = 16, seed: Any = 0) -> dict[str, Any]:
+        """n draws from the model's full prior (top-down for a hierarchy), decoded to their means."""
+        k, s = _int(n, "n", 1, MAX_BATCH), _int(seed, "seed", 0, 2**31 - 1)
+        gen = torch.Generator(device=self.model.device).manual_seed(s)
+        with self._lock, torch.no_grad():
+            x = self.model.sample(k, generator=gen)
+        return {"seed": s, "samples": self._payloads(x)}
+
+    def curves(self) -> dict[str, Any]:
+        """history.jsonl (the training curves) and metrics.json when the run has been evaluated."""
+        metrics_path = self.path / "metrics.json"
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        except (OSError, ValueError):
+            metrics = None
+        keep = ("epoch", "train_loss", "test_loss", "train_recon", "test_recon", "train_kl", "test_kl", "beta", "lr")
+        history = [{k: r.get(k) for k in keep} for r in read_history(self.path)]
+        return {"history": history, "metrics": metrics}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        with self._lock, torch.no_grad():
+            z = z.to(self.model.device, torch.float32)
+            return self.surface.mean(self.surface.decode(z))
+
+    def _payloads(self, x: torch.Tensor) -> list[dict[str, Any]]:
+        """Each row as what the page shows: a PNG data URL for images, the values for vectors."""
+        x = x.detach().float().cpu()
+        if not self.is_image:
+            return [{"values": [round(float(v), 5) for v in row.reshape(-1)]} for row in x]
+        return [{"png": png_data_url(img)} for img in x]
+
+
+def png_data_url(image: torch.Tensor) -> str:
+    """A (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URL."""
+    from PIL import Image
+
+    arr = (image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,193 @@
+"""``vaekit serve RUN_DIR [RUN_B]``: the explorer as a local web app (Starlette on uvicorn).
+
+The page and its script ship inside the package (``vaekit/web/``) and are served from a fixed list,
+so nothing comes from the internet and no path from a request reaches the disk, except the run
+folder's own files, which are resolved and kept inside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import VaekitError
+from .explore import Explorer, RequestError
+
+WEB_DIR = Path(__file__).with_name("web")
+ASSETS = {"": ("index.html", "text/html; charset=utf-8"),
+          "explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
+          "explorer.css": ("explorer.css", "text/css; charset=utf-8")}
+RUN_FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".json": "application/json",
+                  ".jsonl": "application/json", ".md": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+                  ".csv": "text/plain; charset=utf-8"}
+MAX_BODY = 64 * 1024  # the largest request body: a code of a few thousand numbers
+MAX_RUN_FILE = 64 * 1024 * 1024
+HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def _need_web_stack() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise VaekitError(f"vaekit serve needs the web extra ({e.name} is missing): pip install -e '.[serve]'") from None
+
+
+def create_app(explorers: list[Explorer]) -> Any:
+    """The Starlette app over loaded runs (``explorers[i]`` answers under /api/i/)."""
+    _need_web_stack()
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=HEADERS)
+
+    def explorer_of(request: Request) -> Explorer:
+        r = request.path_params["run"]
+        if not r.isdigit() or int(r) >= len(explorers):
+            raise RequestError(f"run {r[:20]}: this server has runs 0..{len(explorers) - 1}")
+        return explorers[int(r)]
+
+    async def body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise RequestError(f"request body: {len(raw):,} bytes, more than the {MAX_BODY:,} allowed")
+        try:
+            value = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestError(f"request body: not JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise RequestError("request body: expected a JSON object")
+        return value
+
+    def api(answer: Callable[[Explorer, dict[str, Any]], Any], post: bool = True) -> Callable:
+        async def endpoint(request: Request) -> Response:
+            try:
+                args = await body(request) if post else dict(request.query_params)
+                result = answer(explorer_of(request), args)
+            except RequestError as e:
+                return error(400, str(e))
+            return JSONResponse(result, headers=HEADERS)
+        return endpoint
+
+    def field(args: dict[str, Any], name: str, default: Any = ...) -> Any:
+        if name not in args:
+            if default is ...:
+                raise RequestError(f"{name}: missing from the request")
+            return default
+        return args[name]
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params.get("name", "")
+        if name not in ASSETS:
+            return error(404, f"/{name[:60]}: no such page")
+        file, media = ASSETS[name]
+        return Response((WEB_DIR / file).read_bytes(), media_type=media, headers=HEADERS)
+
+    async def runs(request: Request) -> Response:
+        return JSONResponse([e.info() for e in explorers], headers=HEADERS)
+
+    async def run_file(request: Request) -> Response:
+        try:
+            e = explorer_of(request)
+        except RequestError as err:
+            return error(404, str(err))
+        found = _inside(e.path, request.path_params["path"])
+        if isinstance(found, str):
+            return error(404, found)
+        return Response(found.read_bytes(), media_type=RUN_FILE_TYPES[found.suffix.lower()], headers=HEADERS)
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        reason = "method not allowed here" if exc.status_code == 405 else "no such page"
+        return error(exc.status_code, f"{request.method} {request.url.path[:80]}: {reason}")
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        return error(500, f"{request.url.path[:80]}: the server failed ({type(exc).__name__}: {str(exc)[:200]})")
+
+    routes = [
+        Route("/", asset),
+        Route("/api/runs", runs),
+        Route("/api/{run}/map", api(lambda e, a: e.map_points(), post=False)),
+        Route("/api/{run}/curves", api(lambda e, a: e.curves(), post=False)),
+        Route("/api/{run}/decode_map", api(lambda e, a: e.decode_map(field(a, "u"), field(a, "v"))), methods=["POST"]),
+        Route("/api/{run}/decode", api(lambda e, a: e.decode(field(a, "code"))), methods=["POST"]),
+        Route("/api/{run}/example", api(lambda e, a: e.example(field(a, "index"))), methods=["POST"]),
+        Route("/api/{run}/interpolate", api(lambda e, a: e.interpolate(
+            field(a, "a"), field(a, "b"), field(a, "steps", 8), field(a, "mode", "linear"))), methods=["POST"]),
+        Route("/api/{run}/samples", api(lambda e, a: e.samples(field(a, "n", 16), field(a, "seed", 0))),
+              methods=["POST"]),
+        Route("/runs/{run}/{path:path}", run_file),
+        Route("/{name}", asset),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: failed})
+
+
+def _inside(root: Path, relative: str) -> Path | str:
+    """The run folder's file at ``relative``, or why it is not served (outside, hidden, not a file)."""
+    parts = Path(relative).parts
+    if not relative or any(p.startswith(".") for p in parts) or Path(relative).is_absolute():
+        return f"{relative[:80]}: not a file of this run"
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if path == base or base not in path.parents:
+        return f"{relative[:80]}: outside the run folder"
+    if path.suffix.lower() not in RUN_FILE_TYPES:
+        return f"{relative[:80]}: only {', '.join(sorted(RUN_FILE_TYPES))} files are served"
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{relative[:80]}: no such file in the run folder"
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RUN_FILE:
+        return f"{relative[:80]}: not a regular file of at most {MAX_RUN_FILE >> 20} MB"
+    return path
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, opened before any model loads so a taken port fails at once."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise VaekitError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise VaekitError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                          "choose another --port (0 picks a free one)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, data_dir: str | None = None,
+          log: Callable[[str], None] = print) -> None:
+    """Load the runs and answer the explorer's page until interrupted (Ctrl+C)."""
+    _need_web_stack()
+    import uvicorn
+
+    if not 1 <= len(run_dirs) <= 2:
+        raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
+    sock = bind(host, port)
+    try:
+        explorers = [Explorer(d, data_dir) for d in run_dirs]
+        for e in explorers:
+            e.map_points()  # the codes are computed before the first visitor waits for them
+        app = create_app(explorers)
+        actual = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log(f"note: --host {host} makes the explorer reachable from other machines on the network")
+        log(f"vaekit serve: http://{shown}:{actual}/ ({', '.join(str(d) for d in run_dirs)}); Ctrl+C stops")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

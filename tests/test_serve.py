@@ -1,0 +1,214 @@
+"""The explorer's web API, through Starlette's test client and through a real server process:
+each view's answer, refusals of malformed requests (4xx, one line), files kept inside the run folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason="the serve extra (pip install -e '.[serve]') is not installed")
+from starlette.testclient import TestClient  # noqa: E402
+
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.explore import Explorer, RequestError  # noqa: E402
+from vaekit.serve import create_app  # noqa: E402
+from vaekit.train import fit  # noqa: E402
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An image VAE (digits), a vector VAE (blobs), a 2-d AE and a two-layer hierarchy."""
+    root = tmp_path_factory.mktemp("serve")
+    made = {}
+    for name, data, model in [
+        ("digits", DataConfig(dataset="digits", test_fraction=0.2), ModelConfig(hidden=[32], latent_dim=4)),
+        ("blobs", DataConfig(dataset="blobs"), ModelConfig(hidden=[16], latent_dim=3, likelihood="gaussian")),
+        ("ae2", DataConfig(dataset="digits", test_fraction=0.2), ModelConfig(kind="ae", hidden=[32], latent_dim=2)),
+        ("hvae", DataConfig(dataset="digits", test_fraction=0.2),
+         ModelConfig(kind="hvae", hidden=[32, 16], latent_dims=[6, 3], block_width=16)),
+    ]:
+        cfg = RunConfig(seed=1, data=data, model=model, train=TrainConfig(epochs=2, batch_size=64, lr=3e-3))
+        made[name] = fit(cfg, root / name, **QUIET).path
+    return made
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    return TestClient(create_app([Explorer(runs["digits"]), Explorer(runs["blobs"])]))
+
+
+def _png(payload: dict) -> np.ndarray:
+    from PIL import Image
+
+    head, data = payload["png"].split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def test_every_view_answers(client):
+    info = client.get("/api/runs").json()
+    assert [i["kind"] for i in info] == ["image", "vector"]
+    assert info[0]["latent_dim"] == 4 and sorted(info[0]["dims_by_kl"]) == [0, 1, 2, 3]
+    assert info[0]["kl"] == sorted(info[0]["kl"], reverse=True)  # sliders ordered by KL
+    m = client.get("/api/0/map").json()
+    assert len(m["xy"]) == info[0]["examples"] == len(m["labels"]) and "principal" in m["axes"]
+    a = client.post("/api/0/decode_map", json={"u": 0.0, "v": 0.0}).json()
+    b = client.post("/api/0/decode_map", json={"u": 3.0, "v": -2.0}).json()
+    assert _png(a).shape == (8, 8) and not np.array_equal(_png(a), _png(b))  # another point, another image
+    ex = client.post("/api/0/example", json={"index": 5}).json()
+    assert len(ex["code"]) == 4 and _png(ex["input"]).shape == (8, 8)
+    same = client.post("/api/0/decode", json={"code": ex["code"]}).json()
+    assert same["png"] == ex["decoded"]["png"]
+    path = client.post("/api/0/interpolate", json={"a": 0, "b": 7, "steps": 5, "mode": "slerp"}).json()["steps"]
+    assert len(path) == 5 and path[0]["png"] == client.post("/api/0/example", json={"index": 0}).json()["decoded"]["png"]
+    s1 = client.post("/api/0/samples", json={"n": 4, "seed": 1}).json()["samples"]
+    s2 = client.post("/api/0/samples", json={"n": 4, "seed": 2}).json()["samples"]
+    assert len(s1) == 4 and s1 != s2 and s1 == client.post("/api/0/samples", json={"n": 4, "seed": 1}).json()["samples"]
+    curves = client.get("/api/0/curves").json()
+    assert [r["epoch"] for r in curves["history"]] == [1, 2]
+    vec = client.post("/api/1/decode", json={"code": [0.1, 0.2, 0.3]}).json()
+    assert len(vec["values"]) == info[1]["data_shape"][0] and all(np.isfinite(vec["values"]))  # a line plot
+    page = client.get("/")
+    assert page.status_code == 200 and "explorer.js" in page.text and "http" not in page.text.split("<body>")[1]
+
+
+def test_a_two_dimensional_latent_is_its_own_map(runs):
+    e = Explorer(runs["ae2"])
+    assert e.info()["map_axes"] == "latent dimensions 1 and 2" and e.info()["kl"] is None
+    z = e.decode_map(0.5, -1.0)["code"]
+    assert z == pytest.approx([0.5, -1.0])
+
+
+def test_a_hierarchy_is_explored_through_its_top_layer(runs):
+    e = Explorer(runs["hvae"])
+    assert e.info()["latent_dim"] == 3 and e.info()["layers"] == [6, 3]
+    assert len(e.example(0)["code"]) == 3
+    assert len(e.samples(3, 0)["samples"]) == 3
+
+
+BAD = [
+    ("/api/0/decode", {"code": [0, 0]}, "a list of 4 numbers"),
+    ("/api/0/decode", {"code": [0, 0, 0, "x"]}, "code[3]"),
+    ("/api/0/decode", {"code": [0, 0, 0, 1e9]}, "within"),
+    ("/api/0/decode", {}, "code: missing"),
+    ("/api/0/decode_map", {"u": True, "v": 0}, "u: expected a number"),
+    ("/api/0/example", {"index": 10**6}, "outside"),
+    ("/api/0/example", {"index": -1}, "outside"),
+    ("/api/0/example", {"index": 1.5}, "integer"),
+    ("/api/0/interpolate", {"a": 0, "b": 1, "steps": 1000}, "steps"),
+    ("/api/0/interpolate", {"a": 0, "b": 1, "mode": "cubic"}, "mode"),
+    ("/api/0/samples", {"n": 0}, "n: 0 is outside"),
+    ("/api/0/samples", {"seed": -5}, "seed"),
+    ("/api/7/decode", {"code": [0]}, "runs 0..1"),
+]
+
+
+@pytest.mark.parametrize("url,body,says", BAD)
+def test_malformed_requests_get_a_400_naming_the_field(client, url, body, says):
+    r = client.post(url, json=body)
+    assert r.status_code == 400 and says in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+def test_bodies_that_are_not_small_json_objects_are_refused(client):
+    for raw in [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"code": [NaN, 0, 0, 0]}']:
+        r = client.post("/api/0/decode", content=raw)
+        assert r.status_code == 400, raw
+    r = client.post("/api/0/decode", content=b'{"code": [' + b"0," * 40000 + b"0]}")
+    assert r.status_code == 400 and "bytes" in r.json()["error"]
+    assert client.get("/api/0/decode").status_code == 405
+    assert client.get("/nowhere/at/all").status_code == 404
+
+
+def test_only_regular_files_inside_the_run_folder_are_served(client, runs, tmp_path):
+    run = runs["digits"]
+    assert client.get("/runs/0/samples.png").headers["content-type"] == "image/png"
+    assert client.get("/runs/0/history.jsonl").status_code == 200
+    secret = run.parent / "secret.json"
+    secret.write_text("{}")
+    (run / "link.json").symlink_to(secret)
+    os.mkfifo(run / "pipe.json")
+    try:
+        for path in ["../secret.json", "..%2Fsecret.json", "link.json", "pipe.json", "model.safetensors",
+                     ".lock", "%2Fetc%2Fpasswd", "plots/../../secret.json", "missing.png"]:
+            r = client.get(f"/runs/0/{path}")
+            assert r.status_code == 404, path
+            assert "secret" not in r.text or "outside" in r.text
+    finally:
+        (run / "link.json").unlink()
+        (run / "pipe.json").unlink()
+
+
+def test_a_run_whose_data_are_gone_is_explored_from_prior_draws(tmp_path):
+    vectors = tmp_path / "emb.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32))
+    cfg = RunConfig(seed=1, data=DataConfig(dataset=f"vectors:{vectors}"),
+                    model=ModelConfig(hidden=[16], latent_dim=2, likelihood="gaussian"),
+                    train=TrainConfig(epochs=1, batch_size=50))
+    run = fit(cfg, tmp_path / "run", **QUIET).path
+    vectors.unlink()
+    e = Explorer(run)
+    assert "prior" in e.info()["note"] and e.info()["examples"] > 0
+    assert len(e.example(0)["input"]["values"]) == 6
+    with pytest.raises(RequestError, match="index"):
+        e.example(e.info()["examples"])
+
+
+def _serve(*args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *args, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "http://" not in line:
+        proc.kill()
+        raise AssertionError(f"serve did not start: {line} {proc.stderr.read()}")
+    return proc, line.split()[2]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_the_server_process_answers_and_stops_on_sigint(runs):
+    import signal
+
+    proc, url = _serve(str(runs["digits"]), str(runs["ae2"]))
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert len(json.loads(urllib.request.urlopen(url + "api/runs", timeout=30).read())) == 2
+        assert "png" in _post(url + "api/1/decode", {"code": [0.0, 0.0]})
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            _post(url + "api/1/decode", {"code": [0.0]})
+        assert bad.value.code == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_a_taken_port_and_a_missing_run_are_one_line_errors(runs, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "vaekit", "serve", str(runs["digits"]), "--port", str(port)],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"--port {port}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "vaekit", "serve", str(tmp_path / "nothing"), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "nothing" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -33,7 +33,9 @@ STATE = "training_state.safetensors"
 HISTORY = "history.jsonl"
 DATA_RECORD = "data.json"  # where the data came from and their fingerprint
 # Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
-RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json")
+RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json",
+             "README.md", "metrics.json")
+RUN_DIRS = ("tensorboard", "onnx")  # folders only vaekit writes (TensorBoard events, exported graphs)
 PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
               "reconstructions", "error-histogram", "interpolation", "traversals", "probe-confusion",
@@ -180,6 +182,9 @@ def clear_run_dir(path: Path) -> None:
             (plots / f"{name}.png").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             plots.rmdir()  # only when nothing of the user's is left in it
+    for name in RUN_DIRS:
+        if (path / name).is_dir() and not (path / name).is_symlink():
+            shutil.rmtree(path / name)
     for tmp in path.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 

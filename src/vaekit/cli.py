@@ -55,6 +55,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
                                             help="arithmetic of the networks (autocast; fp16 with loss scaling)")),
     ("--compile", lambda v: {"train.compile": True},
      dict(action="store_true", default=None, help="compile the training step with torch.compile")),
+    ("--tensorboard", lambda v: {"train.log": ["tensorboard"]},
+     dict(action="store_true", default=None, help="also log to TensorBoard in RUN_DIR/tensorboard (= --log tensorboard)")),
+    ("--log", "train.log", dict(metavar="NAME,NAME", help="loggers besides history.jsonl: tensorboard")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
     ("--prior", "model.prior", dict(choices=["normal", "vamp"],
                                     help="p(z): standard normal, or the VampPrior (a mixture over learned pseudo-inputs)")),
@@ -104,7 +107,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if callable(target):
             out.update(target(value))
         else:
-            out[target] = str(value) if target in ("model.hidden", "model.latent_dims") else value
+            out[target] = str(value) if target in ("model.hidden", "model.latent_dims", "train.log") else value
     if args.no_download:
         out["data.download"] = False
     for item in args.set or []:
@@ -235,6 +238,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k)
     print(strict_json(m) if args.json else format_metrics(m))
+    if "not_saved" in m:
+        print(f"vaekit: note: metrics.json not written ({one_line(m['not_saved'])})", file=sys.stderr)
     return 0
 
 
@@ -307,6 +312,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name, st in stats.items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    out = args.out or Path(args.run_dir) / args.format
+    with writing_into(args.run_dir, [out], "export"):
+        written = export_run(args.run_dir, args.format, out)
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
     return 0
 
 
@@ -587,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     cp.set_defaults(func=cmd_compare)
+
+    ex = _sub(sub, "export", help="the encoder and decoder as ONNX graphs (dynamic batch)", parents=common)
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
+    ex.add_argument("--format", default="onnx", choices=["onnx"], help="the format (default onnx)")
+    ex.add_argument("--out", metavar="DIR", help="folder for the files (default RUN_DIR/onnx)")
+    ex.set_defaults(func=cmd_export)
 
     sv = _sub(sub, "serve", help="explore a run's latent space live in the browser (two runs: side by side)",
               parents=common)

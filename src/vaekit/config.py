@@ -91,6 +91,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the networks; fp16 with a gradient scaler)
     compile: bool = False  # torch.compile the training step
+    log: list[str] = field(default_factory=list)  # loggers besides history.jsonl, e.g. ["tensorboard"] (loggers.py)
 
 
 @dataclass

@@ -4,6 +4,7 @@ bits per dimension, KL per latent dimension, active units and reconstruction-err
 
 from __future__ import annotations
 
+import errno
 import math
 from pathlib import Path
 from typing import Any
@@ -187,13 +188,43 @@ def evaluate_run(
     iwae_k: int = DEFAULT_IWAE_K,
     progress: bool = True,
     data_dir: str | None = None,
+    save: bool = True,
 ) -> dict[str, Any]:
     """Test-split metrics of the model saved in ``run_dir``, with beta = 1 whatever it trained with.
 
     ``data_dir`` says where the data files are on this machine, if not where the run found them.
+    With ``save``, they are kept in RUN_DIR/metrics.json and the model card (README.md) shows them;
+    a folder that cannot be written (read-only copy) only loses that.
     """
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
-    return {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
-            "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}
+    metrics = {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
+               "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}
+    if save:
+        why = save_metrics(Path(run_dir), metrics)
+        if why:
+            metrics["not_saved"] = why
+    return metrics
+
+
+def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """metrics.json and a refreshed model card, under the run's lock; the reason where they could not
+    be written (a read-only copy, a folder in use by training): the metrics themselves are not lost."""
+    from .errors import RunFolderError
+    from .files import OutputError
+    from .files import atomic_write, strict_json
+    from .modelcard import METRICS, write_model_card
+    from .runlock import run_lock
+
+    try:
+        with run_lock(run_dir, "evaluate"):
+            atomic_write(run_dir / METRICS, strict_json(metrics, indent=2) + "\n")
+            write_model_card(run_dir)
+    except (RunFolderError, OutputError) as e:  # a read-only or full disk: each file is whole, old or new
+        return str(e)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+            raise
+        return f"{run_dir}: {e.strerror}"
+    return None

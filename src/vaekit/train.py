@@ -24,6 +24,8 @@ from .evaluate import elbo_metrics
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
 from .grids import reconstruction_grid, sample_grid, save_png
+from .loggers import Loggers, check_loggers
+from .modelcard import write_model_card
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
@@ -165,6 +167,7 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
     beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
+    check_loggers(cfg.train.log)
     if group.writer:
         ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     model = model.to(device)
@@ -250,7 +253,8 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
     flag = torch.zeros((), device=device)
     deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
     done = start.epoch
-    with StopOnSignal(repeat_grace=3.0 if group.active else 0.0) as stop:
+    loggers = Loggers(cfg.train.log if writer else [], run_dir, start.epoch + 1, cfg.seed)
+    with StopOnSignal(repeat_grace=3.0 if group.active else 0.0) as stop, contextlib.closing(loggers):
         try:
             for epoch in range(start.epoch + 1, cfg.train.epochs + 1):
                 beta = beta_at(cfg.objective, epoch)
@@ -326,6 +330,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     ckpt.write_history(run_dir, history)
                     ckpt.save_checkpoint(run_dir, model, optimizer, epoch, {**rng_state(gen), **precision.state()})
                     (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
+                    loggers.epoch(record, model, data)
                 if distributed.agree(group, bool(stop.requested)) and epoch < cfg.train.epochs:
                     raise interrupted(stop.requested or "SIGTERM", run_dir, f"the end of epoch {epoch}")
                 now = time.perf_counter()
@@ -337,6 +342,8 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     break
         except NonFinite as e:
             raise non_finite_error(e, run_dir, cfg) from None
+        if done > start.epoch:
+            loggers.finish(model, data, done)
 
     if not writer:
         return done
@@ -347,6 +354,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
         ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen))
     model.train(False)
     write_grids(model, data, run_dir, cfg.seed)
+    write_model_card(run_dir)
     return done
 
 

@@ -94,6 +94,7 @@ class RunSection {
       return [px, py, x0 + (x1 - x0) * px / canvas.width, y1 - (y1 - y0) * py / canvas.height];
     };
     canvas.addEventListener("mousemove", (ev) => { const [, , u, v] = toMap(ev); decodeAt(u, v); });
+    await decodeAt((this.bounds[0] + this.bounds[1]) / 2, (this.bounds[2] + this.bounds[3]) / 2);
     canvas.addEventListener("click", (ev) => {
       const [px, py, u, v] = toMap(ev);
       this.pin = [px, py];
@@ -188,6 +189,9 @@ class RunSection {
   }
 
   async startSamples() {
+    if (!this.info.variational) {  // seed 001's point: an AE's codes follow no known distribution
+      this.q(".samples-panel h3").textContent = "Decoded draws from N(0, I) (an autoencoder has no prior)";
+    }
     const more = async () => {
       const answer = await this.api("samples", {n: 16, seed: this.seed});
       this.q(".seed").textContent = `seed ${this.seed}`;

@@ -1,0 +1,110 @@
+"""``vaekit export RUN_DIR --format onnx``: the encoder and the decoder as ONNX graphs with a dynamic
+batch axis, beside a JSON file that says what goes in and comes out. A registry of formats, so that
+another (e.g. TorchScript) is one more entry.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import Run, load_run
+from .errors import VaekitError
+from .files import atomic_write, write_via_buffer
+
+ONNX_DIR = "onnx"
+OPSET = 17
+
+
+class EncoderGraph(nn.Module):
+    """x -> posterior mean and log-variance (an AE: its code only)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        mu, logvar = self.model.encode(x)
+        return (mu,) if logvar is None else (mu, logvar)
+
+
+class DecoderGraph(nn.Module):
+    """z -> the likelihood's parameters (e.g. Bernoulli logits) and the expected x."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        params = self.model.decode(z)
+        return params, self.model.mean(params)
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it to write the file)
+    except ImportError:
+        raise VaekitError("--format onnx needs the onnx package: pip install -e '.[onnx]'") from None
+
+
+def _onnx(run: Run, out: Path) -> list[Path]:
+    model = run.model.float()
+    model.train(False)
+    batch = 2  # traced with two rows; the batch axis is marked dynamic
+    x = torch.rand(batch, *model.data_shape)
+    z = torch.randn(batch, model.latent_dim)
+    enc_out = ["mu", "logvar"] if model.variational else ["code"]
+    graphs = [("encoder", EncoderGraph(model), x, ["x"], enc_out), ("decoder", DecoderGraph(model), z, ["z"],
+                                                                      ["params", "mean"])]
+    written = []
+    for name, graph, example, inputs, outputs in graphs:
+        axes = {n: {0: "batch"} for n in inputs + outputs}
+        path = out / f"{name}.onnx"
+
+        def write(buf, graph=graph, example=example, inputs=inputs, outputs=outputs, axes=axes) -> None:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(graph, (example,), buf, input_names=inputs, output_names=outputs,
+                                  dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        try:
+            write_via_buffer(path, write)
+        except (RuntimeError, TypeError, ValueError) as e:  # an operator the exporter lacks, say
+            raise VaekitError(f"{run.path}: the {name} could not be exported to ONNX ({str(e)[:200]})") from None
+        written.append(path)
+    info = {
+        "format": "onnx", "opset": OPSET, "run": run.path.resolve().name, "epoch": run.epoch,
+        "model": run.config.model.kind, "likelihood": run.config.model.likelihood,
+        "encoder": {"file": "encoder.onnx", "input": {"x": ["batch", *model.data_shape]},
+                    "outputs": {n: ["batch", model.latent_dim] for n in enc_out},
+                    "note": "x as vaekit feeds the model: float32, images scaled to [0, 1]"},
+        "decoder": {"file": "decoder.onnx", "input": {"z": ["batch", model.latent_dim]},
+                    "outputs": {"params": ["batch", *model.param_shape], "mean": ["batch", *model.data_shape]},
+                    "note": "params: the likelihood's parameters (e.g. Bernoulli logits); mean: the expected x"},
+    }
+    written.append(atomic_write(out / "export.json", json.dumps(info, indent=2) + "\n"))
+    return written
+
+
+FORMATS: dict[str, tuple[Callable[[], None], Callable[[Run, Path], list[Path]]]] = {"onnx": (_need_onnx, _onnx)}
+
+
+def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None) -> list[Path]:
+    """Write the run's model in ``format`` into ``out`` (default RUN_DIR/<format>); returns the files."""
+    if format not in FORMATS:
+        raise VaekitError(f"--format {format}: unknown; choose from {', '.join(sorted(FORMATS))}")
+    need, write = FORMATS[format]
+    need()
+    run = load_run(run_dir)  # a bad run folder is refused before anything is created
+    target = Path(out) if out is not None else Path(run_dir) / format
+    if target.exists() and not target.is_dir():
+        raise VaekitError(f"--out {target}: exists and is not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VaekitError(f"--out {target}: cannot create this folder ({e.strerror})") from None
+    return write(run, target)

@@ -1,0 +1,120 @@
+"""The run folder's README.md: a model card (what data, which model, its measured metrics and what
+they mean, how to load it, intended use and limits), laid out so the folder can go to a model hub
+as it is (YAML front matter first). Written after training and refreshed by ``vaekit evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .checkpoint import load_config, read_history
+from .files import atomic_write
+
+CARD = "README.md"
+METRICS = "metrics.json"
+HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion_mnist", "cifar10": "cifar10"}
+DEFINITIONS = {
+    "loss": "negative ELBO with beta = 1: reconstruction term + KL, nats per test example (lower is better)",
+    "recon": "reconstruction term -E_q[log p(x|z)] (nats per example; summed squared error for the mse likelihood)",
+    "kl": "KL(q(z|x) || p(z)), nats per example (Monte Carlo where the prior has no closed form)",
+    "nll_iwae": "-log p(x) estimated by importance sampling with K samples (the IWAE bound), nats per example",
+    "bits_per_dim": "nll_iwae / (number of data dimensions x ln 2)",
+    "elbo_bits_per_dim": "loss / (number of data dimensions x ln 2): a bound, above bits_per_dim",
+    "active_units": "latent dimensions whose posterior mean varies across test examples (Cov > 0.01)",
+    "mse_mean": "mean over test examples of the summed squared error of the reconstruction (posterior mean)",
+}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
+    """(name, value, definition) rows and where they come from: metrics.json (evaluate) or the last epoch."""
+    metrics = _read_json(run_dir / METRICS)
+    if isinstance(metrics, dict):
+        k = f", K = {metrics['iwae_k']}" if "iwae_k" in metrics else ""
+        rows = [(n, float(metrics[n]), d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
+        return rows, f"`vaekit evaluate` on the test split (epoch {metrics.get('epoch')}{k})"
+    history = read_history(run_dir)
+    if not history:
+        return [], "no epoch has finished yet"
+    last = history[-1]
+    rows = [(n, float(last[f"test_{n}"]), DEFINITIONS[n]) for n in ("loss", "recon", "kl")
+            if isinstance(last.get(f"test_{n}"), (int, float))]
+    return rows, f"the test split after epoch {last['epoch']} (run `vaekit evaluate` for the IWAE estimate)"
+
+
+def model_card(run_dir: str | Path) -> str:
+    """The card's Markdown text for the run in ``run_dir``."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    data = _read_json(run_dir / "data.json") or {}
+    history = read_history(run_dir)
+    m, o, t = cfg.model, cfg.objective, cfg.train
+    rows, source = _metric_rows(run_dir)
+    name = run_dir.resolve().name
+    dataset = cfg.data.dataset.split(":")[0]
+    layers = "+".join(map(str, m.latent_dims)) if m.latent_dims else str(m.latent_dim)
+    kind = {"vae": "variational autoencoder", "ae": "autoencoder (no prior: not a generative model)",
+            "hvae": "hierarchical variational autoencoder"}.get(m.kind, m.kind)
+    front = ["---", "library_name: vaekit", "tags:", "- vaekit", f"- {m.kind}", "- variational-autoencoder", "- pytorch"]
+    if dataset in HUB_DATASETS:
+        front += ["datasets:", f"- {HUB_DATASETS[dataset]}"]
+    if rows:
+        front += ["metrics:"] + [f"- {n}" for n, _, _ in rows]
+    front.append("---")
+    shape = "x".join(map(str, data.get("shape", []))) or "?"
+    lines = front + [
+        "", f"# {name}: a {kind} trained with vaekit", "",
+        f"A {m.kind.upper()} with a {m.arch} encoder and decoder (widths {','.join(map(str, m.hidden))}), "
+        f"latent size {layers}, a {m.likelihood} likelihood p(x|z) and a {m.prior} prior p(z), trained on "
+        f"`{cfg.data.dataset}` for {history[-1]['epoch'] if history else 0} of {t.epochs} epochs"
+        + (f" (preset `{cfg.preset}`)" if cfg.preset else "") + f" with vaekit {__version__}.", "",
+        "## Data", "",
+        f"- data set: `{cfg.data.dataset}`, examples of shape {shape}; {data.get('n_train', '?')} for training, "
+        f"{data.get('n_test', '?')} for testing" + (f" (binarised: {cfg.data.binarize})" if cfg.data.binarize != "none" else ""),
+        f"- data fingerprint: `{data.get('fingerprint', '?')}` (vaekit checks it when the run is resumed)", "",
+        "## Metrics", "", f"Measured on {source}.", "",
+    ]
+    if rows:
+        lines += ["| metric | value | definition |", "|---|---:|---|"]
+        lines += [f"| {n} | {v:.4f} | {d} |" for n, v, d in rows]
+    else:
+        lines.append("No metrics yet.")
+    lines += [
+        "", "## Training", "",
+        f"- objective: {o.kind}" + (f" with K = {o.iwae_samples}" if o.kind == "iwae" else "")
+        + f", beta {o.beta:g} ({o.schedule} schedule)" + (f", free bits {o.free_bits:g}" if o.free_bits else ""),
+        f"- Adam, lr {t.lr:g} ({t.lr_schedule}), batch {t.batch_size}, seed {cfg.seed}, precision {t.precision}",
+        "- everything else: `config.json` (the exact configuration), `history.jsonl` (one line per epoch)", "",
+        "## How to use", "",
+        "```python", "import vaekit", "", f'run = vaekit.load_run("{name}")   # this folder; no training data needed',
+        "x = run.model.sample(16)             # draws from the prior, decoded to their means",
+        "```", "",
+        "```bash", f"vaekit sample {name} -n 64 -o samples.png", f"vaekit evaluate {name} --iwae-k 5000   # needs the test data",
+        f"vaekit serve {name}                  # explore the latent space in the browser",
+        f"vaekit export {name} --format onnx   # encoder and decoder as ONNX graphs", "```", "",
+        "Files: `model.safetensors` (weights, no pickle), `config.json`, `history.jsonl`, `data.json`, "
+        "`samples.png`, `reconstructions.png`; `training_state.safetensors` only to resume training.", "",
+        "## Intended use and limits", "",
+        "- For research, teaching and exploring what a VAE learns on this data set; not for decisions about people.",
+        "- The likelihood figures hold for this preprocessing only (scaling, binarisation, image size); compare "
+        "them only with figures computed the same way.",
+        "- Samples are decoded means, so they look smoother than real data.",
+        "- Scores such as the negative ELBO can rank unfamiliar data as *more* likely than the training data "
+        "(Nalisnick et al., 2019): check before using them to detect anomalies.",
+        "- It has seen only the data above; it knows nothing of other domains.", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(run_dir: str | Path) -> Path:
+    """Write (or refresh) README.md in the run folder, atomically."""
+    return atomic_write(Path(run_dir) / CARD, model_card(run_dir))

@@ -1,0 +1,165 @@
+"""The explorer page driven in a real headless Chromium (Debian's package, through Playwright): load,
+hover and click the map, move a slider with the keyboard, interpolate, ask for more samples; each
+view's screenshot must show something.
+
+Runs on small digits models by default. ``VAEKIT_SERVE_RUNS=RUN_A[,RUN_B]`` explores given runs
+instead and ``VAEKIT_SCREENSHOTS=DIR`` keeps the screenshots (README's pictures come from here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (test extra)")
+pytest.importorskip("starlette", reason="the serve extra (pip install -e '.[serve]') is not installed")
+
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.train import fit  # noqa: E402
+
+CHROMIUM = os.environ.get("VAEKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    pytest.skip("no Chromium executable (Debian: apt-get install chromium; or set VAEKIT_CHROMIUM); .ci/run "
+                "installs it", allow_module_level=True)
+# As the machine's notes advise: no sandbox as root, and no background connections to the closed network.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+VIEWS = ["map-panel", "slider-panel", "interp-panel", "samples-panel", "curves-panel"]
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory) -> list[str]:
+    given = os.environ.get("VAEKIT_SERVE_RUNS")
+    if given:
+        return given.split(",")
+    root = tmp_path_factory.mktemp("browser")
+    dirs = []
+    for name, kind, dim in [("vae", "vae", 4), ("ae", "ae", 2)]:
+        cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
+                        model=ModelConfig(kind=kind, hidden=[64], latent_dim=dim),
+                        train=TrainConfig(epochs=4, batch_size=64, lr=3e-3))
+        dirs.append(str(fit(cfg, root / name, progress=False, log=lambda s: None).path))
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def server(run_dirs):
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run_dirs, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "http://" not in line:
+        proc.kill()
+        raise AssertionError(f"serve did not start: {line}{proc.stderr.read()}")
+    yield line.split()[2]
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    keep = os.environ.get("VAEKIT_SCREENSHOTS")
+    path = Path(keep) if keep else tmp_path_factory.mktemp("shots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.goto(server)
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        page.errors = errors  # type: ignore[attr-defined]
+        yield page
+        browser.close()
+
+
+def not_blank(path: Path) -> None:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10 and len(np.unique(pixels)) > 20, f"{path.name} looks blank"
+
+
+def _src(page, selector: str) -> str:
+    return page.locator(selector).first.get_attribute("src") or ""
+
+
+def _changes(page, selector: str, before: str) -> None:
+    page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); return i && i.src !== old; }",
+                           arg=[selector, before], timeout=20_000)
+
+
+def test_the_page_loads_with_every_view(page, shots):
+    assert page.locator("section.run").count() >= 1 and not page.errors
+    assert page.locator("#status").inner_text() in ("ready", "2 runs side by side")
+    page.screenshot(path=shots / "explorer.png", full_page=True)
+    not_blank(shots / "explorer.png")
+
+
+def test_clicking_the_map_decodes_the_point(page, shots):
+    run = page.locator("section.run").first
+    canvas = run.locator("canvas.map")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    sel = "section.run .decoded img"
+    page.wait_for_selector(sel, timeout=20_000)
+    before = _src(page, sel)
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.75)
+    _changes(page, sel, before)
+    page.wait_for_timeout(300)
+    run.locator(".map-panel").screenshot(path=shots / "map-panel.png")
+    not_blank(shots / "map-panel.png")
+
+
+def test_a_slider_moves_one_dimension(page, shots):
+    run = page.locator("section.run").first
+    sel = "section.run .slider-out img"
+    page.wait_for_selector(sel, timeout=20_000)
+    before = _src(page, sel)
+    slider = run.locator(".sliders input[type=range]").first
+    slider.focus()
+    page.keyboard.press("End")  # the dimension with the most KL, to the end of its range
+    _changes(page, sel, before)
+    run.locator(".slider-panel").screenshot(path=shots / "slider-panel.png")
+    not_blank(shots / "slider-panel.png")
+
+
+def test_interpolation_and_more_samples(page, shots):
+    run = page.locator("section.run").first
+    run.locator(".interp-a").fill("3")
+    run.locator(".interp-b").fill("11")
+    run.locator(".interp-mode").select_option("slerp")
+    run.locator(".interp-go").click()
+    page.wait_for_function("document.querySelectorAll('section.run .interp-out img').length === 8", timeout=20_000)
+    run.locator(".interp-panel").screenshot(path=shots / "interp-panel.png")
+    not_blank(shots / "interp-panel.png")
+    first = "section.run .samples-out img"
+    before = _src(page, first)
+    run.locator(".more").click()
+    _changes(page, first, before)
+    assert run.locator(".samples-out img").count() == 16
+    run.locator(".samples-panel").screenshot(path=shots / "samples-panel.png")
+    run.locator(".curves-panel").screenshot(path=shots / "curves-panel.png")
+    for name in ("samples-panel.png", "curves-panel.png"):
+        not_blank(shots / name)
+    assert not page.errors, page.errors
+
+
+def test_a_bad_request_from_the_page_shows_its_reason(page):
+    run = page.locator("section.run").first
+    run.locator(".interp-a").fill("999999")
+    run.locator(".interp-go").click()
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=20_000)
+    assert "a: 999999 is outside" in page.locator("#status").inner_text()

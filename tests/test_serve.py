@@ -9,10 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.explore import Explorer, RequestError  # noqa: E402
-from vaekit.serve import create_app  # noqa: E402
+from vaekit.server import create_app  # noqa: E402
 from vaekit.train import fit  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -130,6 +128,12 @@ def test_bodies_that_are_not_small_json_objects_are_refused(client):
     assert r.status_code == 400 and "bytes" in r.json()["error"]
     assert client.get("/api/0/decode").status_code == 405
     assert client.get("/nowhere/at/all").status_code == 404
+
+
+def test_requests_naming_another_host_are_refused(client):
+    """A page elsewhere cannot reach the explorer by rebinding its DNS name to 127.0.0.1."""
+    assert client.get("/api/runs", headers={"Host": "evil.example:8000"}).status_code == 400
+    assert client.get("/api/runs", headers={"Host": "127.0.0.1:8000"}).status_code == 200
 
 
 def test_only_regular_files_inside_the_run_folder_are_served(client, runs, tmp_path):

@@ -26,6 +26,7 @@ _API = {
     "evaluate_run": "evaluate", "elbo_metrics": "evaluate",
     "sample_grid": "grids", "reconstruction_grid": "grids", "save_png": "grids",
     "walkthrough": "walkthrough",
+    "Explorer": "explore", "serve": "server", "export_run": "export", "model_card": "modelcard",
     "VaekitError": "errors",
 }
 

@@ -34,7 +34,7 @@ HISTORY = "history.jsonl"
 DATA_RECORD = "data.json"  # where the data came from and their fingerprint
 # Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
 RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json",
-             "README.md", "metrics.json")
+             "README.md", "metrics.json", "sampler_gmm.safetensors")
 RUN_DIRS = ("tensorboard", "onnx")  # folders only vaekit writes (TensorBoard events, exported graphs)
 PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",

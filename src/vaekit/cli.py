@@ -152,7 +152,6 @@ def _start_preset(args: argparse.Namespace) -> str | None:
 
 
 def _train(args: argparse.Namespace):
-    from .presets import DEFAULT_PRESET, get_preset
     from .train import fit
 
     overrides = train_overrides(args)
@@ -166,20 +165,27 @@ def _train(args: argparse.Namespace):
         run = fit(None, args.resume, resume=True, overrides=overrides, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     else:
-        if args.config and args.preset:
-            raise VaekitError("--config and --preset both say where to start; give one of them")
-        from .config import RunConfig
-
-        data = None
-        if args.config or args.preset or "data.dataset" not in overrides:
-            base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
-        else:
-            base, data = _model_for_data(overrides, not args.no_progress)
-        cfg = base.with_overrides(overrides)
+        cfg, data = _new_config(args, overrides)
         out = args.out or _default_out(cfg.preset)
         run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     return run
+
+
+def _new_config(args: argparse.Namespace, overrides: dict[str, Any]):
+    """A new run's config from --config, --preset or (with only --dataset) the data, with the flags
+    applied; and the data when they had to be loaded to choose the model."""
+    from .config import RunConfig
+    from .presets import DEFAULT_PRESET, get_preset
+
+    if args.config and args.preset:
+        raise VaekitError("--config and --preset both say where to start; give one of them")
+    data = None
+    if args.config or args.preset or "data.dataset" not in overrides:
+        base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
+    else:
+        base, data = _model_for_data(overrides, not args.no_progress)
+    return base.with_overrides(overrides), data
 
 
 def _model_for_data(overrides: dict[str, Any], progress: bool):
@@ -217,6 +223,9 @@ def format_metrics(m: dict[str, Any]) -> str:
         ("per-example MSE: mean", "mse_mean", ""),
         ("  median", "mse_median", ""), ("  std", "mse_std", ""), ("  min", "mse_min", ""),
         ("  max", "mse_max", ""),
+        (f"FID ({m.get('generation_sampler')} samples)", "fid", f"n = {m.get('generation_n')}, lower is better"),
+        ("  precision", "precision", "share of samples near real examples"),
+        ("  recall", "recall", "share of real examples near samples"),
     ]
     lines = [f"{m.get('model', '').upper()} on {m.get('dataset', '')}, test split, n = {m['n']}, "
              f"epoch {m.get('epoch', '?')}"]
@@ -230,13 +239,17 @@ def format_metrics(m: dict[str, Any]) -> str:
                      + f"; active units {m['active_units_per_layer']}")
     if "kl_per_dim" in m:
         lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
+    if "feature_space" in m:
+        lines.append(f"  generation metrics measured in the features of {m['feature_space']}")
     return "\n".join(lines)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k)
+    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k,
+                     generation=args.generation, generation_n=args.generation_n, sampler=args.sampler,
+                     components=args.components)
     print(strict_json(m) if args.json else format_metrics(m))
     if "not_saved" in m:
         print(f"vaekit: note: metrics.json not written ({one_line(m['not_saved'])})", file=sys.stderr)
@@ -254,13 +267,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, args.device)
     check_batch_budget(run.model, args.n, f"sample -n {args.n}")
+    codes = None
+    if args.sampler == "gmm":
+        from .samplers import gmm_for_run, sample_codes
+
+        gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit)
+        gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
+        codes = sample_codes(run.model, args.n, "gmm", gen, gmm)
     if args.o.suffix == ".npy":
         gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-        values = run.model.sample(args.n, generator=gen).cpu().numpy()
+        with torch.no_grad():
+            values = (run.model.sample(args.n, generator=gen) if codes is None else
+                      run.model.mean(run.model.decode(codes))).cpu().numpy()
         write_via_buffer(args.o, lambda buf: np.save(buf, values))
     else:
-        save_png(sample_grid(run.model, args.n, args.seed), args.o)
-    print(f"wrote {args.n} sample{'s' if args.n != 1 else ''} to {args.o}")
+        save_png(sample_grid(run.model, args.n, args.seed, codes), args.o)
+    print(f"wrote {args.n} sample{'s' if args.n != 1 else ''} ({args.sampler}) to {args.o}")
     return 0
 
 
@@ -315,6 +337,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import parse_values, run_sweep, table
+
+    betas = parse_values(args.beta)
+    args.beta = None  # the list is the sweep's; every other train flag applies to each run
+    cfg, _ = _new_config(args, train_overrides(args))
+    out = args.out or _default_out(f"sweep-{cfg.preset or 'run'}")
+    rows = run_sweep(cfg, betas, out, iwae_k=args.iwae_k, generation_n=args.generation_n,
+                     progress=not args.no_progress)
+    print(table(rows))
+    print(f"wrote {out}/sweep.json, sweep.md and samples-by-beta.png; one run folder per value in {out}/")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
@@ -326,7 +362,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .server import serve
 
     try:
         serve(args.run_dirs, host=args.host, port=args.port, data_dir=args.data_dir,
@@ -474,7 +510,7 @@ SEED = int_in(0, 2**63 - 1)
 MINUTES = float_in(0, 10**7, lo_open=True)
 
 
-def _add_train_arguments(t: argparse.ArgumentParser) -> None:
+def _add_train_arguments(t: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     t.add_argument("--preset", metavar="P", help="start from a preset (see `vaekit presets`; default: digits-mlp, "
                    "or a model chosen from the data when --dataset is given)")
     t.add_argument("--config", metavar="FILE", help="start from a saved config.json (reproduces that run)")
@@ -484,6 +520,8 @@ def _add_train_arguments(t: argparse.ArgumentParser) -> None:
 
     defaults = get_preset(DEFAULT_PRESET)
     for flag, target, kw in TRAIN_FLAGS:
+        if flag in skip:
+            continue
         text = kw.get("help", "")
         if isinstance(target, str):
             value = _config_value(defaults, target)
@@ -558,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
     e.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    e.add_argument("--generation", action="store_true",
+                   help="also FID, precision and recall of generated examples against the test set")
+    e.add_argument("--generation-n", type=int_in(10, 10**6), default=10_000, metavar="N",
+                   help="generated examples for --generation (default 10000, at most the test set's size)")
+    e.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                   help="--generation draws codes from the prior or from the fitted Gaussian mixture")
+    e.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K", help="gmm: mixture components")
     e.set_defaults(func=cmd_evaluate)
 
     s = _sub(sub, "sample", help="decode draws from the prior into a PNG grid (or .npy)", parents=common)
@@ -566,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png (or .npy for raw values)")
     s.add_argument("--seed", type=SEED, default=0, help="seed for the draws (same seed, same samples)")
+    s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                   help="codes from the prior, or from a Gaussian mixture fitted to the training codes (fitted "
+                        "once and kept in RUN_DIR/sampler_gmm.safetensors; needs the training data the first time)")
+    s.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
+                   help="gmm: mixture components (default 10)")
+    s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")
+    s.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.set_defaults(func=cmd_sample)
 
@@ -602,6 +654,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     cp.set_defaults(func=cmd_compare)
+
+    sw = _sub(sub, "sweep", help="one run per beta, then a table and a figure comparing them (beta-VAE)",
+              parents=common)
+    _add_train_arguments(sw, skip=("--beta",))
+    sw.add_argument("--beta", required=True, metavar="B,B,...",
+                    help="the values to train, e.g. 0.5,1,2,4 (replaces the train flag --beta)")
+    sw.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K", help="importance samples (0 skips)")
+    sw.add_argument("--generation-n", type=int_in(10, 10**6), default=2000, metavar="N",
+                    help="samples for FID / precision / recall (default 2000)")
+    sw.set_defaults(func=cmd_sweep)
 
     ex = _sub(sub, "export", help="the encoder and decoder as ONNX graphs (dynamic batch)", parents=common)
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,23 +190,49 @@ def evaluate_run(
     progress: bool = True,
     data_dir: str | None = None,
     save: bool = True,
+    generation: bool = False,
+    generation_n: int = 10_000,
+    sampler: str = "prior",
+    components: int = 10,
 ) -> dict[str, Any]:
     """Test-split metrics of the model saved in ``run_dir``, with beta = 1 whatever it trained with.
 
     ``data_dir`` says where the data files are on this machine, if not where the run found them.
     With ``save``, they are kept in RUN_DIR/metrics.json and the model card (README.md) shows them;
-    a folder that cannot be written (read-only copy) only loses that.
+    a folder that cannot be written (read-only copy) only loses that. With ``generation``, also FID,
+    precision and recall of ``generation_n`` samples (from the prior or the fitted mixture: ``sampler``).
     """
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     metrics = {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
                "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}
+    if generation:
+        metrics.update(_generation(run, data, generation_n, sampler, components, data_dir, progress))
     if save:
         why = save_metrics(Path(run_dir), metrics)
         if why:
             metrics["not_saved"] = why
     return metrics
+
+
+def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, data_dir: str | None,
+                progress: bool) -> dict[str, Any]:
+    from .generation import generation_metrics
+    from .samplers import gmm_for_run, sample_codes
+
+    def log(line: str) -> None:  # stderr: stdout may carry --json
+        if progress:
+            print(line, file=sys.stderr)
+
+    gmm = gmm_for_run(run.path, components, data_dir, log=log) if sampler == "gmm" else None
+    gen = torch.Generator(device=run.model.device).manual_seed(run.config.seed)
+    n = min(n, len(data.test_x))
+    with torch.no_grad():
+        x = torch.cat([run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm)))
+                       for i in range(0, n, 1000)])
+    out = generation_metrics(x, data, run.config.seed, log)
+    return {**out, "generation_sampler": sampler}
 
 
 def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> str | None:

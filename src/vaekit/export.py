@@ -5,6 +5,7 @@ another (e.g. TorchScript) is one more entry.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -46,10 +47,8 @@ class DecoderGraph(nn.Module):
 
 
 def _need_onnx() -> None:
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it to write the file)
-    except ImportError:
-        raise VaekitError("--format onnx needs the onnx package: pip install -e '.[onnx]'") from None
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it to write the file
+        raise VaekitError("--format onnx needs the onnx package: pip install -e '.[onnx]'")
 
 
 def _onnx(run: Run, out: Path) -> list[Path]:

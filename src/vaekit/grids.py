@@ -71,10 +71,13 @@ def _need_images(model: LatentModel, what: str) -> None:
         )
 
 
-def sample_grid(model: LatentModel, n: int = 64, seed: int = 0) -> np.ndarray:
-    """n decoded draws from the prior as one picture."""
+def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | None = None) -> np.ndarray:
+    """n decoded draws from the prior as one picture (or the given ``codes``, decoded)."""
     _need_images(model, "sample grid")
-    check_grid(n, model.data_shape)
+    check_grid(n if codes is None else len(codes), model.data_shape)
+    if codes is not None:
+        with torch.no_grad():
+            return image_grid(model.mean(model.decode(codes)))
     gen = torch.Generator(device=model.device).manual_seed(seed)
     return image_grid(model.sample(n, generator=gen))
 

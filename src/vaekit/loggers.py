@@ -7,6 +7,7 @@ numbers from the generators training uses, so a logged run and an unlogged one a
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,10 +36,8 @@ class TensorBoard:
 
     @staticmethod
     def check() -> None:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'") from None
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
 
     def __init__(self, run_dir: Path, first_epoch: int, seed: int) -> None:
         from torch.utils.tensorboard import SummaryWriter

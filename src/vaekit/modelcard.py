@@ -25,6 +25,9 @@ DEFINITIONS = {
     "elbo_bits_per_dim": "loss / (number of data dimensions x ln 2): a bound, above bits_per_dim",
     "active_units": "latent dimensions whose posterior mean varies across test examples (Cov > 0.01)",
     "mse_mean": "mean over test examples of the summed squared error of the reconstruction (posterior mean)",
+    "fid": "Frechet distance between feature Gaussians of generated and test examples (lower is better)",
+    "precision": "share of generated examples inside the test examples' 3-NN balls in feature space",
+    "recall": "share of test examples inside the generated examples' 3-NN balls in feature space",
 }
 
 

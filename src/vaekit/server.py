@@ -7,6 +7,7 @@ folder's own files, which are resolved and kept inside the folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import stat
@@ -29,17 +30,19 @@ HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 def _need_web_stack() -> None:
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise VaekitError(f"vaekit serve needs the web extra ({e.name} is missing): pip install -e '.[serve]'") from None
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise VaekitError(f"vaekit serve needs the web extra ({missing[0]} is missing): pip install -e '.[serve]'")
 
 
-def create_app(explorers: list[Explorer]) -> Any:
-    """The Starlette app over loaded runs (``explorers[i]`` answers under /api/i/)."""
+def create_app(explorers: list[Explorer], host: str = "127.0.0.1") -> Any:
+    """The Starlette app over loaded runs (``explorers[i]`` answers under /api/i/). Requests must name
+    this machine (or ``host``) in their Host header, so a web page cannot reach the explorer through
+    a rebound DNS name."""
     _need_web_stack()
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -125,7 +128,9 @@ def create_app(explorers: list[Explorer]) -> Any:
         Route("/runs/{run}/{path:path}", run_file),
         Route("/{name}", asset),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: failed})
+    hosts = ["*"] if host in ("0.0.0.0", "::", "") else ["127.0.0.1", "localhost", "::1", "[::1]", "testserver", host]
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: failed},
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
 
 
 def _inside(root: Path, relative: str) -> Path | str:
@@ -181,7 +186,7 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
         explorers = [Explorer(d, data_dir) for d in run_dirs]
         for e in explorers:
             e.map_points()  # the codes are computed before the first visitor waits for them
-        app = create_app(explorers)
+        app = create_app(explorers, host)
         actual = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         if host not in ("127.0.0.1", "localhost", "::1"):

@@ -1,0 +1,140 @@
+"""Where generated codes come from: the model's prior, or a Gaussian mixture fitted to the training
+codes after training ("ex-post density estimation", Ghosh et al. 2020). The mixture follows the
+codes the decoder was trained on, so its samples are more typical than the prior's where the
+aggregate posterior does not fill N(0, I), and it is the only way an AE generates at all.
+
+The fitted mixture lives in the run folder as ``sampler_gmm.safetensors``: its weights, means and
+Cholesky factors as tensors, its settings as JSON metadata (no pickle), checked when read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import RunFolderError, VaekitError
+
+GMM_FILE = "sampler_gmm.safetensors"
+DEFAULT_COMPONENTS = 10
+SAMPLERS = ("prior", "gmm")
+
+
+@dataclass
+class GaussianMixture:
+    """A full-covariance Gaussian mixture over latent codes (float64)."""
+
+    weights: Tensor  # (K,)
+    means: Tensor  # (K, d)
+    chol: Tensor  # (K, d, d), lower-triangular factors of the covariances
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n codes, float32, on the generator's device (the CPU by default)."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        k = torch.multinomial(self.weights.to(device), n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, 1, generator=generator, device=device, dtype=torch.float64)
+        z = self.means.to(device)[k] + (self.chol.to(device)[k] @ eps).squeeze(-1)
+        return z.float()
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log density of each row of z under the mixture."""
+        z = z.double()
+        diff = z[:, None, :] - self.means[None]  # (n, K, d)
+        sol = torch.linalg.solve_triangular(self.chol[None].expand(len(z), -1, -1, -1), diff[..., None],
+                                            upper=False).squeeze(-1)
+        logdet = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
+        per = -0.5 * (sol ** 2).sum(-1) - logdet - 0.5 * self.dim * math.log(2 * math.pi)
+        return torch.logsumexp(per + torch.log(self.weights), dim=-1)
+
+    def save(self, path: Path) -> None:
+        from .checkpoint import _save_tensors
+
+        _save_tensors(path, {"weights": self.weights, "means": self.means, "chol": self.chol},
+                      {"kind": "vaekit-gmm-sampler", "info": json.dumps(self.info)})
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> GaussianMixture:
+        """Read and check a saved mixture for codes of ``dim`` dimensions."""
+        from .checkpoint import _read_tensors, untrusted
+
+        tensors, meta = _read_tensors(path)
+        with untrusted(path, "GMM sampler file"):
+            if meta.get("kind") != "vaekit-gmm-sampler" or set(tensors) != {"weights", "means", "chol"}:
+                raise RunFolderError(f"{path}: not a vaekit GMM sampler file")
+            w, mu, chol = (tensors[k].double() for k in ("weights", "means", "chol"))
+            k = len(w)
+            ok = (w.ndim == 1 and mu.shape == (k, dim) and chol.shape == (k, dim, dim) and k >= 1
+                  and all(bool(t.isfinite().all()) for t in (w, mu, chol)) and bool((w > 0).all())
+                  and abs(float(w.sum()) - 1) < 1e-6 and bool((torch.diagonal(chol, dim1=-2, dim2=-1) > 0).all()))
+            if not ok:
+                raise RunFolderError(f"{path}: its mixture does not fit this model's {dim}-d codes or is damaged; "
+                                     "delete it and sample again to refit")
+            info = json.loads(meta.get("info", "{}"))
+        return cls(w, mu, torch.tril(chol), info if isinstance(info, dict) else {})
+
+
+def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> GaussianMixture:
+    """Fit a full-covariance mixture to codes (rows) by EM (scikit-learn), reproducibly."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    x = codes.detach().double().cpu().numpy()
+    if len(x) < 2 * components:
+        raise VaekitError(f"--components {components}: {len(x)} training codes are too few to fit that many")
+    gm = SkGMM(n_components=components, covariance_type="full", reg_covar=1e-6, max_iter=300, random_state=seed)
+    gm.fit(x)
+    cov = torch.from_numpy(gm.covariances_)
+    chol = torch.linalg.cholesky(cov)
+    return GaussianMixture(torch.from_numpy(gm.weights_) / float(gm.weights_.sum()), torch.from_numpy(gm.means_),
+                           chol, {"components": components, "codes": len(x), "seed": seed,
+                                  "train_mean_log_likelihood": float(gm.score(x)), "converged": bool(gm.converged_)})
+
+
+def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_dir: str | None = None,
+                refit: bool = False, log: Any = print) -> GaussianMixture:
+    """The run's fitted mixture: read from the run folder, or fitted on the training codes (posterior
+    means) and saved there when absent, when ``refit``, or when it has another number of components."""
+    from .checkpoint import load_run
+    from .evaluate import latent_means, run_data
+    from .runlock import run_lock
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    path = run_dir / GMM_FILE
+    if path.exists() and not refit:
+        gmm = GaussianMixture.load(path, run.model.latent_dim)
+        if len(gmm.weights) == components:
+            return gmm
+    data = run_data(run, data_dir, progress=False)
+    run.model.train(False)
+    with torch.no_grad():
+        codes = latent_means(run.model, data, "train")
+    gmm = fit_gmm(codes, components, run.config.seed)
+    with run_lock(run_dir, "sample"):
+        gmm.save(path)
+    log(f"fitted a {components}-component Gaussian mixture to {len(codes):,} training codes; saved as {path}")
+    return gmm
+
+
+def sample_codes(model: Any, n: int, sampler: str = "prior", generator: torch.Generator | None = None,
+                 gmm: GaussianMixture | None = None) -> Tensor:
+    """n latent codes from the prior or from the fitted mixture, on the model's device."""
+    if sampler == "prior":
+        return model.prior.sample(n, model, generator)
+    if sampler == "gmm":
+        if gmm is None:
+            raise VaekitError("--sampler gmm: no fitted mixture given")
+        cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
+                                                                device=generator.device).item())) \
+            if generator is not None else None
+        return gmm.sample(n, cpu).to(model.device)
+    raise VaekitError(f"--sampler {sampler}: unknown; choose from {', '.join(SAMPLERS)}")

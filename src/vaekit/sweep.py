@@ -1,0 +1,105 @@
+"""``vaekit sweep --beta 0.5,1,2,4``: seed 003's beta-VAE exercise as one command. One run per value
+in OUT/beta-<value>/, trained one after another (a run already complete is kept, a stopped one is
+resumed, so an interrupted sweep continues where it stopped), then one table of what beta trades:
+the negative ELBO (beta = 1), its parts, active units, FID / precision / recall of prior samples and
+the linear-probe accuracy of the codes; and one figure of samples per value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .checkpoint import is_run_folder, load_run, read_history
+from .config import RunConfig
+from .errors import ConfigError
+from .files import atomic_write, strict_json
+
+COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
+           ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{}"), ("nll_iwae", "IWAE NLL", "{:.2f}"),
+           ("fid", "FID", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+           ("linear_accuracy", "probe acc.", "{:.3f}")]
+
+
+def parse_values(text: str) -> list[float]:
+    """'0.5,1,2,4' -> [0.5, 1.0, 2.0, 4.0]; each must be a finite number >= 0, no repeats."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--beta {text}: expected numbers separated by commas, e.g. 0.5,1,2,4") from None
+    if not values or any(not (v >= 0 and v < float("inf")) for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"--beta {text}: give distinct finite values >= 0, e.g. 0.5,1,2,4")
+    return values
+
+
+def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int = 100, generation_n: int = 2000,
+              data_dir: str | None = None, progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train (or finish) one run per beta and return one row of metrics per run; writes sweep.json,
+    sweep.md and samples-by-beta.png into ``out``."""
+    from .downstream import probe
+    from .evaluate import evaluate_run, run_data
+    from .train import fit
+
+    out = Path(out)
+    runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
+    for beta, path, cfg in runs:  # refuse a foreign folder before any training starts
+        if path.exists() and any(path.iterdir()) and not is_run_folder(path):
+            raise ConfigError(f"{path}: exists and is not a vaekit run; choose another --out")
+    rows = []
+    for i, (beta, path, cfg) in enumerate(runs, 1):
+        log(f"sweep {i}/{len(runs)}: beta = {beta:g} -> {path}")
+        done = read_history(path)[-1]["epoch"] if is_run_folder(path) and read_history(path) else 0
+        if not is_run_folder(path):
+            fit(cfg, path, progress=progress, log=log)
+        elif done < cfg.train.epochs:
+            fit(None, path, resume=True, progress=progress, log=log)
+        else:
+            log(f"  {path} has trained all {done} epochs; kept")
+        run = load_run(path)
+        data = run_data(run, data_dir, progress=False)
+        m = evaluate_run(path, data=data, iwae_k=iwae_k, progress=False,
+                         generation=run.model.variational, generation_n=generation_n)
+        row = {"beta": beta, "run": path.name, **{k: m.get(k) for k, _, _ in COLUMNS[1:]}}
+        if data.test_y is not None:
+            row["linear_accuracy"] = probe(run.model, data, seed=run.config.seed)["linear_accuracy"]
+        row["feature_space"] = m.get("feature_space")
+        rows.append(row)
+    atomic_write(out / "sweep.json", strict_json(rows, indent=2) + "\n")
+    atomic_write(out / "sweep.md", table(rows) + "\n")
+    _samples_figure(out, [(b, p) for b, p, _ in runs])
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The sweep as a Markdown table (a column appears only where some run has it)."""
+    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---:|" * len(cols)]
+    for r in rows:
+        cells = [fmt.format(r[k]) if r.get(k) is not None else "–" for k, _, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _samples_figure(out: Path, runs: list[tuple[float, Path]]) -> None:
+    from .grids import image_grid, label_rows, save_png
+
+    rows, names = [], []
+    for beta, path in runs:
+        model = load_run(path).model
+        if len(model.data_shape) != 3:
+            return  # vectors: no picture
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            rows.append(model.sample(10, generator=gen))
+        names.append(f"beta {beta:g}")
+    picture = image_grid(torch.cat(rows), ncol=10)
+    h = rows[0].shape[-2]
+    tile = h * max(1, -(-56 // max(rows[0].shape[-2:])))
+    save_png(label_rows(picture, names, tile), out / "samples-by-beta.png")
+
+
+def read_sweep(out: str | Path) -> list[dict[str, Any]]:
+    return json.loads((Path(out) / "sweep.json").read_text())

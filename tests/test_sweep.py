@@ -1,0 +1,38 @@
+"""`vaekit sweep --beta ...`: one run per value, a table whose KL falls as beta grows, a figure, and a
+sweep that continues where it stopped instead of training again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli as run
+
+FLAGS = ["--dataset", "digits", "--hidden", "64", "--latent-dim", "6", "--epochs", "6", "--batch-size", "64",
+         "--lr", "3e-3", "--iwae-k", "10", "--generation-n", "200", "--no-progress"]
+
+
+def test_a_beta_sweep_trades_kl_for_reconstruction_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = run("sweep", "--beta", "0.25,4", *FLAGS, "--out", str(out))
+    assert code == 0, err
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["beta"] for r in rows] == [0.25, 4.0]
+    low, high = rows
+    assert high["kl"] < low["kl"] and high["recon"] > low["recon"]  # what beta trades
+    assert high["active_units"] <= low["active_units"]
+    for r in rows:
+        assert r["fid"] > 0 and 0 <= r["precision"] <= 1 and r["linear_accuracy"] > 0.3
+    assert "| β |" in (out / "sweep.md").read_text() and (out / "samples-by-beta.png").stat().st_size > 0
+    assert json.loads((out / "beta-4" / "config.json").read_text())["objective"]["beta"] == 4.0
+    mtime = (out / "beta-4" / "model.safetensors").stat().st_mtime_ns
+    code, stdout, err = run("sweep", "--beta", "0.25,4", *FLAGS, "--out", str(out))
+    assert code == 0 and stdout.count("kept") == 2, stdout
+    assert (out / "beta-4" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("values", ["", "1,x", "1,1", "-1,2", "nan"])
+def test_bad_beta_lists_are_one_line_errors(values, tmp_path):
+    code, _, err = run("sweep", "--beta", values, *FLAGS, "--out", str(tmp_path / "s"))
+    assert code == 2 and "--beta" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

@@ -141,7 +141,7 @@ def test_only_regular_files_inside_the_run_folder_are_served(client, runs, tmp_p
     assert client.get("/runs/0/samples.png").headers["content-type"] == "image/png"
     assert client.get("/runs/0/history.jsonl").status_code == 200
     secret = run.parent / "secret.json"
-    secret.write_text("{}")
+    secret.write_text('{"TOPSECRET": 1}')
     (run / "link.json").symlink_to(secret)
     os.mkfifo(run / "pipe.json")
     try:
@@ -149,7 +149,7 @@ def test_only_regular_files_inside_the_run_folder_are_served(client, runs, tmp_p
                      ".lock", "%2Fetc%2Fpasswd", "plots/../../secret.json", "missing.png"]:
             r = client.get(f"/runs/0/{path}")
             assert r.status_code == 404, path
-            assert "secret" not in r.text or "outside" in r.text
+            assert "TOPSECRET" not in r.text
     finally:
         (run / "link.json").unlink()
         (run / "pipe.json").unlink()

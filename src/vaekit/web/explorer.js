@@ -234,7 +234,8 @@ class RunSection {
       ["loss", "recon", "kl", "nll_iwae", "bits_per_dim", "active_units"].forEach((k) => add(k, metrics[k]));
     } else if (history.length) {
       const last = history[history.length - 1];
-      ["test_loss", "test_recon", "test_kl"].forEach((k) => add(`${k} (epoch ${last.epoch})`, last[k]));
+      const keys = this.info.variational ? ["test_loss", "test_recon", "test_kl"] : ["test_recon"];
+      keys.forEach((k) => add(`${k} (epoch ${last.epoch})`, last[k]));
     }
     this.q(".metrics").innerHTML = rows.join("") || "<tr><td>no metrics yet</td></tr>";
   }

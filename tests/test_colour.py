@@ -84,3 +84,32 @@ def test_probe_and_anomaly_work_on_colour(colour_run: Path, tmp_path: Path) -> N
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["n_anomalous"] == 8 and 0 <= result["auroc"] <= 1
+
+
+def test_the_colour_model_exports_to_onnx_and_explores_in_colour(colour_run: Path, tmp_path: Path) -> None:
+    """The residual net and the logistic mixture's mean through ONNX, and the explorer's RGB pictures."""
+    import base64
+    import io
+
+    import torch
+
+    from vaekit.checkpoint import load_run
+    from vaekit.explore import Explorer
+
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    code, _, err = run_cli("export", str(colour_run), "--out", str(tmp_path / "onnx"))
+    assert code == 0, err
+    model = load_run(colour_run).model
+    x = torch.rand(3, *model.data_shape)
+    mu, logvar = model.encode(x)
+    enc = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx")).run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(enc[0], mu.detach().numpy(), rtol=1e-5, atol=1e-5)
+    z = torch.randn(3, model.latent_dim)
+    params, mean = ort.InferenceSession(str(tmp_path / "onnx" / "decoder.onnx")).run(None, {"z": z.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(params, model.decode(z).numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(mean, model.mean(model.decode(z)).numpy(), rtol=1e-5, atol=1e-5)
+    e = Explorer(colour_run)
+    png = e.example(0)["decoded"]["png"].split(",", 1)[1]
+    with Image.open(io.BytesIO(base64.b64decode(png))) as im:
+        assert im.mode == "RGB" and im.size == (16, 16)

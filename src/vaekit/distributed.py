@@ -32,6 +32,7 @@ class Group:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (even as its only process): signals may come twice
 
     @property
     def active(self) -> bool:
@@ -66,7 +67,7 @@ def from_environment() -> Group:
                           "numbers torchrun sets; unset them or start vaekit with torchrun") from None
     if not (world >= 1 and 0 <= rank < world and local >= 0):
         raise ConfigError(f"RANK={rank} of WORLD_SIZE={world} is not a place in the job; start vaekit with torchrun")
-    return Group(rank, world, local)
+    return Group(rank, world, local, launched=True)
 
 
 def device_for(group: Group, device: torch.device) -> torch.device:

@@ -177,7 +177,7 @@ class DiscretizedLogistic(Likelihood):
         for c in range(1, channels):
             expected[..., c, :, :] = self._coupled(means, coeffs, expected.clamp(-1, 1))[..., c, :, :]
         weights = torch.softmax(logits, dim=-3).unsqueeze(-3)
-        return ((weights * expected.clamp(-1, 1)).sum(-4) + 1) / 2
+        return (((weights * expected.clamp(-1, 1)).sum(-4) + 1) / 2).clamp(0, 1)  # rounding can leave [0, 1]
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {

@@ -56,7 +56,7 @@ class GaussianMixture:
         per = -0.5 * (sol ** 2).sum(-1) - logdet - 0.5 * self.dim * math.log(2 * math.pi)
         return torch.logsumexp(per + torch.log(self.weights), dim=-1)
 
-    def save(self, path: Path) -> None:
+    def write(self, path: Path) -> None:
         from .checkpoint import _save_tensors
 
         _save_tensors(path, {"weights": self.weights, "means": self.means, "chol": self.chol},
@@ -64,7 +64,7 @@ class GaussianMixture:
 
     @classmethod
     def load(cls, path: Path, dim: int) -> GaussianMixture:
-        """Read and check a saved mixture for codes of ``dim`` dimensions."""
+        """Read and check a written mixture for codes of ``dim`` dimensions."""
         from .checkpoint import _read_tensors, untrusted
 
         tensors, meta = _read_tensors(path)
@@ -120,7 +120,7 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
         codes = latent_means(run.model, data, "train")
     gmm = fit_gmm(codes, components, run.config.seed)
     with run_lock(run_dir, "sample"):
-        gmm.save(path)
+        gmm.write(path)  # atomically, through checkpoint._save_tensors
     log(f"fitted a {components}-component Gaussian mixture to {len(codes):,} training codes; saved as {path}")
     return gmm
 

@@ -1,4 +1,4 @@
-"""``vaekit sweep --beta 0.5,1,2,4``: seed 003's beta-VAE exercise as one command. One run per value
+"""``vaekit sweep --beta 0.5,1,2,4``: the beta-VAE exercise as one command. One run per value
 in OUT/beta-<value>/, trained one after another (a run already complete is kept, a stopped one is
 resumed, so an interrupted sweep continues where it stopped), then one table of what beta trades:
 the negative ELBO (beta = 1), its parts, active units, FID / precision / recall of prior samples and

@@ -254,7 +254,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
     deadline = None if max_minutes is None else time.perf_counter() + max_minutes * 60
     done = start.epoch
     loggers = Loggers(cfg.train.log if writer else [], run_dir, start.epoch + 1, cfg.seed)
-    with StopOnSignal(repeat_grace=3.0 if group.active else 0.0) as stop, contextlib.closing(loggers):
+    with StopOnSignal(repeat_grace=3.0 if group.launched else 0.0) as stop, contextlib.closing(loggers):
         try:
             for epoch in range(start.epoch + 1, cfg.train.epochs + 1):
                 beta = beta_at(cfg.objective, epoch)

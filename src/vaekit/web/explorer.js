@@ -189,7 +189,7 @@ class RunSection {
   }
 
   async startSamples() {
-    if (!this.info.variational) {  // seed 001's point: an AE's codes follow no known distribution
+    if (!this.info.variational) {  // an AE's codes follow no known distribution
       this.q(".samples-panel h3").textContent = "Decoded draws from N(0, I) (an autoencoder has no prior)";
     }
     const more = async () => {

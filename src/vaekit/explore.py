@@ -27,7 +27,7 @@ from .plots import slerp
 MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
 MAX_BATCH = 64  # images per request (samples, interpolation steps)
 CODE_LIMIT = 1e3  # |z| above this is no place a decoder was trained for: refused
-SLIDER_DIMS = 16  # sliders shown, the dimensions with the most KL first
+SLIDER_DIMS = 512  # sliders shown (one per dimension up to this), the dimensions with the most KL first
 
 
 class RequestError(ValueError):

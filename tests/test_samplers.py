@@ -91,3 +91,14 @@ def test_a_damaged_or_foreign_mixture_file_is_one_line(ae_run, tmp_path):
     (copy / GMM_FILE).write_bytes(b"\x00" * 3)
     code, _, err = run("sample", str(copy), "-n", "4", "--sampler", "gmm", "-o", str(tmp_path / "x.png"))
     assert code == 2 and GMM_FILE in err and not (tmp_path / "x.png").exists()
+
+
+def test_a_hierarchy_samples_through_a_mixture_over_all_its_layers(tmp_path):
+    cfg = RunConfig(seed=1, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(kind="hvae", hidden=[32, 16], latent_dims=[5, 3], block_width=16),
+                    train=TrainConfig(epochs=2, batch_size=64, lr=3e-3))
+    path = fit(cfg, tmp_path / "h", **QUIET).path
+    code, out, err = run("sample", str(path), "-n", "9", "--sampler", "gmm", "--components", "2",
+                         "-o", str(tmp_path / "h.png"))
+    assert code == 0, err
+    assert GaussianMixture.load(path / GMM_FILE, 8).dim == 8  # the codes of both layers, 5 + 3

@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with N data-parallel processes on this machine (runs torchrun; see README, Scaling out)")
     t.set_defaults(func=cmd_train)
 
-    e = _sub(sub, "evaluate", help="test-split negative ELBO per example (beta = 1)", parents=common)
+    e = _sub(sub, "evaluate", help="test-split negative ELBO per example (beta = 1), IWAE NLL; FID etc. with --generation", parents=common)
     e.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     e.add_argument("--json", action="store_true", help="print one JSON object (strict JSON)")
     e.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K", help="gmm: mixture components")
     e.set_defaults(func=cmd_evaluate)
 
-    s = _sub(sub, "sample", help="decode draws from the prior into a PNG grid (or .npy)", parents=common)
+    s = _sub(sub, "sample", help="decode draws from the prior (or a fitted mixture) into a PNG grid (or .npy)", parents=common)
     s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     s.add_argument("-n", type=int_in(1, MAX_COUNT), default=64, help="number of samples (default 64)")
     s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",

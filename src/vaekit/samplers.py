@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -22,7 +22,6 @@ from .errors import RunFolderError, VaekitError
 
 GMM_FILE = "sampler_gmm.safetensors"
 DEFAULT_COMPONENTS = 10
-SAMPLERS = ("prior", "gmm")
 
 
 @dataclass
@@ -125,16 +124,26 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     return gmm
 
 
+def _from_prior(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None) -> Tensor:
+    return model.prior.sample(n, model, generator)
+
+
+def _from_mixture(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None) -> Tensor:
+    if gmm is None:
+        raise VaekitError("--sampler gmm: no fitted mixture given")
+    cpu = None  # the mixture draws on the CPU, seeded from the caller's generator
+    if generator is not None:
+        cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
+                                                              device=generator.device).item()))
+    return gmm.sample(n, cpu).to(model.device)
+
+
+SAMPLER_FUNCTIONS: dict[str, Callable[..., Tensor]] = {"prior": _from_prior, "gmm": _from_mixture}
+
+
 def sample_codes(model: Any, n: int, sampler: str = "prior", generator: torch.Generator | None = None,
                  gmm: GaussianMixture | None = None) -> Tensor:
-    """n latent codes from the prior or from the fitted mixture, on the model's device."""
-    if sampler == "prior":
-        return model.prior.sample(n, model, generator)
-    if sampler == "gmm":
-        if gmm is None:
-            raise VaekitError("--sampler gmm: no fitted mixture given")
-        cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
-                                                                device=generator.device).item())) \
-            if generator is not None else None
-        return gmm.sample(n, cpu).to(model.device)
-    raise VaekitError(f"--sampler {sampler}: unknown; choose from {', '.join(SAMPLERS)}")
+    """n latent codes from the named sampler (``SAMPLER_FUNCTIONS``), on the model's device."""
+    if sampler not in SAMPLER_FUNCTIONS:
+        raise VaekitError(f"--sampler {sampler}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
+    return SAMPLER_FUNCTIONS[sampler](model, n, generator, gmm)

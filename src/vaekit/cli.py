@@ -264,21 +264,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .files import write_via_buffer
     from .grids import sample_grid, save_png
     from .models import check_batch_budget
+    from .samplers import gmm_for_run, sample_codes
 
     run = load_run(args.run_dir, args.device)
     check_batch_budget(run.model, args.n, f"sample -n {args.n}")
-    codes = None
-    if args.sampler == "gmm":
-        from .samplers import gmm_for_run, sample_codes
-
-        gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit)
-        gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-        codes = sample_codes(run.model, args.n, "gmm", gen, gmm)
+    gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
+    gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
+    codes = sample_codes(run.model, args.n, args.sampler, gen, gmm)
     if args.o.suffix == ".npy":
-        gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
         with torch.no_grad():
-            values = (run.model.sample(args.n, generator=gen) if codes is None else
-                      run.model.mean(run.model.decode(codes))).cpu().numpy()
+            values = run.model.mean(run.model.decode(codes)).cpu().numpy()
         write_via_buffer(args.o, lambda buf: np.save(buf, values))
     else:
         save_png(sample_grid(run.model, args.n, args.seed, codes), args.o)

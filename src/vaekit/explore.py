@@ -22,7 +22,7 @@ import torch
 from .checkpoint import load_run, read_history
 from .errors import VaekitError
 from .figures import RunView
-from .plots import slerp
+from .plots import principal_plane, slerp
 
 MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
 MAX_BATCH = 64  # images per request (samples, interpolation steps)
@@ -115,12 +115,9 @@ class Explorer:
     @cached_property
     def _plane(self) -> tuple[torch.Tensor, torch.Tensor, str]:
         """The map's coordinates: the code itself for a 2-d latent, else its top two principal directions."""
-        codes = self._examples[1].double()
         if self.latent_dim == 2:
             return torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64), "latent dimensions 1 and 2"
-        center = codes.mean(0)
-        _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
-        return center, v[:2], "principal components 1 and 2 of the test codes"
+        return (*principal_plane(self._examples[1]), "principal components 1 and 2 of the test codes")
 
     @cached_property
     def kl_order(self) -> tuple[list[int], list[float] | None]:

@@ -76,10 +76,8 @@ class RunView:
 
     def principal_plane(self) -> tuple[torch.Tensor, torch.Tensor, tuple[str, str]]:
         """Center and the top two principal directions of the test codes (for > 2-d latents)."""
-        codes = self.surface_codes.double()
-        center = codes.mean(0)
-        _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
-        return center.float(), v[:2].float(), ("principal direction 1", "principal direction 2")
+        center, axes = plots.principal_plane(self.surface_codes)
+        return center.float(), axes.float(), ("principal direction 1", "principal direction 2")
 
 
 def _curves(v: RunView) -> Figure | None:

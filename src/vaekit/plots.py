@@ -272,6 +272,14 @@ def error_histogram(errors: Tensor | np.ndarray, title: str = "per-example recon
     return fig
 
 
+def principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre (d,) and the top two principal directions (2, d) of the rows of ``codes``, in float64."""
+    codes = codes.double()
+    center = codes.mean(0)
+    _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
+    return center, v[:2]
+
+
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     """Spherical interpolation between a and b (falls back to linear when they are parallel)."""
     omega = torch.arccos(torch.clamp((a / a.norm()) @ (b / b.norm()), -1.0, 1.0))

@@ -104,9 +104,10 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def objective_gradcheck(model, x, cfg, names: list[str], beta: float = 0.7) -> bool:
+def objective_gradcheck(model, x, cfg, names: list[str], beta: float = 0.7, y=None) -> bool:
     """Finite differences (float64) against autograd for the objective ``cfg`` names, with respect to
-    the model parameters ``names``; the noise is drawn from the same seed on every call."""
+    the model parameters ``names`` (``y``: labels, for a conditional model); the noise is drawn from
+    the same seed on every call."""
     import torch
 
     from vaekit.objectives import get_objective
@@ -119,7 +120,7 @@ def objective_gradcheck(model, x, cfg, names: list[str], beta: float = 0.7) -> b
             self.model = model
 
         def forward(self, inputs):
-            return fn(self.model, inputs, beta, cfg, torch.Generator().manual_seed(7)).loss
+            return fn(self.model, inputs, beta, cfg, torch.Generator().manual_seed(7), y=y).loss
 
     wrapped = Objective()
     state = dict(wrapped.named_parameters())

@@ -41,9 +41,9 @@ def run_dirs(tmp_path_factory) -> list[str]:
         return given.split(",")
     root = tmp_path_factory.mktemp("browser")
     dirs = []
-    for name, kind, dim in [("vae", "vae", 4), ("ae", "ae", 2)]:
+    for name, kind, dim, conditional in [("vae", "vae", 4, False), ("ae", "ae", 2, True)]:  # a conditional AE
         cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
-                        model=ModelConfig(kind=kind, hidden=[64], latent_dim=dim),
+                        model=ModelConfig(kind=kind, hidden=[64], latent_dim=dim, conditional=conditional),
                         train=TrainConfig(epochs=4, batch_size=64, lr=3e-3))
         dirs.append(str(fit(cfg, root / name, progress=False, log=lambda s: None).path))
     return dirs
@@ -163,3 +163,18 @@ def test_a_bad_request_from_the_page_shows_its_reason(page):
     run.locator(".interp-go").click()
     page.wait_for_function("document.getElementById('status').className === 'error'", timeout=20_000)
     assert "a: 999999 is outside" in page.locator("#status").inner_text()
+
+
+def test_a_conditional_run_decodes_the_class_picked(page, run_dirs):
+    if os.environ.get("VAEKIT_SERVE_RUNS"):
+        pytest.skip("the given runs are not the default conditional pair")
+    plain, conditional = page.locator("section.run").nth(0), page.locator("section.run").nth(1)
+    assert plain.locator(".class-row").is_hidden() and conditional.locator(".class-row").is_visible()
+    assert conditional.locator(".class-pick option").count() == 10
+    first = "section.run:nth-of-type(2) .samples-out img"
+    page.wait_for_selector(first, timeout=20_000)
+    before = _src(page, first)
+    current = conditional.locator(".class-pick").input_value()
+    conditional.locator(".class-pick").select_option(str((int(current) + 5) % 10))
+    _changes(page, first, before)
+    assert not page.errors, page.errors

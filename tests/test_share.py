@@ -29,6 +29,7 @@ MODELS = {
     "ae": ModelConfig(kind="ae", hidden=[32], latent_dim=3),
     "hvae": ModelConfig(kind="hvae", hidden=[32, 16], latent_dims=[5, 3], block_width=16),
     "vae-conv-gaussian": ModelConfig(arch="conv", hidden=[8, 16], latent_dim=4, likelihood="gaussian", learn_sigma=True),
+    "cvae-conv": ModelConfig(arch="conv", hidden=[8, 16], latent_dim=3, conditional=True),
 }
 
 
@@ -42,16 +43,19 @@ def test_onnx_graphs_match_pytorch_at_any_batch_size(name, tmp_path):
     model = load_run(path).model
     for batch in (1, 7):  # traced with 2 rows: the batch axis must be dynamic
         x = torch.rand(batch, *model.data_shape)
-        enc = ort.InferenceSession(str(path / "onnx" / "encoder.onnx")).run(None, {"x": x.numpy()})
-        mu, logvar = model.encode(x)
+        y = torch.randint(10, (batch,)) if model.classes else None  # a conditional model's labels: int64 input y
+        labels = {"y": y.numpy()} if model.classes else {}
+        assert ("conditional" in info) == bool(model.classes)
+        enc = ort.InferenceSession(str(path / "onnx" / "encoder.onnx")).run(None, {"x": x.numpy(), **labels})
+        mu, logvar = model.encode(x, y)
         want = [mu] if logvar is None else [mu, logvar]
         assert len(enc) == len(want) == len(info["encoder"]["outputs"])
         for got, ref in zip(enc, want):
             np.testing.assert_allclose(got, ref.detach().numpy(), rtol=1e-5, atol=1e-5)
         z = torch.randn(batch, model.latent_dim)
-        params, mean = ort.InferenceSession(str(path / "onnx" / "decoder.onnx")).run(None, {"z": z.numpy()})
+        params, mean = ort.InferenceSession(str(path / "onnx" / "decoder.onnx")).run(None, {"z": z.numpy(), **labels})
         with torch.no_grad():
-            ref_params = model.decode(z)
+            ref_params = model.decode(z, y)
             np.testing.assert_allclose(params, ref_params.numpy(), rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(mean, model.mean(ref_params).numpy(), rtol=1e-5, atol=1e-5)
 

@@ -59,6 +59,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
      dict(action="store_true", default=None, help="also log to TensorBoard in RUN_DIR/tensorboard (= --log tensorboard)")),
     ("--log", "train.log", dict(metavar="NAME,NAME", help="loggers besides history.jsonl: tensorboard")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
+    ("--conditional", lambda v: {"model.conditional": True},
+     dict(action="store_true", default=None, help="a conditional VAE/AE: encoder and decoder see the class label "
+                                                   "(labelled data; sample a class with `vaekit sample --label C`)")),
     ("--prior", "model.prior", dict(choices=["normal", "vamp"],
                                     help="p(z): standard normal, or the VampPrior (a mixture over learned pseudo-inputs)")),
     ("--pseudo-inputs", "model.pseudo_inputs", dict(type=int, metavar="N", help="vamp: number of pseudo-inputs")),
@@ -226,6 +229,7 @@ def format_metrics(m: dict[str, Any]) -> str:
         (f"FID ({m.get('generation_sampler')} samples)", "fid", f"n = {m.get('generation_n')}, lower is better"),
         ("  precision", "precision", "share of samples near real examples"),
         ("  recall", "recall", "share of real examples near samples"),
+        ("  class accuracy", "class_accuracy", "share of samples the feature net calls the class asked for"),
     ]
     lines = [f"{m.get('model', '').upper()} on {m.get('dataset', '')}, test split, n = {m['n']}, "
              f"epoch {m.get('epoch', '?')}"]
@@ -241,6 +245,9 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
     if "feature_space" in m:
         lines.append(f"  generation metrics measured in the features of {m['feature_space']}")
+    if m.get("conditional_classes"):
+        lines.append(f"  conditional model ({m['conditional_classes']} classes): each example's label is given, so the "
+                     "bounds are on log p(x | y)")
     return "\n".join(lines)
 
 
@@ -257,27 +264,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import math
+
     import numpy as np
     import torch
 
     from .checkpoint import load_run
     from .files import write_via_buffer
-    from .grids import sample_grid, save_png
+    from .grids import class_rows, sample_grid, save_png
     from .models import check_batch_budget
     from .samplers import gmm_for_run, sample_codes
 
     run = load_run(args.run_dir, args.device)
-    check_batch_budget(run.model, args.n, f"sample -n {args.n}")
+    classes, n, ncol, what = run.model.classes, args.n, None, args.sampler
+    if args.label is not None and not classes:
+        raise VaekitError(f"--label {args.label}: {args.run_dir} is not a conditional model (train it with --conditional)")
+    if args.label is not None and args.label >= classes:
+        raise VaekitError(f"--label {args.label}: this model knows classes 0..{classes - 1}")
+    if classes and args.label is None:  # one row per class, each column one z
+        ncol = math.ceil(n / classes)
+        n = ncol * classes
+    check_batch_budget(run.model, n, f"sample -n {n}")
     gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-    codes = sample_codes(run.model, args.n, args.sampler, gen, gmm)
+    if ncol:
+        codes, y = class_rows(run.model, sample_codes(run.model, ncol, args.sampler, gen, gmm))
+        what += f"; {ncol} per class, class by class"
+    else:
+        codes = sample_codes(run.model, n, args.sampler, gen, gmm)
+        y = None if args.label is None else torch.full((n,), args.label, dtype=torch.long, device=codes.device)
+        what += "" if args.label is None else f"; class {args.label}"
     if args.o.suffix == ".npy":
         with torch.no_grad():
-            values = run.model.mean(run.model.decode(codes)).cpu().numpy()
+            values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()
         write_via_buffer(args.o, lambda buf: np.save(buf, values))
     else:
-        save_png(sample_grid(run.model, args.n, args.seed, codes), args.o)
-    print(f"wrote {args.n} sample{'s' if args.n != 1 else ''} ({args.sampler}) to {args.o}")
+        save_png(sample_grid(run.model, n, args.seed, codes, y, ncol), args.o)
+    print(f"wrote {n} sample{'s' if n != 1 else ''} ({what}) to {args.o}")
     return 0
 
 
@@ -290,12 +313,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .grids import reconstruction_grid, save_png
 
     view = open_run(args.run_dir, data_dir=args.data_dir, device=args.device)
-    x = view.test_x(args.n)
+    x, y = view.test_x(args.n), view.test_y(args.n)
     if args.o.suffix == ".npy":  # (2, n, ...): the inputs, then their reconstructions
-        pair = torch.stack([x, view.model.reconstruct(x)]).cpu().numpy()
+        pair = torch.stack([x, view.model.reconstruct(x, y)]).cpu().numpy()
         write_via_buffer(args.o, lambda buf: np.save(buf, pair))
     else:
-        save_png(reconstruction_grid(view.model, x), args.o)
+        save_png(reconstruction_grid(view.model, x, y=y), args.o)
     print(f"wrote {len(x)} test examples and their reconstructions to {args.o}")
     return 0
 
@@ -386,6 +409,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
               f"{args.k}-NN accuracy {result['knn_accuracy']:.4f} (chance {result['chance']:.4f}); "
               f"fitted on {result['n_train']} train codes, scored on {result['n_test']} test codes; "
               f"confusion matrix in {out}")
+        if "note" in result:
+            print(f"note: {result['note']}")
     return 0
 
 
@@ -612,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
                    help="gmm: mixture components (default 10)")
     s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")
+    s.add_argument("--label", type=int_in(0, 10**4), metavar="C",
+                   help="a conditional model (--conditional): draw class C (default: one row per class)")
     s.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.set_defaults(func=cmd_sample)

@@ -22,6 +22,7 @@ FORMAT_VERSION = 1
 MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
 MAX_IMAGE_SIZE = 8192
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CLASSES = 10_000  # a conditional model's label one-hot is this wide at most
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
@@ -45,7 +46,7 @@ class DataConfig:
 class ModelConfig:
     """The generative model: architecture, latent size and observation model p(x|z)."""
 
-    kind: str = "vae"  # vae | ae
+    kind: str = "vae"  # vae | ae | hvae
     arch: str = "mlp"  # mlp | conv | resnet
     hidden: list[int] = field(default_factory=lambda: [400, 400])  # MLP widths, or conv/resnet channels per stage
     res_blocks: int = 1  # resnet: residual blocks per stage
@@ -59,6 +60,8 @@ class ModelConfig:
     latent_dims: list[int] = field(default_factory=list)  # hvae: latent layers, bottom first (e.g. [64, 32])
     block_width: int = 256  # hvae: width of each latent layer's blocks
     pseudo_inputs: int = 500  # vamp: number of learned pseudo-inputs
+    conditional: bool = False  # a conditional model p(x|z,y), q(z|x,y): encoder and decoder see the class label
+    classes: int = 0  # conditional: number of classes (0: taken from the data's labels when training starts)
 
 
 @dataclass
@@ -184,6 +187,12 @@ class RunConfig:
             (1 <= m.block_width <= MAX_WIDTH, "model.block_width", m.block_width, f"must be in 1..{MAX_WIDTH}"),
             (not m.latent_dims or m.kind == "hvae", "model.latent_dims", m.latent_dims,
              "applies to --model hvae only (one-layer models take --latent-dim)"),
+            (0 <= m.classes <= MAX_CLASSES, "model.classes", m.classes, f"must be in 0..{MAX_CLASSES}"),
+            (m.conditional or not m.classes, "model.classes", m.classes, "applies to --conditional models only"),
+            (not m.conditional or m.kind in ("vae", "ae"), "model.conditional", m.conditional,
+             f"applies to --model vae or ae (not {show(m.kind)})"),
+            (not m.conditional or m.prior == "normal", "model.conditional", m.conditional,
+             "needs --prior normal (the VampPrior's pseudo-inputs have no class)"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),

@@ -28,6 +28,11 @@ def _split(data: Dataset, split: str) -> Tensor:
     return data.test_x if split == "test" else data.train_x
 
 
+def _labels(model: LatentModel, data: Dataset, split: str, start: int, stop: int) -> Tensor | None:
+    """The labels a conditional model is given for examples start..stop-1; None for other models."""
+    return data.label_slice(split, start, stop) if model.classes else None
+
+
 @torch.no_grad()
 def elbo_per_example(
     model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
@@ -44,9 +49,10 @@ def elbo_per_example(
     recons, kls, dims = [], [], []
     for start in range(0, len(stored), batch_size):
         x = data.features(stored[start : start + batch_size])
-        q = model.posterior(x)
+        y = _labels(model, data, split, start, start + len(x))
+        q = model.posterior(x, y)
         z = q.rsample(gen)
-        recons.append(model.likelihood.nll(model.decode(z), x))
+        recons.append(model.likelihood.nll(model.decode(z, y), x))
         per_dim = model.kl_per_dim(q)
         if per_dim is None:
             kls.append(model.kl(q, z))
@@ -76,7 +82,8 @@ def elbo_metrics(
 def latent_means(model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000) -> Tensor:
     """E[z|x] for every example of the split (the AE's code), shape (N, latent_dim)."""
     stored = _split(data, split)
-    return torch.cat([model.encode(data.features(stored[s : s + batch_size]))[0]
+    return torch.cat([model.encode(data.features(stored[s : s + batch_size]),
+                                   _labels(model, data, split, s, s + batch_size))[0]
                       for s in range(0, len(stored), batch_size)])
 
 
@@ -87,7 +94,7 @@ def reconstruction_errors(model: LatentModel, data: Dataset, split: str = "test"
     errors = []
     for s in range(0, len(stored), batch_size):
         x = data.features(stored[s : s + batch_size])
-        errors.append((model.reconstruct(x) - x).pow(2).flatten(1).mean(1))
+        errors.append((model.reconstruct(x, _labels(model, data, split, s, s + batch_size)) - x).pow(2).flatten(1).mean(1))
     return torch.cat(errors)
 
 
@@ -120,7 +127,7 @@ def iwae_nll(
               leave=False) as bar:
         for s in range(0, len(stored), batch_size):
             x = data.features(stored[s : s + batch_size])
-            out.append(-iwae_log_px(model, x, k, gen, max_rows).double())
+            out.append(-iwae_log_px(model, x, k, gen, max_rows, _labels(model, data, split, s, s + batch_size)).double())
             bar.update(len(x))
     return torch.cat(out)
 
@@ -162,6 +169,8 @@ def evaluate_model(
     codes = latent_means(model, data, "test", batch_size)
     metrics["active_units"] = active_units(codes)
     metrics["latent_dim"] = model.latent_dim
+    if model.classes:  # the bounds are on log p(x | y): each example's label is given
+        metrics["conditional_classes"] = model.classes
     layers = getattr(model, "dims", None)
     if layers:  # a hierarchy: KL and active units per latent layer, bottom first
         starts = [sum(layers[:i]) for i in range(len(layers))]
@@ -228,10 +237,12 @@ def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, 
     gmm = gmm_for_run(run.path, components, data_dir, log=log) if sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(run.config.seed)
     n = min(n, len(data.test_x))
-    with torch.no_grad():
-        x = torch.cat([run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm)))
+    with torch.no_grad():  # a conditional model generates the classes of the test examples it is compared with
+        x = torch.cat([run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm),
+                                                       _labels(run.model, data, "test", i, min(n, i + 1000))))
                        for i in range(0, n, 1000)])
-    out = generation_metrics(x, data, run.config.seed, log)
+    asked = data.label_slice("test", 0, n) if run.model.classes else None
+    out = generation_metrics(x, data, run.config.seed, log, asked)
     return {**out, "generation_sampler": sampler}
 
 

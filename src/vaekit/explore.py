@@ -139,6 +139,7 @@ class Explorer:
             "dims_by_kl": order[:SLIDER_DIMS], "kl": None if kl is None else kl[:SLIDER_DIMS],
             "class_names": list(class_names) if class_names else None, "note": self.note,
             "epochs": self.view.run.epoch, "variational": bool(self.model.variational),
+            "classes": int(self.model.classes), "default_label": self.view.surface_class if self.model.classes else None,
         }
 
     # -- the views ---------------------------------------------------------------------------------
@@ -153,17 +154,18 @@ class Explorer:
                 "bounds": [float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])],
                 "axes": title}
 
-    def decode_map(self, u: Any, v: Any) -> dict[str, Any]:
-        """Decode the map point (u, v): the code the map's plane puts there."""
+    def decode_map(self, u: Any, v: Any, label: Any = None) -> dict[str, Any]:
+        """Decode the map point (u, v): the code the map's plane puts there (as class ``label``, for a
+        conditional model)."""
         center, axes, _ = self._plane
         uv = torch.tensor([_float(u, "u"), _float(v, "v")], dtype=torch.float64)
         z = (center + uv @ axes).float()[None]
-        return {"code": z[0].tolist(), **self._payloads(self._decode(z))[0]}
+        return {"code": z[0].tolist(), **self._payloads(self._decode(z, self._labels(label, 1)))[0]}
 
-    def decode(self, code: Any) -> dict[str, Any]:
-        """Decode one latent code (a list of ``latent_dim`` numbers)."""
+    def decode(self, code: Any, label: Any = None) -> dict[str, Any]:
+        """Decode one latent code (a list of ``latent_dim`` numbers), as class ``label`` if conditional."""
         z = torch.tensor([_code(code, "code", self.latent_dim)])
-        return self._payloads(self._decode(z))[0]
+        return self._payloads(self._decode(z, self._labels(label, 1)))[0]
 
     def example(self, index: Any) -> dict[str, Any]:
         """A map point: its input, its code and the decoded code."""
@@ -171,7 +173,8 @@ class Explorer:
         x, codes, labels = self._examples
         out = {"index": i, "code": codes[i].tolist(), "label": None if labels is None else int(labels[i])}
         out["input"] = self._payloads(x[i: i + 1])[0]
-        out["decoded"] = self._payloads(self._decode(codes[i: i + 1]))[0]
+        y = None if labels is None or not self.model.classes else torch.tensor([int(labels[i])])
+        out["decoded"] = self._payloads(self._decode(codes[i: i + 1], y))[0]
         return out
 
     def interpolate(self, a: Any, b: Any, steps: Any = 8, mode: Any = "linear") -> dict[str, Any]:
@@ -180,18 +183,24 @@ class Explorer:
         k = _int(steps, "steps", 2, MAX_BATCH)
         if mode not in ("linear", "slerp"):
             raise RequestError(f"mode: expected 'linear' or 'slerp', got {json.dumps(mode)[:40]}")
-        codes = self._examples[1]
+        _, codes, labels = self._examples
         t = torch.linspace(0, 1, k, device=codes.device)
         za, zb = codes[i], codes[j]
         z = (1 - t)[:, None] * za + t[:, None] * zb if mode == "linear" else slerp(za, zb, t)
-        return {"mode": mode, "steps": self._payloads(self._decode(z))}
+        y = None
+        if self.model.classes and labels is not None:  # a conditional model: the two classes blended along the path
+            ends = torch.nn.functional.one_hot(torch.tensor([int(labels[i]), int(labels[j])]), self.model.classes)
+            y = (1 - t)[:, None] * ends[0].float() + t[:, None] * ends[1].float()
+        return {"mode": mode, "steps": self._payloads(self._decode(z, y))}
 
-    def samples(self, n: Any = 16, seed: Any = 0) -> dict[str, Any]:
-        """n draws from the model's full prior (top-down for a hierarchy), decoded to their means."""
+    def samples(self, n: Any = 16, seed: Any = 0, label: Any = None) -> dict[str, Any]:
+        """n draws from the model's full prior (top-down for a hierarchy), decoded to their means; a
+        conditional model draws class ``label`` (default: the classes in turn)."""
         k, s = _int(n, "n", 1, MAX_BATCH), _int(seed, "seed", 0, 2**31 - 1)
+        y = None if label is None else self._labels(label, k)
         gen = torch.Generator(device=self.model.device).manual_seed(s)
         with self._lock, torch.no_grad():
-            x = self.model.sample(k, generator=gen)
+            x = self.model.sample(k, generator=gen, y=y)
         return {"seed": s, "samples": self._payloads(x)}
 
     def curves(self) -> dict[str, Any]:
@@ -206,9 +215,22 @@ class Explorer:
         return {"history": history, "metrics": metrics}
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _labels(self, label: Any, n: int) -> torch.Tensor | None:
+        """n copies of a requested class (None: a conditional model's default class; refused for others)."""
+        if not self.model.classes:
+            if label is not None:
+                raise RequestError("label: this run is not conditional (it was trained without --conditional)")
+            return None
+        c = self.view.surface_class if label is None else _int(label, "label", 0, self.model.classes - 1)
+        return torch.full((n,), c, dtype=torch.long)
+
+    def _decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode codes of the pictures' latent space; ``y``: a conditional model's labels (default:
+        the surface's class)."""
         with self._lock, torch.no_grad():
             z = z.to(self.model.device, torch.float32)
+            if y is not None:
+                return self.model.mean(self.model.decode(z, y.to(self.model.device)))
             return self.surface.mean(self.surface.decode(z))
 
     def _payloads(self, x: torch.Tensor) -> list[dict[str, Any]]:

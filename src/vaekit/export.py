@@ -23,26 +23,27 @@ OPSET = 17
 
 
 class EncoderGraph(nn.Module):
-    """x -> posterior mean and log-variance (an AE: its code only)."""
+    """x (and a conditional model's int64 labels y) -> posterior mean and log-variance (an AE: its code only)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        mu, logvar = self.model.encode(x)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, ...]:
+        mu, logvar = self.model.encode(x, y)
         return (mu,) if logvar is None else (mu, logvar)
 
 
 class DecoderGraph(nn.Module):
-    """z -> the likelihood's parameters (e.g. Bernoulli logits) and the expected x."""
+    """z (and a conditional model's int64 labels y) -> the likelihood's parameters (e.g. Bernoulli
+    logits) and the expected x."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        params = self.model.decode(z)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        params = self.model.decode(z, y)
         return params, self.model.mean(params)
 
 
@@ -58,8 +59,10 @@ def _onnx(run: Run, out: Path) -> list[Path]:
     x = torch.rand(batch, *model.data_shape)
     z = torch.randn(batch, model.latent_dim)
     enc_out = ["mu", "logvar"] if model.variational else ["code"]
-    graphs = [("encoder", EncoderGraph(model), x, ["x"], enc_out), ("decoder", DecoderGraph(model), z, ["z"],
-                                                                      ["params", "mean"])]
+    labels = (torch.arange(batch) % model.classes,) if model.classes else ()
+    names = ["y"] if model.classes else []
+    graphs = [("encoder", EncoderGraph(model), (x, *labels), ["x", *names], enc_out),
+              ("decoder", DecoderGraph(model), (z, *labels), ["z", *names], ["params", "mean"])]
     written = []
     for name, graph, example, inputs, outputs in graphs:
         axes = {n: {0: "batch"} for n in inputs + outputs}
@@ -68,23 +71,26 @@ def _onnx(run: Run, out: Path) -> list[Path]:
         def write(buf, graph=graph, example=example, inputs=inputs, outputs=outputs, axes=axes) -> None:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(graph, (example,), buf, input_names=inputs, output_names=outputs,
+                torch.onnx.export(graph, example, buf, input_names=inputs, output_names=outputs,
                                   dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         try:
             write_via_buffer(path, write)
         except (RuntimeError, TypeError, ValueError) as e:  # an operator the exporter lacks, say
             raise VaekitError(f"{run.path}: the {name} could not be exported to ONNX ({str(e)[:200]})") from None
         written.append(path)
+    label_input = {"y": ["batch"]} if model.classes else {}
     info = {
         "format": "onnx", "opset": OPSET, "run": run.path.resolve().name, "epoch": run.epoch,
         "model": run.config.model.kind, "likelihood": run.config.model.likelihood,
-        "encoder": {"file": "encoder.onnx", "input": {"x": ["batch", *model.data_shape]},
+        "encoder": {"file": "encoder.onnx", "input": {"x": ["batch", *model.data_shape], **label_input},
                     "outputs": {n: ["batch", model.latent_dim] for n in enc_out},
                     "note": "x as vaekit feeds the model: float32, images scaled to [0, 1]"},
-        "decoder": {"file": "decoder.onnx", "input": {"z": ["batch", model.latent_dim]},
+        "decoder": {"file": "decoder.onnx", "input": {"z": ["batch", model.latent_dim], **label_input},
                     "outputs": {"params": ["batch", *model.param_shape], "mean": ["batch", *model.data_shape]},
                     "note": "params: the likelihood's parameters (e.g. Bernoulli logits); mean: the expected x"},
     }
+    if model.classes:
+        info["conditional"] = {"classes": model.classes, "y": "int64 class numbers 0..classes-1, one per row"}
     written.append(atomic_write(out / "export.json", json.dumps(info, indent=2) + "\n"))
     return written
 

@@ -53,6 +53,7 @@ class FeatureSpace:
     embed: Callable[[Tensor], Tensor]
     description: str
     test_accuracy: float | None
+    classify: Callable[[Tensor], Tensor] | None = None  # x -> class logits, where a classifier was trained
 
     def __call__(self, x: Tensor, batch: int = 1000) -> Tensor:
         with torch.no_grad():
@@ -78,7 +79,7 @@ def feature_space(data: Dataset, seed: int = 0, log: Callable[[str], None] = pri
     net.train(False)
     log(f"feature net: test accuracy {accuracy:.2%}")
     return FeatureSpace(net.features, f"a conv classifier trained on this data set (test accuracy {accuracy:.2%})",
-                        accuracy)
+                        accuracy, net)
 
 
 def _train(net: ConvFeatures, data: Dataset, seed: int) -> float:

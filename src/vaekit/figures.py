@@ -45,10 +45,21 @@ class RunView:
 
     @cached_property
     def surface(self):
-        """What the latent pictures show: the model, or for a hierarchy its top layer."""
+        """What the latent pictures show: the model, for a hierarchy its top layer, for a conditional
+        model the class of the first test example."""
+        from .models.base import FixedClass
         from .models.hvae import TopLayer
 
+        if self.model.classes:
+            return FixedClass(self.model, self.surface_class)
         return TopLayer(self.model) if getattr(self.model, "dims", None) else self.model
+
+    @property
+    def surface_class(self) -> int:
+        """The class a conditional model's latent pictures decode as: the first test example's (0 without data)."""
+        if not self.model.classes:
+            return -1
+        return int(self.data.test_y[0]) if self.data is not None and self.data.test_y is not None else 0
 
     @cached_property
     def surface_codes(self) -> torch.Tensor:
@@ -65,6 +76,10 @@ class RunView:
 
     def test_x(self, n: int) -> torch.Tensor:
         return self.data.features(self.data.test_x[:n])
+
+    def test_y(self, n: int) -> torch.Tensor | None:
+        """The first n test labels where the model is conditional on them, else None."""
+        return self.data.label_slice("test", 0, n) if self.model.classes else None
 
     def generator(self) -> torch.Generator:
         return torch.Generator(device=self.run.model.device).manual_seed(self.seed)
@@ -107,7 +122,7 @@ def _grid(v: RunView) -> Figure | None:
     else:
         center, basis, names = v.principal_plane()
     if v.model.variational:
-        return plots.latent_grid(v.surface, 15, 3.0, basis=basis, center=center, axis_names=names)
+        return _as_class(v, plots.latent_grid(v.surface, 15, 3.0, basis=basis, center=center, axis_names=names))
     codes = v.surface_codes.cpu().float()
     if v.grid_dims is not None or d <= 2:
         center = codes.median(0).values
@@ -116,14 +131,31 @@ def _grid(v: RunView) -> Figure | None:
     names = tuple(f"{n} - median code" for n in names)
     fig = plots.latent_grid(v.surface, 15, extent, basis=basis, center=center, axis_names=names)
     fig.axes[0].set_title(f"AE: decoded grid over the codes' range (99% within ±{extent:.3g} of their median)")
+    return _as_class(v, fig)
+
+
+def _as_class(v: RunView, fig: Figure) -> Figure:
+    """A conditional model's latent picture says which class it decodes as."""
+    if v.model.classes:
+        names = v.data.class_names
+        name = names[v.surface_class] if names and v.surface_class < len(names) else str(v.surface_class)
+        fig.axes[0].set_title(f"{fig.axes[0].get_title()}\ndecoded as class {v.surface_class} ({name})")
     return fig
 
 
 def _samples(v: RunView) -> Figure | None:
     prior = {"normal": "N(0, I)", "vamp": "the VampPrior", "hierarchical": "the top-down prior"}.get(
         getattr(v.model.prior, "name", ""), "the prior")
-    return plots.image_grid_figure(v.model.sample(64, v.generator()), f"samples: z ~ {prior}, decoded") \
-        if v.images else None
+    if not v.images:
+        return None
+    if v.model.classes:  # one row per class; each column decodes one z as every class
+        from .grids import class_rows
+
+        codes, y = class_rows(v.model, v.model.prior.sample(8, v.model, v.generator()))
+        with torch.no_grad():
+            images = v.model.mean(v.model.decode(codes, y))
+        return plots.image_grid_figure(images, f"samples: z ~ {prior}, one row per class, one z per column")
+    return plots.image_grid_figure(v.model.sample(64, v.generator()), f"samples: z ~ {prior}, decoded")
 
 
 def _real_vs_generated(v: RunView) -> Figure | None:
@@ -135,7 +167,7 @@ def _reconstructions(v: RunView) -> Figure | None:
         return None
     x = v.test_x(10)
     labels = None if v.labels is None else v.labels[:10]
-    return plots.reconstructions(x, v.model.reconstruct(x), labels)
+    return plots.reconstructions(x, v.model.reconstruct(x, v.test_y(10)), labels)
 
 
 def _error_histogram(v: RunView) -> Figure:
@@ -149,7 +181,8 @@ def _interpolation(v: RunView) -> Figure | None:
     j = 1
     if v.labels is not None:  # two examples of different classes make a more telling path
         j = int(np.argmax(v.labels != v.labels[0])) or 1
-    return plots.interpolation(v.model, x[0], x[j])
+    y = v.test_y(len(v.data.test_x))
+    return plots.interpolation(v.model, x[0], x[j], y_ab=None if y is None else (y[0], y[j]))
 
 
 def _traversals(v: RunView) -> Figure | None:
@@ -160,12 +193,12 @@ def _traversals(v: RunView) -> Figure | None:
     if v.model.variational:
         order = v.surface_kl or v.surface_codes.var(0).tolist()  # a mixture prior: by the codes' variance
         dims = sorted(dims, key=lambda d: -order[d])
-        return plots.traversals(v.surface, v.surface_codes.mean(0), dims[:8])
+        return _as_class(v, plots.traversals(v.surface, v.surface_codes.mean(0), dims[:8]))
     codes = v.surface_codes.cpu().float()
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
     dims = sorted(dims, key=lambda d: -float(hi[d] - lo[d]))[:8]
     spans = {d: np.linspace(float(lo[d]), float(hi[d]), 9) for d in dims}
-    return plots.traversals(v.surface, v.surface_codes.mean(0), dims, spans=spans)
+    return _as_class(v, plots.traversals(v.surface, v.surface_codes.mean(0), dims, spans=spans))
 
 
 PLOTS: dict[str, Callable[[RunView], Figure | None]] = {
@@ -246,7 +279,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, n: int =
             raise VaekitError(f"latent sizes differ ({a.model.latent_dim} vs {b.model.latent_dim}); "
                               "decoding the same z needs equal latent sizes")
         z = torch.randn(n, a.model.latent_dim, generator=torch.Generator().manual_seed(a.seed))
-        generated = [m.mean(m.decode(z)).detach().cpu().numpy() for m in models]
+        generated = [m.mean(m.decode(z, m.default_labels(n))).detach().cpu().numpy() for m in models]
     fig = plots.compare_latents(codes, generated, names, a.labels, a.data.class_names)
     plots.save_figure(fig, out)
     return {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}

@@ -58,13 +58,19 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = K_NEAREST) -> tuple[fl
 
 
 def generation_metrics(generated: Tensor, data: Dataset, seed: int = 0,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
+                       log: Callable[[str], None] = print, asked: Tensor | None = None) -> dict[str, Any]:
     """FID, precision and recall of ``generated`` (decoded means, the data's shape) against as many
-    test examples, in the data set's feature space."""
+    test examples, in the data set's feature space; with ``asked`` (the classes a conditional model
+    was asked for), also the share the feature net classifies as asked (``class_accuracy``)."""
     space = feature_space(data, seed, log)
     n = min(len(generated), len(data.test_x))
     real = space(data.features(data.test_x[:n]).float())
     fake = space(generated[:n].float())
     precision, recall = precision_recall(real, fake)
-    return {"fid": frechet_distance(real, fake), "precision": precision, "recall": recall, "generation_n": n,
-            "feature_space": space.description, "feature_net_accuracy": space.test_accuracy}
+    out = {"fid": frechet_distance(real, fake), "precision": precision, "recall": recall, "generation_n": n,
+           "feature_space": space.description, "feature_net_accuracy": space.test_accuracy}
+    if asked is not None and space.classify is not None:
+        with torch.no_grad():
+            got = torch.cat([space.classify(generated[i: i + 1000].float()).argmax(1) for i in range(0, n, 1000)])
+        out["class_accuracy"] = float((got.cpu() == asked[:n].cpu()).double().mean())
+    return out

@@ -71,21 +71,37 @@ def _need_images(model: LatentModel, what: str) -> None:
         )
 
 
-def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | None = None) -> np.ndarray:
-    """n decoded draws from the prior as one picture (or the given ``codes``, decoded)."""
+def class_rows(model: LatentModel, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Every code decoded as every class of a conditional model, class by class: (codes, labels) with
+    len(codes) * classes rows, so that a grid of len(codes) columns has one row per class and each
+    column keeps its z (its "style") across the classes."""
+    y = torch.arange(model.classes, device=codes.device).repeat_interleave(len(codes))
+    return codes.repeat(model.classes, 1), y
+
+
+def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | None = None,
+                y: Tensor | None = None, ncol: int | None = None) -> np.ndarray:
+    """n decoded draws from the prior as one picture (or the given ``codes``, decoded with labels ``y``).
+    A conditional model's draws are laid out one row per class (about n in all)."""
     _need_images(model, "sample grid")
-    check_grid(n if codes is None else len(codes), model.data_shape)
+    if codes is None and model.classes:
+        ncol = math.ceil(n / model.classes)
+        check_grid(ncol * model.classes, model.data_shape, ncol)
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        codes, y = class_rows(model, model.prior.sample(ncol, model, gen))
+    check_grid(n if codes is None else len(codes), model.data_shape, ncol)
     if codes is not None:
         with torch.no_grad():
-            return image_grid(model.mean(model.decode(codes)))
+            return image_grid(model.mean(model.decode(codes, y)), ncol=ncol)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     return image_grid(model.sample(n, generator=gen))
 
 
-def reconstruction_grid(model: LatentModel, x: Tensor, ncol: int = 8) -> np.ndarray:
-    """Rows of inputs, each followed by a row of their reconstructions, labelled on the left."""
+def reconstruction_grid(model: LatentModel, x: Tensor, ncol: int = 8, y: Tensor | None = None) -> np.ndarray:
+    """Rows of inputs, each followed by a row of their reconstructions, labelled on the left
+    (``y``: the inputs' labels, which a conditional model is given)."""
     _need_images(model, "reconstruction grid")
-    recon = model.reconstruct(x)
+    recon = model.reconstruct(x, y)
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start : start + ncol], recon[start : start + ncol]]

@@ -290,13 +290,20 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Figure:
-    """Decode the path between two examples' posterior means: linear and spherical."""
-    za, zb = model.encode(x_a[None])[0][0], model.encode(x_b[None])[0][0]
+def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10,
+                  y_ab: tuple[Tensor, Tensor] | None = None) -> Figure:
+    """Decode the path between two examples' posterior means: linear and spherical. A conditional
+    model is given the examples' labels ``y_ab``, and along the path a blend of the two classes."""
+    ya, yb = (None, None) if y_ab is None else (y_ab[0].reshape(1), y_ab[1].reshape(1))
+    za, zb = model.encode(x_a[None], ya)[0][0], model.encode(x_b[None], yb)[0][0]
     t = torch.linspace(0, 1, steps, device=za.device)
     lin = (1 - t)[:, None] * za + t[:, None] * zb
     sph = slerp(za, zb, t)
-    rows = [_np(model.mean(model.decode(z))) for z in (lin, sph)]
+    y = None
+    if y_ab is not None:
+        ends = torch.nn.functional.one_hot(torch.cat([ya, yb]).long(), model.classes).float()
+        y = (1 - t)[:, None] * ends[0] + t[:, None] * ends[1]
+    rows = [_np(model.mean(model.decode(z, y))) for z in (lin, sph)]
     fig = Figure(figsize=(steps * 1.1 + 1.2, 3.4), layout="constrained")
     axes = fig.subplots(2, 1)
     for ax, row, name in zip(axes, rows, ("linear", "spherical (slerp)")):

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import RunConfig
+from .config import MAX_CLASSES, RunConfig
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
-from .errors import ConfigError, RunFolderError, VaekitError
+from .errors import ConfigError, DataError, RunFolderError, VaekitError
 from .evaluate import elbo_metrics
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
@@ -122,7 +122,7 @@ def fit(
             raise
         if distributed.agree(group, False):
             raise VaekitError("stopped: another process of this job refused the run (its message says why)")
-        model, optimizer, data = prepared
+        cfg, model, optimizer, data = prepared
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         if not group.writer:
             log = _silent
@@ -151,8 +151,9 @@ def _silent(line: str) -> None:
 
 def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epochs: int | None,
              overrides: dict[str, Any] | None, data: Dataset | None, progress: bool, device: torch.device,
-             group: distributed.Group) -> tuple[LatentModel, torch.optim.Optimizer, Dataset]:
-    """Every check, and the model, optimiser and data on the device; nothing is written."""
+             group: distributed.Group) -> tuple[RunConfig, LatentModel, torch.optim.Optimizer, Dataset]:
+    """Every check, and the config (a conditional one with its classes), the model, optimiser and data
+    on the device; nothing is written."""
     saved = ckpt.read_state_meta(run_dir) if resume else None
     if saved and saved[0] >= cfg.train.epochs and (epochs is not None or "train.epochs" in (overrides or {})):
         raise ConfigError(f"--epochs {cfg.train.epochs}: {run_dir} has already trained {saved[0]} epochs; "
@@ -161,6 +162,7 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
         ckpt.check_new_run_dir(run_dir, overwrite)
     data = data or load_dataset(cfg.data, progress=progress and group.writer)
     check_data_fits(cfg, data, saved[1] if saved else None)
+    cfg = with_classes(cfg, data)
     check_shares(cfg, len(data.train_x), group)
     torch.manual_seed(cfg.seed)
     samples = cfg.objective.iwae_samples if cfg.objective.kind == "iwae" else 1  # decoder rows per example
@@ -171,7 +173,29 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     if group.writer:
         ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     model = model.to(device)
-    return model, make_optimizer(model, cfg), data.to(device)
+    return cfg, model, make_optimizer(model, cfg), data.to(device)
+
+
+def with_classes(cfg: RunConfig, data: Dataset) -> RunConfig:
+    """A conditional run's config with its number of classes taken from the data's labels (kept
+    when already set, as on resume, if the labels still fit)."""
+    if not cfg.model.conditional:
+        return cfg
+    if data.train_y is None or data.test_y is None:
+        raise DataError(f"{cfg.data.dataset}: has no labels; --conditional needs labelled data "
+                        "(for vectors: --labels FILE.npy)")
+    lo = int(min(data.train_y.min(), data.test_y.min()))
+    hi = int(max(data.train_y.max(), data.test_y.max()))
+    if lo < 0 or hi >= MAX_CLASSES:
+        raise DataError(f"{cfg.data.dataset}: labels span {lo}..{hi}; --conditional needs class numbers "
+                        f"in 0..{MAX_CLASSES - 1}")
+    if cfg.model.classes:
+        if hi >= cfg.model.classes:
+            raise DataError(f"{cfg.data.dataset}: has label {hi}, but this conditional model knows "
+                            f"{cfg.model.classes} classes (0..{cfg.model.classes - 1})")
+        return cfg
+    classes = max(hi + 1, len(data.class_names or []))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, classes=classes))
 
 
 def check_shares(cfg: RunConfig, n_train: int, group: distributed.Group) -> None:
@@ -191,9 +215,10 @@ class StepModule(torch.nn.Module):
         self.model, self.objective_cfg = model, cfg.objective
         self.objective = get_objective(cfg.objective, model)
 
-    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, ...]:
-        """(loss, summed reconstruction NLL, summed KL, summed objective) for this batch."""
-        step = self.objective(self.model, x, beta, self.objective_cfg)
+    def forward(self, x: torch.Tensor, beta: float, y: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(loss, summed reconstruction NLL, summed KL, summed objective) for this batch (``y``: its
+        labels, for a conditional model)."""
+        step = self.objective(self.model, x, beta, self.objective_cfg, y=y)
         recon, kl = step.recon.sum(), step.kl.sum()
         total = recon + beta * kl if step.total is None else step.total
         return step.loss, recon, kl, total
@@ -275,15 +300,19 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                            disable=None if progress else True, unit="batch")
                 for step in bar:
                     x = data.batch(batches[step])
+                    y = data.labels(batches[step]) if model.classes else None
                     if cfg.data.binarize == "dynamic":
                         x = binarize(x, gen)  # drawn for the whole batch: the same on every process
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    offset, rows = group.share(len(x))
-                    with distributed.batch_shard(offset, rows, len(x)), precision.autocast():
-                        loss, recon, kl, total = step_fn(x[offset: offset + rows] if group.active else x, beta)
+                    size = len(x)
+                    offset, rows = group.share(size)
+                    if group.active:
+                        x, y = x[offset: offset + rows], None if y is None else y[offset: offset + rows]
+                    with distributed.batch_shard(offset, rows, size), precision.autocast():
+                        loss, recon, kl, total = step_fn(x, beta, y)
                     if group.active:  # DDP averages gradients over processes: weigh each share by its size
-                        loss = loss * (rows * group.world / len(x))
+                        loss = loss * (rows * group.world / size)
                     optimizer.zero_grad(set_to_none=True)
                     precision.backward(loss)
                     parts = torch.stack([recon, kl, total]).detach()
@@ -363,7 +392,8 @@ def write_grids(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0)
     if not data.is_image:
         return []
     x = data.features(data.test_x[:32])
+    y = data.label_slice("test", 0, len(x)) if model.classes else None
     return [
         save_png(sample_grid(model, 64, seed), run_dir / SAMPLES_PNG),
-        save_png(reconstruction_grid(model, x), run_dir / RECONSTRUCTIONS_PNG),
+        save_png(reconstruction_grid(model, x, y=y), run_dir / RECONSTRUCTIONS_PNG),
     ]

@@ -46,6 +46,18 @@ class Dataset:
         x = getattr(self, f"{split}_x").index_select(0, index).to(torch.float32)
         return x.div_(self.scale) if self.scale != 1.0 else x
 
+    def labels(self, index: Tensor, split: str = "train") -> Tensor:
+        """The class labels of the examples at ``index`` (the data set must have labels)."""
+        y = getattr(self, f"{split}_y")
+        if y is None:
+            raise DataError(f"{self.name}: has no labels")
+        return y.index_select(0, index)
+
+    def label_slice(self, split: str, start: int, stop: int) -> Tensor | None:
+        """Labels of examples start..stop-1 of a split, or None for unlabelled data."""
+        y = getattr(self, f"{split}_y")
+        return None if y is None else y[start:stop]
+
     def to(self, device: torch.device | str) -> Dataset:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),

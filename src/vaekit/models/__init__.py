@@ -53,7 +53,8 @@ def activation_values(model: LatentModel) -> int:
     model.train(False)
     try:
         x = torch.zeros(1, *model.data_shape, device=next(model.parameters()).device)
-        model.decode(model.encode(x)[0])
+        y = model.default_labels(1)
+        model.decode(model.encode(x, y)[0], y)
     finally:
         model.train(was_training)
         for h in hooks:

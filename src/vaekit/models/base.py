@@ -2,16 +2,23 @@
 
 Layers are created in the order encoder trunk, ``fc_mu``, ``fc_logvar``, decoder, so that a
 seeded build draws the same initial weights as a hand-written model in that order (seed 004).
+
+A conditional model (``conditional``: p(x|z,y) and q(z|x,y), Sohn et al. 2015) appends the one-hot
+class label y to the encoder's features before the latent heads and to z before the decoder; every
+method that encodes or decodes takes ``y`` (class numbers), which unconditional models ignore.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from ..errors import ConfigError
 from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .distributions import DiagonalGaussian, PointMass, full_precision
 from .nets import get_arch
@@ -23,6 +30,7 @@ class LatentModel(nn.Module):
 
     variational: ClassVar[bool] = True
     kind: ClassVar[str] = ""
+    classes: int = 0  # a conditional model's number of classes; 0 for an unconditional one
 
     def __init__(self, cfg: ModelConfig, data_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -31,12 +39,16 @@ class LatentModel(nn.Module):
         self.param_shape = param_shape(cfg, self.data_shape)
         self.latent_dim = cfg.latent_dim
         self.arch = get_arch(cfg.arch)
+        self.classes = cfg.classes if cfg.conditional else 0
+        if cfg.conditional and not cfg.classes:
+            raise ConfigError("a conditional model needs its number of classes (model.classes)")
         output = resolve_output(cfg)
         self.encoder, features = self.arch.encoder(cfg, self.data_shape)
-        self.fc_mu = nn.Linear(features, cfg.latent_dim)
+        self.fc_mu = nn.Linear(features + self.classes, cfg.latent_dim)
         if self.variational:
-            self.fc_logvar = nn.Linear(features, cfg.latent_dim)
-        self.decoder = self.arch.decoder(cfg, self.param_shape, output)
+            self.fc_logvar = nn.Linear(features + self.classes, cfg.latent_dim)
+        decoder_cfg = dataclasses.replace(cfg, latent_dim=cfg.latent_dim + self.classes) if self.classes else cfg
+        self.decoder = self.arch.decoder(decoder_cfg, self.param_shape, output)
         self.likelihood: Likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg, self.data_shape, self.likelihood.needs_unit_range)
 
@@ -44,13 +56,31 @@ class LatentModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def with_label(self, h: Tensor, y: Tensor | None) -> Tensor:
+        """h with the one-hot label of each row appended (a conditional model); h itself otherwise.
+        ``y`` holds class numbers (rows,), or class weights (rows, classes) to blend classes."""
+        if not self.classes:
+            return h
+        if y is None:
+            raise ConfigError("this model is conditional: give the class label of every example (y)")
+        if y.dim() == 2 and y.shape == (h.shape[0], self.classes) and y.is_floating_point():
+            return torch.cat([h, y.to(h.dtype)], dim=-1)
+        if y.shape != h.shape[:1] or y.is_floating_point():
+            raise ConfigError(f"labels of shape {tuple(y.shape)} for {h.shape[0]} rows; give one class number per row")
+        return torch.cat([h, F.one_hot(y.long(), self.classes).to(h.dtype)], dim=-1)
+
+    def default_labels(self, n: int) -> Tensor | None:
+        """Labels for n generated examples when none are asked for: the classes in turn (0, 1, ..., 0, 1, ...)."""
+        return torch.arange(n, device=self.device) % self.classes if self.classes else None
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
-        h = self.encoder(self.arch.prepare(x))  # under autocast the heads' outputs go back to float32
+        h = self.with_label(self.encoder(self.arch.prepare(x)), y)
+        # under autocast the heads' outputs go back to float32
         return full_precision(self.fc_mu(h)), (full_precision(self.fc_logvar(h)) if self.variational else None)
 
-    def posterior(self, x: Tensor) -> DiagonalGaussian | PointMass:
-        mu, logvar = self.encode(x)
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | PointMass:
+        mu, logvar = self.encode(x, y)
         return DiagonalGaussian(mu, logvar) if logvar is not None else PointMass(mu)
 
     def reparameterize(
@@ -60,15 +90,15 @@ class LatentModel(nn.Module):
             return mu
         return DiagonalGaussian(mu, logvar).rsample(generator)
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data (or
         with more channels where the likelihood needs them: ``param_shape``)."""
-        return full_precision(self.decoder(z)).reshape(z.shape[0], *self.param_shape)
+        return full_precision(self.decoder(self.with_label(z, y))).reshape(z.shape[0], *self.param_shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        mu, logvar = self.encode(x)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        mu, logvar = self.encode(x, y)
         z = self.reparameterize(mu, logvar)
-        return self.decode(z), mu, logvar
+        return self.decode(z, y), mu, logvar
 
     def mean(self, out: Tensor) -> Tensor:
         """Decoder output -> the expected x in data space (e.g. probabilities from logits)."""
@@ -92,11 +122,33 @@ class LatentModel(nn.Module):
         return self.prior.kl_per_dim(q)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode n draws from the prior; returns expected images/vectors."""
-        return self.mean(self.decode(self.prior.sample(n, self, generator)))
+    def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """Decode n draws from the prior; returns expected images/vectors. A conditional model draws
+        the classes ``y`` (default: ``default_labels``)."""
+        z = self.prior.sample(n, self, generator)
+        return self.mean(self.decode(z, self.default_labels(n) if y is None else y))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode each example's posterior mean; returns expected values in data space."""
-        return self.mean(self.decode(self.encode(x)[0]))
+        return self.mean(self.decode(self.encode(x, y)[0], y))
+
+
+class FixedClass:
+    """A conditional model seen with one class held fixed, for latent pictures (grid, traversals):
+    decoding z means decoding it as that class."""
+
+    def __init__(self, model: LatentModel, label: int) -> None:
+        self.model, self.label = model, int(label)
+        self.variational = model.variational
+        self.latent_dim = model.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.model.decode(z, torch.full((z.shape[0],), self.label, device=z.device, dtype=torch.long))
+
+    def mean(self, out: Tensor) -> Tensor:
+        return self.model.mean(out)

@@ -135,7 +135,7 @@ class TopLayer:
     def device(self) -> torch.device:
         return self.model.device
 
-    def decode(self, z_top: Tensor) -> Tensor:
+    def decode(self, z_top: Tensor, y: Tensor | None = None) -> Tensor:
         return self.model.decode(self.model.fill_from_top(z_top))
 
     def mean(self, out: Tensor) -> Tensor:
@@ -222,10 +222,10 @@ class HVAE(LatentModel):
             zs[layer] = draw(layer, qm, qlv)
         return torch.cat(zs, dim=-1), params
 
-    def posterior(self, x: Tensor) -> HierarchicalPosterior:
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> HierarchicalPosterior:
         return HierarchicalPosterior(self, self.bottom_up(x))
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The posterior means of every layer, upper layers at their means (and their log-variances)."""
         z, params = self.top_down(self.bottom_up(x), mode=True)
         return z, torch.cat([p[1] for p in params], dim=-1)
@@ -234,13 +234,14 @@ class HVAE(LatentModel):
                        generator: torch.Generator | None = None) -> Tensor:
         raise ConfigError("a hierarchical posterior is sampled top-down: use model.posterior(x).rsample()")
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         q = self.posterior(x)
         mu, logvar = self.encode(x)
         return self.decode(q.rsample()), mu, logvar
 
-    def decode(self, z: Tensor) -> Tensor:
-        """p(x | z_1): the decoder reads the bottom layer of the concatenated code."""
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """p(x | z_1): the decoder reads the bottom layer of the concatenated code (no label: a
+        hierarchy is not conditional, ``y`` is ignored)."""
         z1 = z[..., : self.dims[0]]
         return full_precision(self.decoder(z1)).reshape(z1.shape[0], *self.param_shape)
 

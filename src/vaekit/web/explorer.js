@@ -63,6 +63,27 @@ class RunSection {
     this.q = (sel) => root.querySelector(sel);
     this.api = (name, body) => call(`/api/${index}/${name}`, body);
     this.seed = 0;
+    this.label = info.classes ? info.default_label : undefined;  // a conditional model decodes as this class
+  }
+
+  // The request body with the chosen class, for a conditional model.
+  withLabel(body) { return this.label === undefined ? body : {...body, label: this.label}; }
+
+  startClasses() {
+    if (!this.info.classes) return;
+    const pick = this.q(".class-pick"), names = this.info.class_names;
+    pick.replaceChildren(...Array.from({length: this.info.classes}, (_, k) => {
+      const option = document.createElement("option");
+      option.value = k; option.textContent = names && names[k] !== undefined ? `${k}: ${names[k]}` : String(k);
+      return option;
+    }));
+    pick.value = this.label;
+    this.q(".class-row").hidden = false;
+    pick.addEventListener("change", () => {
+      this.label = parseInt(pick.value, 10);
+      this.seed = Math.max(0, this.seed - 1);
+      Promise.all([this.redecode && this.redecode(), this.more && this.more()]).catch((e) => setStatus(e.message, true));
+    });
   }
 
   async start() {
@@ -72,6 +93,7 @@ class RunSection {
       `latent ${info.latent_dim}${layers} · ${info.epochs} epochs`;
     this.q(".note").textContent = info.note || "";
     this.root.dataset.testid = `run-${this.index}`;
+    this.startClasses();
     await Promise.all([this.startMap(), this.startCurves(), this.startSamples()]);
     this.startInterpolation();
     await this.choose(0);
@@ -84,7 +106,7 @@ class RunSection {
     const canvas = this.q(".map");
     this.drawMap();
     const decodeAt = latestOnly(async (u, v) => {
-      const answer = await this.api("decode_map", {u, v});
+      const answer = await this.api("decode_map", this.withLabel({u, v}));
       show(this.q(".decoded"), answer);
       this.q(".decoded-caption").textContent = `decoded at (${u.toFixed(2)}, ${v.toFixed(2)})`;
     });
@@ -150,12 +172,15 @@ class RunSection {
   async choose(i) {
     const ex = await this.api("example", {index: i});
     this.chosen = i; this.code = ex.code.slice();
+    if (this.info.classes && ex.label !== null) { this.label = ex.label; this.q(".class-pick").value = ex.label; }
     this.drawMap();
     const label = ex.label === null ? "" : `, label ${this.info.class_names ? this.info.class_names[ex.label] : ex.label}`;
     this.q(".example-name").textContent = `(test example ${i}${label})`;
     show(this.q(".example-input"), ex.input);
     show(this.q(".slider-out"), ex.decoded);
-    const decode = latestOnly(async () => show(this.q(".slider-out"), await this.api("decode", {code: this.code})));
+    const decode = latestOnly(async () =>
+      show(this.q(".slider-out"), await this.api("decode", this.withLabel({code: this.code}))));
+    this.redecode = decode;
     const rows = [];
     this.info.dims_by_kl.forEach((d, k) => {
       const name = document.createElement("span"), value = document.createElement("span");
@@ -193,11 +218,12 @@ class RunSection {
       this.q(".samples-panel h3").textContent = "Decoded draws from N(0, I) (an autoencoder has no prior)";
     }
     const more = async () => {
-      const answer = await this.api("samples", {n: 16, seed: this.seed});
+      const answer = await this.api("samples", this.withLabel({n: 16, seed: this.seed}));
       this.q(".seed").textContent = `seed ${this.seed}`;
       this.strip(".samples-out", answer.samples);
       this.seed += 1;
     };
+    this.more = more;
     this.q(".more").addEventListener("click", () => more().catch((e) => setStatus(e.message, true)));
     await more();
   }

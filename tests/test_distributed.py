@@ -66,7 +66,8 @@ def test_noise_drawn_in_shares_is_the_global_draw() -> None:
     assert torch.equal(torch.cat(parts, dim=1), whole)
 
 
-@pytest.mark.parametrize("objective", [[], ["--objective", "iwae", "--iwae-samples", "3"]], ids=["elbo", "iwae"])
+@pytest.mark.parametrize("objective", [[], ["--objective", "iwae", "--iwae-samples", "3", "--conditional"]],
+                         ids=["elbo", "iwae-conditional"])  # each rank takes the labels of its share
 def test_two_processes_train_the_same_run_as_one(tmp_path: Path, objective: list[str]) -> None:
     args = [*TRAIN, "--epochs", "3", *objective]
     one = _run(_torchrun(1, *args, "--out", str(tmp_path / "one")))

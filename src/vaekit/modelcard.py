@@ -67,7 +67,8 @@ def model_card(run_dir: str | Path) -> str:
     layers = "+".join(map(str, m.latent_dims)) if m.latent_dims else str(m.latent_dim)
     kind = {"vae": "variational autoencoder", "ae": "autoencoder (no prior: not a generative model)",
             "hvae": "hierarchical variational autoencoder"}.get(m.kind, m.kind)
-    front = ["---", "library_name: vaekit", "tags:", "- vaekit", f"- {m.kind}", "- variational-autoencoder", "- pytorch"]
+    front = ["---", "library_name: vaekit", "tags:", "- vaekit", f"- {m.kind}", "- variational-autoencoder", "- pytorch",
+             *(["- conditional"] if m.conditional else [])]
     if dataset in HUB_DATASETS:
         front += ["datasets:", f"- {HUB_DATASETS[dataset]}"]
     if rows:
@@ -77,7 +78,9 @@ def model_card(run_dir: str | Path) -> str:
     lines = front + [
         "", f"# {name}: a {kind} trained with vaekit", "",
         f"A {m.kind.upper()} with a {m.arch} encoder and decoder (widths {','.join(map(str, m.hidden))}), "
-        f"latent size {layers}, a {m.likelihood} likelihood p(x|z) and a {m.prior} prior p(z), trained on "
+        f"latent size {layers}, a {m.likelihood} likelihood p(x|z) and a {m.prior} prior p(z), "
+        + (f"conditional on the class label y ({m.classes} classes: p(x|z,y), q(z|x,y)), " if m.conditional else "")
+        + "trained on "
         f"`{cfg.data.dataset}` for {history[-1]['epoch'] if history else 0} of {t.epochs} epochs"
         + (f" (preset `{cfg.preset}`)" if cfg.preset else "") + f" with vaekit {__version__}.", "",
         "## Data", "",
@@ -100,8 +103,12 @@ def model_card(run_dir: str | Path) -> str:
         "## How to use", "",
         "```python", "import vaekit", "", f'run = vaekit.load_run("{name}")   # this folder; no training data needed',
         "x = run.model.sample(16)             # draws from the prior, decoded to their means",
+        *(["y = torch.full((16,), 3)          # a conditional model: the classes to draw",
+           "x = run.model.sample(16, y=y)"] if cfg.model.conditional else []),
         "```", "",
-        "```bash", f"vaekit sample {name} -n 64 -o samples.png", f"vaekit evaluate {name} --iwae-k 5000   # needs the test data",
+        "```bash", f"vaekit sample {name} -n 64 -o samples.png",
+        *([f"vaekit sample {name} -n 16 --label 3 -o class3.png   # conditional: one class"] if cfg.model.conditional
+          else []), f"vaekit evaluate {name} --iwae-k 5000   # needs the test data",
         f"vaekit serve {name}                  # explore the latent space in the browser",
         f"vaekit export {name} --format onnx   # encoder and decoder as ONNX graphs", "```", "",
         "Files: `model.safetensors` (weights, no pickle), `config.json`, `history.jsonl`, `data.json`, "

@@ -58,7 +58,7 @@ def sequential(x: torch.Tensor, betas: list[float]) -> float:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        LAST["sequential"].append(round(float(loss), 2))
+        LAST["sequential"].append(round(float(loss.detach()), 2))
     return time.perf_counter() - t0
 
 
@@ -90,7 +90,7 @@ def stacked(x: torch.Tensor, betas: list[float]) -> float:
         opt.zero_grad(set_to_none=True)
         each.sum().backward()
         opt.step()
-    LAST["stacked"] = [round(float(v), 2) for v in each]
+    LAST["stacked"] = [round(float(v), 2) for v in each.detach()]
     return time.perf_counter() - t0
 
 

@@ -216,11 +216,12 @@ def _model_for_data(overrides: dict[str, Any], progress: bool):
 def format_metrics(m: dict[str, Any]) -> str:
     """The evaluate metrics as an aligned, labelled table."""
     unit = "nats/example" if m.get("units", "nats") == "nats" else "per example (squared error, not nats)"
+    given = " | y" if m.get("conditional_classes") else ""  # a conditional model's bounds are on log p(x | y)
     rows = [
         ("negative ELBO (beta = 1)", "loss", unit),
         ("  reconstruction", "recon", unit),
-        ("  KL(q(z|x) || p(z))", "kl", "nats/example"),
-        ("IWAE estimate of -log p(x)", "nll_iwae", f"{unit}, k = {m.get('iwae_k')}"),
+        (f"  KL(q(z|x{given.replace(' | ', ',')}) || p(z))", "kl", "nats/example"),
+        (f"IWAE estimate of -log p(x{given})", "nll_iwae", f"{unit}, k = {m.get('iwae_k')}"),
         ("bits per dimension", "bits_per_dim", "from the IWAE NLL"),
         ("active units", "active_units", f"of {m.get('latent_dim', len(m.get('kl_per_dim') or []))} latent dims"),
         ("per-example MSE: mean", "mse_mean", ""),

@@ -13,10 +13,16 @@ FLAGS = ["--dataset", "digits", "--hidden", "64", "--latent-dim", "6", "--epochs
          "--lr", "3e-3", "--iwae-k", "10", "--generation-n", "200", "--no-progress"]
 
 
-def test_a_beta_sweep_trades_kl_for_reconstruction_and_resumes(tmp_path):
-    out = tmp_path / "sweep"
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
     code, stdout, err = run("sweep", "--beta", "0.25,4", *FLAGS, "--out", str(out))
     assert code == 0, err
+    return out
+
+
+def test_a_beta_sweep_trades_kl_for_reconstruction_and_resumes(swept):
+    out = swept
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["beta"] for r in rows] == [0.25, 4.0]
     low, high = rows
@@ -30,6 +36,18 @@ def test_a_beta_sweep_trades_kl_for_reconstruction_and_resumes(tmp_path):
     code, stdout, err = run("sweep", "--beta", "0.25,4", *FLAGS, "--out", str(out))
     assert code == 0 and stdout.count("kept") == 2, stdout
     assert (out / "beta-4" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_runs_trained_at_once_in_child_processes_give_the_same_sweep(swept, tmp_path):
+    out = tmp_path / "jobs"
+    code, stdout, err = run("sweep", "--beta", "0.25,4", *FLAGS, "--jobs", "2", "--out", str(out))
+    assert code == 0, err
+    assert stdout.count("a child process") == 2
+    assert "done: 6 epochs" in (out / "logs" / "beta-4.log").read_text()
+    for one, two in zip(json.loads((swept / "sweep.json").read_text()), json.loads((out / "sweep.json").read_text())):
+        assert one["beta"] == two["beta"]
+        for key in ("loss", "recon", "kl"):  # one thread per child instead of two: rounding may differ
+            assert two[key] == pytest.approx(one[key], rel=2e-2), key
 
 
 @pytest.mark.parametrize("values", ["", "1,x", "1,1", "-1,2", "nan"])

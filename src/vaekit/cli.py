@@ -364,7 +364,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg, _ = _new_config(args, train_overrides(args))
     out = args.out or _default_out(f"sweep-{cfg.preset or 'run'}")
     rows = run_sweep(cfg, betas, out, iwae_k=args.iwae_k, generation_n=args.generation_n,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, jobs=args.jobs)
     print(table(rows))
     print(f"wrote {out}/sweep.json, sweep.md and samples-by-beta.png; one run folder per value in {out}/")
     return 0
@@ -684,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--beta", required=True, metavar="B,B,...",
                     help="the values to train, e.g. 0.5,1,2,4 (replaces the train flag --beta)")
     sw.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K", help="importance samples (0 skips)")
+    sw.add_argument("--jobs", type=int_in(1, 64), default=1, metavar="N",
+                    help="train N runs at once, each in its own process with its share of the cores (default 1)")
     sw.add_argument("--generation-n", type=int_in(10, 10**6), default=2000, metavar="N",
                     help="samples for FID / precision / recall (default 2000)")
     sw.set_defaults(func=cmd_sweep)

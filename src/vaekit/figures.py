@@ -139,7 +139,8 @@ def _as_class(v: RunView, fig: Figure) -> Figure:
     if v.model.classes:
         names = v.data.class_names
         name = names[v.surface_class] if names and v.surface_class < len(names) else str(v.surface_class)
-        fig.axes[0].set_title(f"{fig.axes[0].get_title()}\ndecoded as class {v.surface_class} ({name})")
+        named = "" if name == str(v.surface_class) else f" ({name})"
+        fig.axes[0].set_title(f"{fig.axes[0].get_title()}\ndecoded as class {v.surface_class}{named}")
     return fig
 
 

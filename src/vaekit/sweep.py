@@ -1,6 +1,7 @@
 """``vaekit sweep --beta 0.5,1,2,4``: the beta-VAE exercise as one command. One run per value
-in OUT/beta-<value>/, trained one after another (a run already complete is kept, a stopped one is
-resumed, so an interrupted sweep continues where it stopped), then one table of what beta trades:
+in OUT/beta-<value>/, trained one after another, or ``jobs`` at a time in child processes that share
+the cores out (a run already complete is kept, a stopped one is resumed, so an interrupted sweep
+continues where it stopped), then one table of what beta trades:
 the negative ELBO (beta = 1), its parts, active units, FID / precision / recall of prior samples and
 the linear-probe accuracy of the codes; and one figure of samples per value.
 """
@@ -8,6 +9,12 @@ the linear-probe accuracy of the codes; and one figure of samples per value.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +22,7 @@ import torch
 
 from .checkpoint import is_run_folder, load_run, read_history
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, VaekitError, one_line
 from .files import atomic_write, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -36,28 +43,32 @@ def parse_values(text: str) -> list[float]:
 
 
 def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int = 100, generation_n: int = 2000,
-              data_dir: str | None = None, progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              data_dir: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
+              jobs: int = 1) -> list[dict[str, Any]]:
     """Train (or finish) one run per beta and return one row of metrics per run; writes sweep.json,
-    sweep.md and samples-by-beta.png into ``out``."""
+    sweep.md and samples-by-beta.png into ``out``. ``jobs`` > 1 trains that many runs at once, each
+    in its own process with its share of the cores (faster for small models: README, Generation)."""
     from .downstream import probe
     from .evaluate import evaluate_run, run_data
-    from .train import fit
 
     out = Path(out)
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder before any training starts
         if path.exists() and any(path.iterdir()) and not is_run_folder(path):
             raise ConfigError(f"{path}: exists and is not a vaekit run; choose another --out")
-    rows = []
+    pending = []
     for i, (beta, path, cfg) in enumerate(runs, 1):
-        log(f"sweep {i}/{len(runs)}: beta = {beta:g} -> {path}")
         done = read_history(path)[-1]["epoch"] if is_run_folder(path) and read_history(path) else 0
-        if not is_run_folder(path):
-            fit(cfg, path, progress=progress, log=log)
-        elif done < cfg.train.epochs:
-            fit(None, path, resume=True, progress=progress, log=log)
+        if done >= cfg.train.epochs:
+            log(f"sweep {i}/{len(runs)}: {path} has trained all {done} epochs; kept")
         else:
-            log(f"  {path} has trained all {done} epochs; kept")
+            pending.append((beta, path, cfg))
+    if jobs > 1 and len(pending) > 1:
+        _train_in_processes(pending, out, min(jobs, len(pending)), log)
+    else:
+        _train_here(pending, progress, log)
+    rows = []
+    for beta, path, cfg in runs:
         run = load_run(path)
         data = run_data(run, data_dir, progress=False)
         m = evaluate_run(path, data=data, iwae_k=iwae_k, progress=False,
@@ -71,6 +82,71 @@ def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int 
     atomic_write(out / "sweep.md", table(rows) + "\n")
     _samples_figure(out, [(b, p) for b, p, _ in runs])
     return rows
+
+
+def _train_here(pending: list[tuple[float, Path, RunConfig]], progress: bool, log: Callable[[str], None]) -> None:
+    from .train import fit
+
+    for i, (beta, path, cfg) in enumerate(pending, 1):
+        log(f"sweep: training {i}/{len(pending)}: beta = {beta:g} -> {path}")
+        if is_run_folder(path):
+            fit(None, path, resume=True, progress=progress, log=log)
+        else:
+            fit(cfg, path, progress=progress, log=log)
+
+
+def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path, jobs: int,
+                        log: Callable[[str], None]) -> None:
+    """``jobs`` runs at a time, each a ``vaekit train`` child process with cores // jobs threads (at
+    least 1); its output is kept in OUT/logs/beta-<value>.log when it ends. A child that fails stops
+    the others (they checkpoint, as on SIGTERM) and its last line is the error. The children run in
+    their own sessions, so a signal to the sweep reaches each of them exactly once, from here."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue, running = list(pending), []
+    failed: str | None = None
+    try:
+        while (queue and failed is None) or running:
+            while queue and failed is None and len(running) < jobs:
+                beta, path, cfg = queue.pop(0)
+                cmd = [sys.executable, "-m", "vaekit", "train", "--no-progress"]
+                if is_run_folder(path):
+                    cmd += ["--resume", str(path)]
+                else:
+                    config = atomic_write(logs / f"beta-{beta:g}.config.json", cfg.to_json() + "\n")
+                    cmd += ["--config", str(config), "--out", str(path)]
+                log_path = logs / f"beta-{beta:g}.log"
+                sink = tempfile.TemporaryFile()  # no name: the log appears whole, when the child ends
+                child = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+                log(f"sweep: training beta = {beta:g} -> {path} (a child process, {threads} thread(s); log {log_path})")
+                running.append((beta, log_path, child, sink))
+            time.sleep(0.2)
+            for item in list(running):
+                beta, log_path, child, sink = item
+                if child.poll() is None:
+                    continue
+                running.remove(item)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", "replace")
+                sink.close()
+                atomic_write(log_path, text)
+                if child.returncode != 0 and failed is None:
+                    lines = text.strip().splitlines() or ["(no output)"]
+                    failed = f"sweep: training beta = {beta:g} failed: {one_line(lines[-1])} (log {log_path})"
+                    for _, _, other, _ in running:
+                        other.send_signal(signal.SIGTERM)
+    except BaseException:  # Ctrl-C, SIGTERM or an error here: each child checkpoints and stops
+        for _, _, child, _ in running:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for _, _, child, sink in running:
+            child.wait()
+            sink.close()
+        raise
+    if failed:
+        raise VaekitError(failed)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -103,6 +103,14 @@ def test_every_command_works_on_a_conditional_run(cvae, tmp_path):
     assert (cvae.path / "plots" / "latent-grid.png").is_file() and (cvae.path / "report.html").is_file()
 
 
+def test_anomaly_detection_runs_on_a_conditional_model(tmp_path):
+    code, out, err = run("anomaly", "--dataset", "digits", "--conditional", "--holdout-class", "0", "--epochs", "2",
+                         "--hidden", "32", "--latent-dim", "4", "--out", str(tmp_path / "a"), "--json", "--no-progress")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert 0 <= result["auroc"] <= 1 and "held-out" in result["note"]
+
+
 def test_labels_are_checked_before_anything_is_written(cvae, tmp_path):
     out = tmp_path / "s.png"
     code, _, err = run("sample", str(cvae.path), "--label", "10", "-o", str(out))

@@ -440,6 +440,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         print(f"held-out class {summary['holdout_classes']} vs the rest, scored by {summary['score']}: "
               f"AUROC {summary['auroc']:.4f} ({summary['n_anomalous']} held-out, {summary['n_normal']} seen); "
               f"histograms in {out}")
+        if "note" in summary:
+            print(f"note: {summary['note']}")
     return 0
 
 

@@ -71,7 +71,10 @@ def anomaly_scores(
     is_anomaly = torch.isin(data.test_y, torch.tensor(holdout, device=data.test_y.device)).cpu().numpy()
     if is_anomaly.all() or not is_anomaly.any():
         raise VaekitError("the test split needs examples of both held-out and seen classes")
+    note = {"note": "a conditional model scores each example given its own label, the held-out classes' too "
+                    "(labels it never saw in training)"} if model.classes else {}
     return {
+        **note,
         "auroc": float(roc_auc_score(is_anomaly, scores)),
         "score": name, "holdout_classes": list(holdout),
         "n_anomalous": int(is_anomaly.sum()), "n_normal": int((~is_anomaly).sum()),

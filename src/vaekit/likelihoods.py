@@ -107,6 +107,7 @@ class DiscretizedLogistic(Likelihood):
     needs_unit_range = True
     discrete_8bit = True
     MIN_LOG_SCALE = -7.0
+    MAX_LOG_SCALE = 7.0  # a scale of e^7 is ~500x the data's range; above ~88 exp(-s) underflows and log p is -inf
 
     def __init__(self, mixtures: int = 1) -> None:
         super().__init__()
@@ -133,7 +134,7 @@ class DiscretizedLogistic(Likelihood):
         rest = out[..., k:, :, :].reshape(*lead, k, self.per_component(channels), h, w)
         means, log_scales = rest[..., :channels, :, :], rest[..., channels:2 * channels, :, :]
         coeffs = torch.tanh(rest[..., 2 * channels:, :, :])
-        return logits, means, log_scales.clamp_min(self.MIN_LOG_SCALE), coeffs
+        return logits, means, log_scales.clamp(self.MIN_LOG_SCALE, self.MAX_LOG_SCALE), coeffs
 
     @staticmethod
     def _coupled(means: Tensor, coeffs: Tensor, given: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from .checkpoint import load_run, read_history
 from .errors import VaekitError
 from .figures import RunView
+from .models.base import blend_labels
 from .plots import principal_plane, slerp
 
 MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
@@ -187,10 +188,9 @@ class Explorer:
         t = torch.linspace(0, 1, k, device=codes.device)
         za, zb = codes[i], codes[j]
         z = (1 - t)[:, None] * za + t[:, None] * zb if mode == "linear" else slerp(za, zb, t)
-        y = None
-        if self.model.classes and labels is not None:  # a conditional model: the two classes blended along the path
-            ends = torch.nn.functional.one_hot(torch.tensor([int(labels[i]), int(labels[j])]), self.model.classes)
-            y = (1 - t)[:, None] * ends[0].float() + t[:, None] * ends[1].float()
+        y = None  # a conditional model: the two examples' classes blended along the path
+        if self.model.classes and labels is not None:
+            y = blend_labels(self.model.classes, int(labels[i]), int(labels[j]), t)
         return {"mode": mode, "steps": self._payloads(self._decode(z, y))}
 
     def samples(self, n: Any = 16, seed: Any = 0, label: Any = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .files import write_via_buffer
 from .models import LatentModel
+from .models.base import blend_labels
 
 DPI = 100
 TRAIN_COLOR, TEST_COLOR = "#1f77b4", "#d62728"
@@ -299,10 +300,7 @@ def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10,
     t = torch.linspace(0, 1, steps, device=za.device)
     lin = (1 - t)[:, None] * za + t[:, None] * zb
     sph = slerp(za, zb, t)
-    y = None
-    if y_ab is not None:
-        ends = torch.nn.functional.one_hot(torch.cat([ya, yb]).long(), model.classes).float()
-        y = (1 - t)[:, None] * ends[0] + t[:, None] * ends[1]
+    y = None if y_ab is None else blend_labels(model.classes, int(ya), int(yb), t)
     rows = [_np(model.mean(model.decode(z, y))) for z in (lin, sph)]
     fig = Figure(figsize=(steps * 1.1 + 1.2, 3.4), layout="constrained")
     axes = fig.subplots(2, 1)

@@ -134,6 +134,13 @@ class LatentModel(nn.Module):
         return self.mean(self.decode(self.encode(x, y)[0], y))
 
 
+def blend_labels(classes: int, a: int, b: int, t: Tensor) -> Tensor:
+    """Class weights (len(t), classes) moving from class a (t = 0) to class b (t = 1), for decoding a
+    conditional model along a path between an example of each."""
+    ends = F.one_hot(torch.tensor([int(a), int(b)], device=t.device), classes).to(t.dtype)
+    return (1 - t)[:, None] * ends[0] + t[:, None] * ends[1]
+
+
 class FixedClass:
     """A conditional model seen with one class held fixed, for latent pictures (grid, traversals):
     decoding z means decoding it as that class."""

@@ -1,8 +1,11 @@
 """Training within a wall-clock budget, shared by the quality benchmarks (nll.py, cifar.py).
 
-The first ``probe`` epochs are timed (they are the run's own: the presets' warm-ups end by then, so
-nothing in them depends on the total), the remaining budget sets the total number of epochs, and
-the run continues to it, so the same run is ``vaekit train --preset P --epochs N``; if an epoch
+The first ``probe`` epochs are timed: they run on the preset's own schedule (its ``train.epochs``),
+stopped after each epoch by a tiny ``max_minutes``; the remaining budget sets the total number of
+epochs, and the run continues to it, so the same run is ``vaekit train --preset P`` stopped after
+``probe`` epochs and resumed with ``--epochs N`` (a learning-rate decay is stretched or shortened
+from there; for the presets whose lr warm-up covers the probe epochs this is exactly
+``vaekit train --preset P --epochs N``); if an epoch
 would overrun the budget, training stops early (``fit(max_minutes=...)``). On this shared machine
 the speed drifts, so with ``replan`` the total is planned once more after a fifth of the budget,
 from the median epoch so far (the run is then ``--epochs N1`` followed by ``--resume --epochs N2``:
@@ -30,7 +33,10 @@ def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, ev
     planned and the training minutes spent."""
     budget = minutes * 60
     t0 = time.perf_counter()
-    run = fit(cfg.with_overrides({"train.epochs": probe}), run_dir, overwrite=True, progress=False)
+    quiet = lambda line: None  # noqa: E731  (the probe's "stopping after epoch k" lines)
+    run = fit(cfg, run_dir, overwrite=True, progress=False, log=quiet, max_minutes=1e-9)  # one epoch
+    while run.epoch < probe:
+        run = fit(None, run_dir, resume=True, progress=False, log=quiet, max_minutes=1e-9)
     first = time.perf_counter() - t0
     per_epoch = max(r["seconds"] for r in read_history(run_dir))
     epochs = probe + max(0, int((budget - first) * SAFETY / per_epoch))

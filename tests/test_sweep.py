@@ -54,3 +54,19 @@ def test_runs_trained_at_once_in_child_processes_give_the_same_sweep(swept, tmp_
 def test_bad_beta_lists_are_one_line_errors(values, tmp_path):
     code, _, err = run("sweep", "--beta", values, *FLAGS, "--out", str(tmp_path / "s"))
     assert code == 2 and "--beta" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_a_child_that_fails_stops_the_sweep_with_its_own_one_line_reason(tmp_path):
+    out = tmp_path / "sweep"
+    epochs = FLAGS.index("--epochs") + 1
+    flags = FLAGS[:epochs] + ["2"] + FLAGS[epochs + 1:]  # two epochs each
+    code, _, err = run("sweep", "--beta", "0.25,4", *flags, "--jobs", "2", "--out", str(out))
+    assert code == 0, err
+    (out / "beta-4" / "training_state.safetensors").write_bytes(b"not a checkpoint")
+    longer = FLAGS[:epochs] + ["4"] + FLAGS[epochs + 1:]  # both runs must continue: beta-4 cannot
+    code, _, err = run("sweep", "--beta", "0.25,4", *longer, "--jobs", "2", "--out", str(out))
+    assert code == 2 and "beta = 4 failed" in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "logs" / "beta-4.log").is_file()
+    from vaekit.checkpoint import load_run
+
+    assert load_run(out / "beta-0.25").epoch >= 2  # the other run stopped cleanly and still loads

@@ -265,36 +265,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import math
-
     import numpy as np
     import torch
 
     from .checkpoint import load_run
     from .files import write_via_buffer
-    from .grids import class_rows, sample_grid, save_png
+    from .grids import grid_codes, grid_layout, sample_grid, save_png
     from .models import check_batch_budget
     from .samplers import gmm_for_run, sample_codes
 
     run = load_run(args.run_dir, args.device)
-    classes, n, ncol, what = run.model.classes, args.n, None, args.sampler
+    classes = run.model.classes
     if args.label is not None and not classes:
         raise VaekitError(f"--label {args.label}: {args.run_dir} is not a conditional model (train it with --conditional)")
     if args.label is not None and args.label >= classes:
         raise VaekitError(f"--label {args.label}: this model knows classes 0..{classes - 1}")
-    if classes and args.label is None:  # one row per class, each column one z
-        ncol = math.ceil(n / classes)
-        n = ncol * classes
+    n, _ = grid_layout(run.model, args.n, args.label)  # a conditional model's grid: one row per class
     check_batch_budget(run.model, n, f"sample -n {n}")
     gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-    if ncol:
-        codes, y = class_rows(run.model, sample_codes(run.model, ncol, args.sampler, gen, gmm))
-        what += f"; {ncol} per class, class by class"
-    else:
-        codes = sample_codes(run.model, n, args.sampler, gen, gmm)
-        y = None if args.label is None else torch.full((n,), args.label, dtype=torch.long, device=codes.device)
-        what += "" if args.label is None else f"; class {args.label}"
+    codes, y, ncol = grid_codes(run.model, args.n, lambda k: sample_codes(run.model, k, args.sampler, gen, gmm),
+                                args.label)
+    what = args.sampler + (f"; {ncol} per class, class by class" if ncol else
+                           "" if args.label is None else f"; class {args.label}")
     if args.o.suffix == ".npy":
         with torch.no_grad():
             values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()

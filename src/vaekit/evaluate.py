@@ -28,7 +28,7 @@ def _split(data: Dataset, split: str) -> Tensor:
     return data.test_x if split == "test" else data.train_x
 
 
-def _labels(model: LatentModel, data: Dataset, split: str, start: int, stop: int) -> Tensor | None:
+def labels_for(model: LatentModel, data: Dataset, split: str, start: int, stop: int) -> Tensor | None:
     """The labels a conditional model is given for examples start..stop-1; None for other models."""
     return data.label_slice(split, start, stop) if model.classes else None
 
@@ -49,7 +49,7 @@ def elbo_per_example(
     recons, kls, dims = [], [], []
     for start in range(0, len(stored), batch_size):
         x = data.features(stored[start : start + batch_size])
-        y = _labels(model, data, split, start, start + len(x))
+        y = labels_for(model, data, split, start, start + len(x))
         q = model.posterior(x, y)
         z = q.rsample(gen)
         recons.append(model.likelihood.nll(model.decode(z, y), x))
@@ -83,7 +83,7 @@ def latent_means(model: LatentModel, data: Dataset, split: str = "test", batch_s
     """E[z|x] for every example of the split (the AE's code), shape (N, latent_dim)."""
     stored = _split(data, split)
     return torch.cat([model.encode(data.features(stored[s : s + batch_size]),
-                                   _labels(model, data, split, s, s + batch_size))[0]
+                                   labels_for(model, data, split, s, s + batch_size))[0]
                       for s in range(0, len(stored), batch_size)])
 
 
@@ -94,7 +94,7 @@ def reconstruction_errors(model: LatentModel, data: Dataset, split: str = "test"
     errors = []
     for s in range(0, len(stored), batch_size):
         x = data.features(stored[s : s + batch_size])
-        errors.append((model.reconstruct(x, _labels(model, data, split, s, s + batch_size)) - x).pow(2).flatten(1).mean(1))
+        errors.append((model.reconstruct(x, labels_for(model, data, split, s, s + batch_size)) - x).pow(2).flatten(1).mean(1))
     return torch.cat(errors)
 
 
@@ -127,7 +127,7 @@ def iwae_nll(
               leave=False) as bar:
         for s in range(0, len(stored), batch_size):
             x = data.features(stored[s : s + batch_size])
-            out.append(-iwae_log_px(model, x, k, gen, max_rows, _labels(model, data, split, s, s + batch_size)).double())
+            out.append(-iwae_log_px(model, x, k, gen, max_rows, labels_for(model, data, split, s, s + batch_size)).double())
             bar.update(len(x))
     return torch.cat(out)
 
@@ -239,9 +239,9 @@ def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, 
     n = min(n, len(data.test_x))
     with torch.no_grad():  # a conditional model generates the classes of the test examples it is compared with
         x = torch.cat([run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm),
-                                                       _labels(run.model, data, "test", i, min(n, i + 1000))))
+                                                       labels_for(run.model, data, "test", i, min(n, i + 1000))))
                        for i in range(0, n, 1000)])
-    asked = data.label_slice("test", 0, n) if run.model.classes else None
+    asked = labels_for(run.model, data, "test", 0, n)
     out = generation_metrics(x, data, run.config.seed, log, asked)
     return {**out, "generation_sampler": sampler}
 

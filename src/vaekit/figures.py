@@ -17,7 +17,7 @@ from . import plots
 from .checkpoint import Run, load_run, read_history
 from .data import Dataset
 from .errors import VaekitError
-from .evaluate import elbo_metrics, latent_means, reconstruction_errors, run_data
+from .evaluate import elbo_metrics, labels_for, latent_means, reconstruction_errors, run_data
 
 PLOTS_DIR = "plots"
 
@@ -79,7 +79,7 @@ class RunView:
 
     def test_y(self, n: int) -> torch.Tensor | None:
         """The first n test labels where the model is conditional on them, else None."""
-        return self.data.label_slice("test", 0, n) if self.model.classes else None
+        return labels_for(self.model, self.data, "test", 0, n)
 
     def generator(self) -> torch.Generator:
         return torch.Generator(device=self.run.model.device).manual_seed(self.seed)

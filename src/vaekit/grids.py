@@ -6,6 +6,7 @@ Pure functions of arrays and models, written with Pillow (no plotting library ne
 from __future__ import annotations
 
 import math
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,22 +80,41 @@ def class_rows(model: LatentModel, codes: Tensor) -> tuple[Tensor, Tensor]:
     return codes.repeat(model.classes, 1), y
 
 
+def grid_layout(model: LatentModel, n: int, label: int | None = None) -> tuple[int, int | None]:
+    """(samples, columns) of a grid of about n samples: a conditional model without a ``label`` gets
+    one row per class, n rounded up to whole columns; otherwise n samples, columns left to the grid."""
+    if model.classes and label is None:
+        ncol = math.ceil(n / model.classes)
+        return ncol * model.classes, ncol
+    return n, None
+
+
+def grid_codes(model: LatentModel, n: int, draw: Callable[[int], Tensor],
+               label: int | None = None) -> tuple[Tensor, Tensor | None, int | None]:
+    """Codes (from ``draw(k)``), labels and columns for the grid ``grid_layout`` gives: each column one z
+    decoded as every class, or all of class ``label``, or unlabelled codes for other models."""
+    count, ncol = grid_layout(model, n, label)
+    if ncol:
+        codes, y = class_rows(model, draw(ncol))
+        return codes, y, ncol
+    codes = draw(count)
+    return codes, None if label is None else torch.full((count,), label, dtype=torch.long, device=codes.device), None
+
+
 def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | None = None,
                 y: Tensor | None = None, ncol: int | None = None) -> np.ndarray:
     """n decoded draws from the prior as one picture (or the given ``codes``, decoded with labels ``y``).
     A conditional model's draws are laid out one row per class (about n in all)."""
     _need_images(model, "sample grid")
-    if codes is None and model.classes:
-        ncol = math.ceil(n / model.classes)
-        check_grid(ncol * model.classes, model.data_shape, ncol)
+    if codes is None:
+        count, cols = grid_layout(model, n)
+        check_grid(count, model.data_shape, cols)
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        codes, y = class_rows(model, model.prior.sample(ncol, model, gen))
-    check_grid(n if codes is None else len(codes), model.data_shape, ncol)
-    if codes is not None:
-        with torch.no_grad():
-            return image_grid(model.mean(model.decode(codes, y)), ncol=ncol)
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    return image_grid(model.sample(n, generator=gen))
+        codes, y, ncol = grid_codes(model, n, lambda k: model.prior.sample(k, model, gen))
+    else:
+        check_grid(len(codes), model.data_shape, ncol)
+    with torch.no_grad():
+        return image_grid(model.mean(model.decode(codes, y)), ncol=ncol)
 
 
 def reconstruction_grid(model: LatentModel, x: Tensor, ncol: int = 8, y: Tensor | None = None) -> np.ndarray:

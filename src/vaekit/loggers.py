@@ -91,7 +91,9 @@ class TensorBoard:
             gen = torch.Generator(device=model.device).manual_seed(self.seed)
             samples = model.sample(IMAGES, generator=gen)
             x = data.features(data.test_x[:32])
-            recon = model.reconstruct(x, data.label_slice("test", 0, len(x)) if model.classes else None)
+            from .evaluate import labels_for
+
+            recon = model.reconstruct(x, labels_for(model, data, "test", 0, len(x)))
             pairs = torch.stack([x, recon], 1).reshape(-1, *x.shape[1:])  # input, reconstruction, ...
             return samples, pairs
         finally:

@@ -20,7 +20,7 @@ from .config import MAX_CLASSES, RunConfig
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
 from .errors import ConfigError, DataError, RunFolderError, VaekitError
-from .evaluate import elbo_metrics
+from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
 from .grids import reconstruction_grid, sample_grid, save_png
@@ -392,7 +392,7 @@ def write_grids(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0)
     if not data.is_image:
         return []
     x = data.features(data.test_x[:32])
-    y = data.label_slice("test", 0, len(x)) if model.classes else None
+    y = labels_for(model, data, "test", 0, len(x))
     return [
         save_png(sample_grid(model, 64, seed), run_dir / SAMPLES_PNG),
         save_png(reconstruction_grid(model, x, y=y), run_dir / RECONSTRUCTIONS_PNG),

@@ -14,6 +14,8 @@ the ratio (a)/(b) and vaekit's achieved GFLOP/s against a large fp32 matmul time
 and after the runs; when the machine's speed drifts by more than 30 % (matmul probes or epochs),
 it says the run is noisy and the ratio unreliable, instead of printing a bare number;
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
+It also times the example step's matrix products alone (same shapes and threads; ``matmul_floor``):
+the part of an epoch no trainer can remove without doing fewer FLOPs, beside vaekit's whole epoch.
 With ``--nproc N`` the example model is also trained data-parallel by N processes (torchrun, gloo on
 the CPU, one thread each, the same global batch of 128): on a machine with few cores this measures the
 cost of the processes and the all-reduce, not a speed-up.
@@ -28,6 +30,7 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
+import queue
 import resource
 import statistics
 import tempfile
@@ -172,12 +175,51 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
 
 
+def linear_sizes(make_config) -> list[tuple[int, int]]:
+    """(inputs, outputs) of each linear layer of the config's model, in the order they run."""
+    from torch import nn
+
+    from vaekit.models import build_model
+
+    model = build_model(make_config(None, 1).model, (1, 28, 28))
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def matmul_floor(sizes: list[tuple[int, int]], n_train: int = 60000, batch: int = 128, repeats: int = 3) -> float:
+    """Seconds per epoch of a training step's matrix products alone, same shapes and threads: each
+    layer's forward (with its bias), weight gradient and input gradient (none for the first layer,
+    whose input is the data). What no trainer can go below on this machine without fewer FLOPs."""
+    import torch
+
+    rows = [batch] * (n_train // batch) + ([n_train % batch] if n_train % batch else [])
+    tensors = {b: [(torch.randn(b, i), torch.randn(o, i), torch.randn(o), torch.randn(b, o)) for i, o in sizes]
+               for b in set(rows)}
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for b in rows:
+            for j, (x, w, bias, g) in enumerate(tensors[b]):
+                torch.addmm(bias, x, w.t())
+                g.t() @ x
+                if j:
+                    g @ w
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def _in_child(fn, *args) -> dict:
+    """``fn(*args, queue)`` in a fresh process; a child that dies without an answer ends the benchmark."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=fn, args=(*args, q))
     p.start()
-    result = q.get()
+    while True:
+        try:
+            result = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not p.is_alive() and q.empty():
+                raise SystemExit(f"{fn.__name__} failed (exit code {p.exitcode}); its error is above")
     p.join()
     return result
 
@@ -213,6 +255,8 @@ def main() -> None:
               f"{max(times):.2f} s), test loss {r['test_loss']:.2f} after {n} epochs, peak memory "
               f"{r['peak_mb']:.0f} MB", flush=True)
         probes.append(matmul_gflops())
+    floor = matmul_floor(linear_sizes(example_config))
+    probes.append(matmul_gflops())
     peak = statistics.median(probes)
     machine_spread = max(probes) / min(probes)
     epoch_spread = max(results[k]["epoch_spread"] for k in ("conventional", "vaekit"))
@@ -223,6 +267,7 @@ def main() -> None:
         "epochs": epochs,
         "speedup_conventional_over_vaekit": results["conventional"]["median_epoch_seconds"] / v["median_epoch_seconds"],
         "vaekit_gflops": achieved, "matmul_gflops": peak, "gflop_per_epoch": FLOP_PER_EXAMPLE * 60000 / 1e9,
+        "matmul_floor_seconds": floor, "vaekit_over_floor": v["median_epoch_seconds"] / floor,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
         "matmul_gflops_probes": probes, "machine_spread": machine_spread, "epoch_spread": epoch_spread,
         "noisy": noisy, "results": results,
@@ -230,6 +275,8 @@ def main() -> None:
     print(f"   speed-up (a)/(b): {summary['speedup_conventional_over_vaekit']:.2f}x; vaekit {achieved:.0f} GFLOP/s "
           f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul, median of {len(probes)}: "
           f"{min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+    print(f"   the step's matrix products alone (same shapes and threads): {floor:.2f} s per epoch; vaekit's epoch "
+          f"is {summary['vaekit_over_floor']:.2f}x that (the rest: Adam, element-wise work, autograd and dispatch)")
     if args.nproc:
         d = results[f"vaekit x{args.nproc}"]
         summary[f"vaekit_{args.nproc}_processes_over_1"] = d["median_epoch_seconds"] / v["median_epoch_seconds"]

@@ -47,6 +47,7 @@ def _cases(model):
     return {
         "training_curves": (plots.training_curves(_history()), (1500, 800)),
         "kl_per_dimension": (plots.kl_per_dimension([0.0, 1.2, 3.4]), (800, 400)),
+        "compare_curves": (plots.compare_curves({"a": _history(), "b": _history(6)}), (900, 550)),
         "latent_scatter_2d": (plots.latent_scatter(codes[:, :2], labels), (700, 650)),
         "latent_scatter_pca_tsne": (plots.latent_scatter(codes, labels, tsne_points=150), (1300, 650)),
         "latent_grid": (plots.latent_grid(model, 15), (900, 900)),
@@ -61,6 +62,17 @@ def _cases(model):
         "scores": (plots.score_histograms(np.random.rand(100), np.random.rand(20) + 1, 0.9, "nelbo"), (800, 500)),
         "confusion": (plots.confusion_matrix(labels, (labels + (np.arange(300) % 7 == 0)) % 4), (700, 600)),
     }
+
+
+def test_compare_curves_puts_each_run_on_its_own_minutes():
+    fast = [{**r, "train_seconds": 30.0} for r in _history(4)]
+    slow = [{**r, "train_seconds": 120.0, "test_loss": r["test_loss"] - 1} for r in _history(3)]
+    fig = plots.compare_curves({"fast": fast, "slow": slow})
+    lines = fig.axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[0.5, 1.0, 1.5, 2.0], [2.0, 4.0, 6.0]]
+    assert list(lines[1].get_ydata()) == [r["test_loss"] for r in slow]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "fast (6.50 after 4 epochs)", "slow (6.50 after 3 epochs)"]
 
 
 def test_each_plot_function_writes_a_png_of_the_expected_size(model, tmp_path):

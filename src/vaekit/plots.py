@@ -105,6 +105,27 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
     return fig
 
 
+def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], key: str = "test_loss",
+                   ylabel: str = "test negative ELBO (nats per example)") -> Figure:
+    """One run's ``key`` per epoch against its cumulative training minutes, for several runs (what
+    each buys per minute of compute); the y axis is cut at the worst final value so the ends are legible."""
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    ax = fig.subplots()
+    finals = []
+    for name, history in histories.items():
+        minutes = np.cumsum([r.get("train_seconds", r.get("seconds", np.nan)) for r in history]) / 60
+        values = np.array([r.get(key, np.nan) for r in history], dtype=float)
+        ax.plot(minutes, values, "-", lw=1.5, label=f"{name} ({values[-1]:.2f} after {len(history)} epochs)")
+        finals.append(values[np.isfinite(values)][-1] if np.isfinite(values).any() else np.nan)
+    if np.isfinite(finals).any():
+        low, high = np.nanmin(finals), np.nanmax(finals)
+        ax.set_ylim(low - 0.15 * (high - low + 1), high + 2.5 * (high - low + 1))
+    ax.set(xlabel="training minutes", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def kl_per_dimension(kl_per_dim: Sequence[float]) -> Figure:
     """Final KL per latent dimension, sorted, with the collapse threshold marked."""
     fig = Figure(figsize=(8, 4), layout="constrained")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -86,6 +87,13 @@ def _mnist_nll() -> RunConfig:
     )
 
 
+def _mnist_vamp() -> RunConfig:
+    """The mnist-nll network with a VampPrior of 500 pseudo-inputs (see benchmarks/nll.py)."""
+    base = _mnist_nll()
+    return dataclasses.replace(base, preset="mnist-vamp",
+                               model=dataclasses.replace(base.model, prior="vamp", pseudo_inputs=500))
+
+
 def _mnist_hvae() -> RunConfig:
     """A two-layer hierarchy trained on the IWAE bound, for the NLL protocol (see benchmarks/nll.py)."""
     return RunConfig(
@@ -141,6 +149,8 @@ PRESETS: dict[str, Preset] = {
                "min(1, epoch/5), MNIST", _mnist_mlp),
         Preset("mnist-nll", "the 784-400-400-20 VAE on dynamically binarised MNIST, lr warm-up + "
                "cosine decay, beta warm-up over 10 epochs: the NLL benchmark's run (500 epochs)", _mnist_nll),
+        Preset("mnist-vamp", "the mnist-nll VAE with a VampPrior (a prior learned as the mixture of "
+               "the posteriors of 500 pseudo-inputs), 500 epochs", _mnist_vamp),
         Preset("mnist-hvae", "hierarchical VAE on dynamically binarised MNIST: 784-512-256 trunk, latent "
                "layers 64 and 32, trained on the IWAE bound (K=5), beta and lr warm-up, cosine decay (500 epochs)",
                _mnist_hvae),

@@ -90,6 +90,40 @@ def test_signal_saves_a_checkpoint_mid_epoch_and_resume_is_exact(sig, straight, 
     _same_run(straight, out)
 
 
+_SIGNAL_IN_PICTURES = """
+import os, signal, sys, time
+import vaekit.train as t
+real = t.write_grids
+def grids(*args, **kwargs):  # the run's weights are saved; the signal arrives as its pictures are made
+    os.kill(os.getpid(), signal.{name})
+    time.sleep(5)
+    return real(*args, **kwargs)
+t.write_grids = grids
+from vaekit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_the_pictures_are_made_says_the_run_is_complete(sig, tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(small_cfg(2).to_json())
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_PICTURES.format(name=sig.name), "train", "--config",
+                           str(cfg), "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"the run in {out} is complete" in proc.stderr and f"vaekit train --resume {out}" in proc.stderr
+    assert load_run(out).epoch == 2 and not (out / train_mod.SAMPLES_PNG).exists()
+    again = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(out), "--no-progress"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "writing the missing" in again.stdout
+    for name in (train_mod.SAMPLES_PNG, train_mod.RECONSTRUCTIONS_PNG, "README.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(read_history(out)) == 2  # nothing trained again
+
+
 def test_kill_9_at_random_moments_never_loses_the_last_checkpoint(tmp_path):
     started = time.perf_counter()
     reference = fit(small_cfg(30), tmp_path / "reference", **QUIET).path

@@ -19,13 +19,13 @@ from . import distributed
 from .config import MAX_CLASSES, RunConfig
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
-from .errors import ConfigError, DataError, RunFolderError, VaekitError
+from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
 from .grids import reconstruction_grid, sample_grid, save_png
 from .loggers import Loggers, check_loggers
-from .modelcard import write_model_card
+from .modelcard import CARD, write_model_card
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
@@ -251,6 +251,9 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
         if start.epoch >= cfg.train.epochs and not start.step:
             log(f"{run_dir} has already trained all {cfg.train.epochs} epochs; continue it with --epochs N "
                 f"(N > {cfg.train.epochs})")
+            if writer and _missing_finish(run_dir, data):  # a signal cut the end of the run short
+                log(f"writing the missing {', '.join(finish_files(data))}")
+                finish_run(model, data, run_dir, cfg.seed)
             return start.epoch
         where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
         log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
@@ -381,10 +384,30 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
             f"vaekit plot {run_dir} (or vaekit report {run_dir})")
     if not (run_dir / ckpt.MODEL).exists():
         ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen))
-    model.train(False)
-    write_grids(model, data, run_dir, cfg.seed)
-    write_model_card(run_dir)
+    finish_run(model, data, run_dir, cfg.seed)
     return done
+
+
+def finish_run(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0) -> None:
+    """The pictures and model card of a trained run. The weights are saved by then, so a signal here
+    ends with a line saying the run is complete and how to remake what it cut short."""
+    model.train(False)
+    try:
+        write_grids(model, data, run_dir, seed)
+        write_model_card(run_dir)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted after the last epoch, while writing the pictures: the run in {run_dir} is complete; "
+            f"vaekit train --resume {run_dir} remakes {', '.join(finish_files(data))}", "signal") from None
+
+
+def finish_files(data: Dataset) -> list[str]:
+    """The files ``finish_run`` writes for this data."""
+    return ([SAMPLES_PNG, RECONSTRUCTIONS_PNG] if data.is_image else []) + [CARD]
+
+
+def _missing_finish(run_dir: Path, data: Dataset) -> bool:
+    return any(not (run_dir / name).exists() for name in finish_files(data))
 
 
 def write_grids(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0) -> list[Path]:

@@ -384,21 +384,24 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
             f"vaekit plot {run_dir} (or vaekit report {run_dir})")
     if not (run_dir / ckpt.MODEL).exists():
         ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen))
-    finish_run(model, data, run_dir, cfg.seed)
+    finish_run(model, data, run_dir, cfg.seed, complete=done >= cfg.train.epochs)
     return done
 
 
-def finish_run(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0) -> None:
-    """The pictures and model card of a trained run. The weights are saved by then, so a signal here
-    ends with a line saying the run is complete and how to remake what it cut short."""
+def finish_run(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0, complete: bool = True) -> None:
+    """The pictures and model card of a trained run (``complete``: all its epochs, else stopped by a time
+    limit). The weights are saved by then, so a signal here ends with a line saying so, and what next."""
     model.train(False)
     try:
         write_grids(model, data, run_dir, seed)
         write_model_card(run_dir)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(
-            f"interrupted after the last epoch, while writing the pictures: the run in {run_dir} is complete; "
-            f"vaekit train --resume {run_dir} remakes {', '.join(finish_files(data))}", "signal") from None
+        files = ", ".join(finish_files(data))
+        if complete:
+            text = f"the run in {run_dir} is complete; vaekit train --resume {run_dir} writes {files}"
+        else:
+            text = f"the run in {run_dir} is saved; continue with: vaekit train --resume {run_dir}"
+        raise TrainingInterrupted(f"interrupted while writing the pictures after training: {text}", "signal") from None
 
 
 def finish_files(data: Dataset) -> list[str]:

@@ -251,8 +251,9 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
         if start.epoch >= cfg.train.epochs and not start.step:
             log(f"{run_dir} has already trained all {cfg.train.epochs} epochs; continue it with --epochs N "
                 f"(N > {cfg.train.epochs})")
-            if writer and _missing_finish(run_dir, data):  # a signal cut the end of the run short
-                log(f"writing the missing {', '.join(finish_files(data))}")
+            missing = [name for name in finish_files(data) if not (run_dir / name).exists()]
+            if writer and missing:  # a signal cut the end of the run short
+                log(f"writing the missing {', '.join(missing)}")
                 finish_run(model, data, run_dir, cfg.seed)
             return start.epoch
         where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
@@ -407,10 +408,6 @@ def finish_run(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0, 
 def finish_files(data: Dataset) -> list[str]:
     """The files ``finish_run`` writes for this data."""
     return ([SAMPLES_PNG, RECONSTRUCTIONS_PNG] if data.is_image else []) + [CARD]
-
-
-def _missing_finish(run_dir: Path, data: Dataset) -> bool:
-    return any(not (run_dir / name).exists() for name in finish_files(data))
 
 
 def write_grids(model: LatentModel, data: Dataset, run_dir: Path, seed: int = 0) -> list[Path]:

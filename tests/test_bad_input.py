@@ -324,6 +324,12 @@ TABLE = [
     ("resnet on vectors", [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--arch", "resnet"], ["image data"]),
     ("resnet with too many stages for the size", [*TRAIN, "--preset", "digits-mlp", "--arch", "resnet",
                                                   "--hidden", "8,8,8,8"], ["divisible by 16", "8x8"]),
+    ("spatial latent not a whole number of maps", [*TRAIN, "--preset", "digits-mlp", "--arch", "conv", "--hidden",
+                                                   "8", "--latent-dim", "17", "--spatial-latent"],
+     ["--spatial-latent", "multiple of 16", "got 17"]),
+    ("spatial latent with an MLP", [*TRAIN, "--spatial-latent"], ["model.spatial_latent", "--arch conv or resnet"]),
+    ("spatial latent on a hierarchy", [*TRAIN, "--model", "hvae", "--latent-dims", "8,4", "--arch", "resnet",
+                                       "--spatial-latent"], ["model.spatial_latent", "--model vae or ae"]),
     # Messages: one short line, control characters escaped, changed data named as such.
     ("a newline in a --set key", [*TRAIN, "--set", "objective.sche\ndule=exp"], ["unknown config key", "\\n"]),
     ("escape codes in a path", ["evaluate", "{t}/no\x1b[31msuch\nrun"], ["\\x1b", "\\n", "no such run folder"]),

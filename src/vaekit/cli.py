@@ -42,6 +42,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--hidden", "model.hidden", dict(metavar="W,W", help="MLP widths, or conv/resnet channels per stage, e.g. 400,400")),
     ("--res-blocks", "model.res_blocks", dict(type=int, metavar="N", help="resnet: residual blocks per stage")),
     ("--latent-dim", "model.latent_dim", dict(type=int, metavar="N", help="size of the latent code z")),
+    ("--spatial-latent", lambda v: {"model.spatial_latent": True},
+     dict(action="store_true", default=None, help="conv/resnet: z as C x h x w maps at the deepest resolution "
+                                                   "(--latent-dim a multiple of h*w)")),
     ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "mse", "dlogistic"],
                                               help="p(x|z): Bernoulli (data in [0, 1]), Gaussian, summed MSE, or "
                                                    "discretised logistic mixture (8-bit images)")),

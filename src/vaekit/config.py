@@ -51,6 +51,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [400, 400])  # MLP widths, or conv/resnet channels per stage
     res_blocks: int = 1  # resnet: residual blocks per stage
     latent_dim: int = 20
+    spatial_latent: bool = False  # conv/resnet: z is a C x h x w map at the deepest resolution (latent_dim = C h w)
     likelihood: str = "bernoulli"  # bernoulli | gaussian | mse | dlogistic
     mixtures: int = 1  # dlogistic: logistic components per pixel
     output: str = "auto"  # auto | logits | identity | sigmoid (decoder's last activation)
@@ -187,6 +188,9 @@ class RunConfig:
             (1 <= m.block_width <= MAX_WIDTH, "model.block_width", m.block_width, f"must be in 1..{MAX_WIDTH}"),
             (not m.latent_dims or m.kind == "hvae", "model.latent_dims", m.latent_dims,
              "applies to --model hvae only (one-layer models take --latent-dim)"),
+            (not m.spatial_latent or (m.arch in ("conv", "resnet") and m.kind in ("vae", "ae") and not m.conditional),
+             "model.spatial_latent", m.spatial_latent,
+             "applies to unconditional --model vae or ae with --arch conv or resnet"),
             (0 <= m.classes <= MAX_CLASSES, "model.classes", m.classes, f"must be in 0..{MAX_CLASSES}"),
             (m.conditional or not m.classes, "model.classes", m.classes, "applies to --conditional models only"),
             (not m.conditional or m.kind in ("vae", "ae"), "model.conditional", m.conditional,

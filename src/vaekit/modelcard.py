@@ -65,6 +65,9 @@ def model_card(run_dir: str | Path) -> str:
     name = run_dir.resolve().name
     dataset = cfg.data.dataset.split(":")[0]
     layers = "+".join(map(str, m.latent_dims)) if m.latent_dims else str(m.latent_dim)
+    if m.spatial_latent and len(data.get("shape", [])) == 3:
+        h, w = (side // 2 ** len(m.hidden) for side in data["shape"][1:])
+        layers += f" ({m.latent_dim // max(1, h * w)} maps of {h}x{w}: a spatial latent)"
     kind = {"vae": "variational autoencoder", "ae": "autoencoder (no prior: not a generative model)",
             "hvae": "hierarchical variational autoencoder"}.get(m.kind, m.kind)
     front = ["---", "library_name: vaekit", "tags:", "- vaekit", f"- {m.kind}", "- variational-autoencoder", "- pytorch",

@@ -44,9 +44,9 @@ class LatentModel(nn.Module):
             raise ConfigError("a conditional model needs its number of classes (model.classes)")
         output = resolve_output(cfg)
         self.encoder, features = self.arch.encoder(cfg, self.data_shape)
-        self.fc_mu = nn.Linear(features + self.classes, cfg.latent_dim)
+        self.fc_mu = self.arch.head(cfg, self.data_shape, features + self.classes)
         if self.variational:
-            self.fc_logvar = nn.Linear(features + self.classes, cfg.latent_dim)
+            self.fc_logvar = self.arch.head(cfg, self.data_shape, features + self.classes)
         decoder_cfg = dataclasses.replace(cfg, latent_dim=cfg.latent_dim + self.classes) if self.classes else cfg
         self.decoder = self.arch.decoder(decoder_cfg, self.param_shape, output)
         self.likelihood: Likelihood = build_likelihood(cfg)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from . import spatial
 from .resnet import ResNet
 
 _ACTIVATIONS = {"logits": None, "identity": None, "sigmoid": nn.Sigmoid}
@@ -27,6 +28,8 @@ class Arch(Protocol):
     name: str
 
     def encoder(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]: ...
+
+    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module: ...
 
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module: ...
 
@@ -45,6 +48,9 @@ class MLP:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
         return nn.Sequential(*layers), width
+
+    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
+        return nn.Linear(features, cfg.latent_dim)
 
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         layers: list[nn.Module] = []
@@ -89,14 +95,23 @@ class Conv:
         layers.append(nn.Flatten())
         return nn.Sequential(*layers), c * h * w
 
+    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
+        """One linear layer over all features, or per-position convolutions for a spatial latent."""
+        if not cfg.spatial_latent:
+            return nn.Linear(features, cfg.latent_dim)
+        _, h, w = self._check(cfg, shape)
+        return spatial.head(cfg.hidden[-1], h, w, spatial.latent_channels(cfg, h, w))
+
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         _, h, w = self._check(cfg, shape)
         chans = list(reversed(cfg.hidden)) + [shape[0]]
         layers: list[nn.Module] = [
-            nn.Linear(cfg.latent_dim, chans[0] * h * w),
+            *(spatial.stem(spatial.latent_channels(cfg, h, w), h, w, chans[0]) if cfg.spatial_latent
+              else [nn.Linear(cfg.latent_dim, chans[0] * h * w)]),
             nn.ReLU(),
-            nn.Unflatten(1, (chans[0], h, w)),
         ]
+        if not cfg.spatial_latent:
+            layers.append(nn.Unflatten(1, (chans[0], h, w)))
         for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
             layers.append(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1))
             if i < len(chans) - 2:

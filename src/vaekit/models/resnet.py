@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from . import spatial
 
 
 class ResBlock(nn.Module):
@@ -54,10 +55,20 @@ class ResNet:
         layers += [nn.SiLU(), nn.Flatten()]
         return nn.Sequential(*layers), c * h * w
 
+    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
+        """Trunk features -> ``latent_dim`` posterior parameters (one linear layer, or per-position
+        convolutions for a spatial latent)."""
+        if not cfg.spatial_latent:
+            return nn.Linear(features, cfg.latent_dim)
+        _, h, w = self._check(cfg, shape)
+        return spatial.head(cfg.hidden[-1], h, w, spatial.latent_channels(cfg, h, w))
+
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         out_channels, h, w = self._check(cfg, shape)
         chans = list(reversed(cfg.hidden))
-        layers: list[nn.Module] = [nn.Linear(cfg.latent_dim, chans[0] * h * w), nn.Unflatten(1, (chans[0], h, w))]
+        layers: list[nn.Module] = (
+            spatial.stem(spatial.latent_channels(cfg, h, w), h, w, chans[0]) if cfg.spatial_latent
+            else [nn.Linear(cfg.latent_dim, chans[0] * h * w), nn.Unflatten(1, (chans[0], h, w))])
         for cin, cout in zip(chans, chans[1:] + [chans[-1]]):
             layers += [ResBlock(cin) for _ in range(cfg.res_blocks)]
             layers += [nn.SiLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]

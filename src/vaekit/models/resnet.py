@@ -56,12 +56,8 @@ class ResNet:
         return nn.Sequential(*layers), c * h * w
 
     def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
-        """Trunk features -> ``latent_dim`` posterior parameters (one linear layer, or per-position
-        convolutions for a spatial latent)."""
-        if not cfg.spatial_latent:
-            return nn.Linear(features, cfg.latent_dim)
         _, h, w = self._check(cfg, shape)
-        return spatial.head(cfg.hidden[-1], h, w, spatial.latent_channels(cfg, h, w))
+        return spatial.head(cfg, cfg.hidden[-1], h, w, features)
 
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         out_channels, h, w = self._check(cfg, shape)

@@ -23,8 +23,12 @@ def latent_channels(cfg: ModelConfig, h: int, w: int) -> int:
     return cfg.latent_dim // (h * w)
 
 
-def head(channels: int, h: int, w: int, latent: int) -> nn.Sequential:
-    """Flat trunk features (channels x h x w) -> ``latent`` x h x w values, flattened."""
+def head(cfg: ModelConfig, channels: int, h: int, w: int, features: int) -> nn.Module:
+    """Flat trunk features (``channels`` maps of h x w) -> ``latent_dim`` posterior parameters: one linear
+    layer for a vector latent, a 3x3 convolution per position for a spatial one."""
+    if not cfg.spatial_latent:
+        return nn.Linear(features, cfg.latent_dim)
+    latent = latent_channels(cfg, h, w)
     return nn.Sequential(nn.Unflatten(1, (channels, h, w)), nn.Conv2d(channels, latent, 3, padding=1), nn.Flatten())
 
 

@@ -102,13 +102,7 @@ class Conv:
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         _, h, w = self._check(cfg, shape)
         chans = list(reversed(cfg.hidden)) + [shape[0]]
-        layers: list[nn.Module] = [
-            *(spatial.stem(spatial.latent_channels(cfg, h, w), h, w, chans[0]) if cfg.spatial_latent
-              else [nn.Linear(cfg.latent_dim, chans[0] * h * w)]),
-            nn.ReLU(),
-        ]
-        if not cfg.spatial_latent:
-            layers.append(nn.Unflatten(1, (chans[0], h, w)))
+        layers: list[nn.Module] = [*spatial.stem(cfg, h, w, chans[0]), nn.ReLU()]
         for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
             layers.append(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1))
             if i < len(chans) - 2:

@@ -62,9 +62,7 @@ class ResNet:
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         out_channels, h, w = self._check(cfg, shape)
         chans = list(reversed(cfg.hidden))
-        layers: list[nn.Module] = (
-            spatial.stem(spatial.latent_channels(cfg, h, w), h, w, chans[0]) if cfg.spatial_latent
-            else [nn.Linear(cfg.latent_dim, chans[0] * h * w), nn.Unflatten(1, (chans[0], h, w))])
+        layers: list[nn.Module] = spatial.stem(cfg, h, w, chans[0])
         for cin, cout in zip(chans, chans[1:] + [chans[-1]]):
             layers += [ResBlock(cin) for _ in range(cfg.res_blocks)]
             layers += [nn.SiLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]

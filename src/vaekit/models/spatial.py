@@ -32,6 +32,10 @@ def head(cfg: ModelConfig, channels: int, h: int, w: int, features: int) -> nn.M
     return nn.Sequential(nn.Unflatten(1, (channels, h, w)), nn.Conv2d(channels, latent, 3, padding=1), nn.Flatten())
 
 
-def stem(latent: int, h: int, w: int, channels: int) -> list[nn.Module]:
-    """The decoder's first layers: flat z -> its ``latent`` x h x w map -> ``channels`` feature maps."""
+def stem(cfg: ModelConfig, h: int, w: int, channels: int) -> list[nn.Module]:
+    """The decoder's first layers, flat z -> ``channels`` feature maps of h x w: one linear layer for a
+    vector latent, a 3x3 convolution from z's own maps for a spatial one."""
+    if not cfg.spatial_latent:
+        return [nn.Linear(cfg.latent_dim, channels * h * w), nn.Unflatten(1, (channels, h, w))]
+    latent = latent_channels(cfg, h, w)
     return [nn.Unflatten(1, (latent, h, w)), nn.Conv2d(latent, channels, 3, padding=1)]

@@ -106,9 +106,18 @@ def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
     code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "p", "--no-progress")
     assert code == 0, err
     assert "chose a residual conv VAE" in out and "3x32x32 colour images" in out and "logistic" in out
+    assert "spatial latent of 8 maps of 8x8" in out
     r = load_run("p")
     assert r.data_shape == (3, 32, 32) and r.config.model.arch == "resnet"
     assert (r.config.model.likelihood, r.config.model.mixtures) == ("dlogistic", 5)
+    assert (r.config.model.spatial_latent, r.config.model.latent_dim, r.config.model.hidden) == (True, 512, [32, 64])
+    # a latent size of one's own takes the spatial wiring with it (64 is no whole number of 8x8 maps' 8)
+    code, out, err = run("train", "--dataset", "folder:photos", "--latent-dim", "64", "--epochs", "1", "--out", "q",
+                         "--no-progress")
+    assert code == 0, err
+    assert "your flags set latent_dim" in out
+    q = load_run("q").config.model
+    assert (q.arch, q.spatial_latent, q.latent_dim, q.likelihood) == ("resnet", False, 64, "dlogistic")
     code, out, err = run("train", "--dataset", "vectors:emb.npy", "--epochs", "1", "--out", "v", "--no-progress")
     assert code == 0 and "chose an MLP VAE (192, 192; latent 12" in out and "96-d vectors" in out
     code, out, err = run("train", "--dataset", "folder:photos", "--arch", "mlp", "--likelihood", "bernoulli",
@@ -118,3 +127,28 @@ def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
     assert (m.arch, m.likelihood, m.latent_dim, m.learn_sigma) == ("mlp", "bernoulli", 5, False)
     code, out, err = run("train", "--preset", "digits-mlp", "--epochs", "1", "--out", "d", "--no-progress")
     assert code == 0 and "chose" not in out  # a preset: nothing is chosen for you
+
+
+@pytest.mark.parametrize("side, stages, maps", [(32, [32, 64], 8), (64, [32, 64, 128], 8), (96, [32, 64, 128], 12)])
+def test_colour_photos_get_a_spatial_latent_at_the_deepest_resolution(side, stages, maps):
+    """8-bit colour images get 8 latent maps at the encoder's deepest resolution (a third stage from 64 px),
+    and the model that choice describes builds; turning the spatial latent off, or an architecture of
+    one's own, gives a vector latent of 32 again."""
+    import torch
+
+    from vaekit.autoconfig import choose_model
+    from vaekit.config import RunConfig
+    from vaekit.data import Dataset
+    from vaekit.models import build_model
+
+    x = torch.randint(0, 256, (4, 3, side, side), dtype=torch.uint8)
+    data = Dataset("photos", x, None, x, None, scale=255.0)
+    chosen, why = choose_model(data)
+    assert chosen["model.hidden"] == ",".join(map(str, stages)) and chosen["model.spatial_latent"] is True
+    assert chosen["model.latent_dim"] == 8 * maps * maps and f"8 maps of {maps}x{maps}" in why
+    cfg = RunConfig().with_overrides(chosen)
+    model = build_model(cfg.model, data.shape)
+    assert model.encode(x[:2].float() / 255)[0].shape == (2, 8 * maps * maps)
+    for given in ({"model.spatial_latent": False}, {"model.arch": "conv"}, {"model.hidden": "16,32"}):
+        chosen, _ = choose_model(data, given)
+        assert "model.spatial_latent" not in chosen and chosen["model.latent_dim"] == 32

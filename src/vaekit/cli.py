@@ -207,11 +207,7 @@ def _model_for_data(overrides: dict[str, Any], progress: bool):
 
         data_flags["data.channels"] = overrides["data.channels"] = detect_channels(arg)
     data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
-    chosen, why = choose_model(data)
-    chosen = {k: v for k, v in chosen.items() if k not in overrides}  # a flag always wins
-    if "model.likelihood" in overrides:  # settings that belong to the chosen likelihood go with it
-        chosen.pop("model.learn_sigma", None)
-        chosen.pop("model.mixtures", None)
+    chosen, why = choose_model(data, given=overrides)
     print(why)
     return RunConfig().with_overrides(chosen), data
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .data import Dataset
+from .models.spatial import map_size
 
 
 _VECTOR_LATENT = 32  # colour or larger images
@@ -74,7 +75,7 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
         if c == 3 and data.scale == 255.0 and str(data.train_x.dtype) == "torch.uint8" and h % 8 == 0 \
                 and w % 8 == 0 and min(h, w) >= 32:
             stages = [32, 64, 128] if min(h, w) >= 64 else [32, 64]
-            mh, mw = h // 2 ** len(stages), w // 2 ** len(stages)
+            mh, mw = map_size(stages, h, w)
             overrides = {"model.arch": "resnet", "model.hidden": ",".join(map(str, stages)), "model.res_blocks": 1,
                          "model.latent_dim": _MAPS * mh * mw, "model.spatial_latent": True,
                          "model.likelihood": "dlogistic", "model.mixtures": 5,

@@ -84,7 +84,7 @@ class Conv:
                 f"the conv architecture with {len(cfg.hidden)} stride-2 layers needs image sides "
                 f"divisible by {f}, got {h}x{w}; change --hidden or the image size"
             )
-        return c, h // f, w // f
+        return (c, *spatial.map_size(cfg.hidden, h, w))
 
     def encoder(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
         c, h, w = self._check(cfg, shape)

@@ -43,7 +43,7 @@ class ResNet:
         if not cfg.hidden or h % f or w % f:
             raise ConfigError(f"--arch resnet with {len(cfg.hidden)} stages (--hidden) needs image sides divisible "
                               f"by {f}, got {h}x{w}; change --hidden or --image-size")
-        return c, h // f, w // f
+        return (c, *spatial.map_size(cfg.hidden, h, w))
 
     def encoder(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
         c, h, w = self._check(cfg, shape)

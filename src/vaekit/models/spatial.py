@@ -15,6 +15,13 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 
 
+def map_size(hidden: list[int], h: int, w: int) -> tuple[int, int]:
+    """The encoder's deepest resolution, where a spatial latent lives: each of the ``hidden`` stages halves
+    the sides (the architectures refuse sides that do not divide)."""
+    f = 2 ** len(hidden)
+    return h // f, w // f
+
+
 def latent_channels(cfg: ModelConfig, h: int, w: int) -> int:
     """C of the C x h x w latent map; refuses a latent size that is not a whole number of maps."""
     if cfg.latent_dim % (h * w):

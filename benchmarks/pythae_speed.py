@@ -32,6 +32,10 @@ from speed import _in_child, _peak_mb, example_config, linear_sizes, matmul_floo
 
 def pythae_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
     """Pythae's VAE and BaseTrainer on the example model; seconds of each epoch's training loop."""
+    import logging
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"  # Pythae's per-epoch progress bars would bury the benchmark's table
     import torch
     from pythae.data.datasets import BaseDataset
     from pythae.models import VAE, VAEConfig
@@ -42,10 +46,14 @@ def pythae_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
 
     from vaekit.data.standard import load_idx_source
 
+    for name in list(logging.root.manager.loggerDict):  # each Pythae module sets its own logger to INFO
+        if name.startswith("pythae"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
     torch.set_num_threads(1)
     torch.manual_seed(0)
     arrays = load_idx_source("mnist", data_dir, download=True, progress=False)
-    train = BaseDataset(torch.from_numpy(arrays["train_x"]).float().div_(255).view(-1, 1, 28, 28),
+    train = BaseDataset(torch.as_tensor(arrays["train_x"].copy()).float().div_(255).view(-1, 1, 28, 28),
                         torch.from_numpy(arrays["train_y"].astype("int64")))
 
     class Encoder(BaseEncoder):

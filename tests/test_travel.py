@@ -111,7 +111,7 @@ def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
     assert r.data_shape == (3, 32, 32) and r.config.model.arch == "resnet"
     assert (r.config.model.likelihood, r.config.model.mixtures) == ("dlogistic", 5)
     assert (r.config.model.spatial_latent, r.config.model.latent_dim, r.config.model.hidden) == (True, 512, [32, 64])
-    # a latent size of one's own takes the spatial wiring with it (64 is no whole number of 8x8 maps' 8)
+    # a latent size of one's own takes the spatial wiring with it: a vector latent of that size
     code, out, err = run("train", "--dataset", "folder:photos", "--latent-dim", "64", "--epochs", "1", "--out", "q",
                          "--no-progress")
     assert code == 0, err

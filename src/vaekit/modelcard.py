@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .checkpoint import load_config, read_history
 from .files import atomic_write
-from .models.spatial import map_size
+from .models.spatial import latent_channels, map_size
 
 CARD = "README.md"
 METRICS = "metrics.json"
@@ -68,7 +68,7 @@ def model_card(run_dir: str | Path) -> str:
     layers = "+".join(map(str, m.latent_dims)) if m.latent_dims else str(m.latent_dim)
     if m.spatial_latent and len(data.get("shape", [])) == 3:
         h, w = map_size(m.hidden, *data["shape"][1:])
-        layers += f" ({m.latent_dim // max(1, h * w)} maps of {h}x{w}: a spatial latent)"
+        layers += f" ({latent_channels(m, h, w)} maps of {h}x{w}: a spatial latent)"
     kind = {"vae": "variational autoencoder", "ae": "autoencoder (no prior: not a generative model)",
             "hvae": "hierarchical variational autoencoder"}.get(m.kind, m.kind)
     front = ["---", "library_name: vaekit", "tags:", "- vaekit", f"- {m.kind}", "- variational-autoencoder", "- pytorch",

@@ -304,6 +304,11 @@ TABLE = [
                                                       "--batch-size", "1000", "--hidden", "4096,4096"],
      ["10,000,000 examples at once", "memory budget"]),
     ("an unknown objective", [*TRAIN, "--set", "objective.kind=vlb"], ["unknown objective 'vlb'", "elbo"]),
+    ("--iwae-gradient without --objective iwae", [*TRAIN, "--iwae-gradient", "dreg"], ["--objective iwae only"]),
+    ("an unknown IWAE gradient", [*TRAIN, "--objective", "iwae", "--set", "objective.iwae_gradient=stl"],
+     ["unknown IWAE gradient 'stl'", "dreg"]),
+    ("--iwae-gradient dreg with a hierarchy", [*TRAIN, "--model", "hvae", "--latent-dims", "4,2", "--objective",
+                                               "iwae", "--iwae-gradient", "dreg"], ["dreg needs one latent layer"]),
     ("--overwrite with an objective the model cannot use", ["train", "--out", "{t}/trained", "--overwrite",
                                                             "--objective", "iwae", "--model", "ae"], ["needs a VAE"]),
     # Colour: the CIFAR-10 binary files, the 8-bit likelihood and the residual architecture.

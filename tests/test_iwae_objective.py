@@ -75,19 +75,21 @@ def test_free_bits_floor_each_dimensions_kl():
     assert torch.allclose(with_floor, model.fc_logvar.bias.grad)  # below the floor the KL adds no gradient
 
 
-def cfg(kind: str = "iwae", epochs: int = 4) -> RunConfig:
+def cfg(kind: str = "iwae", epochs: int = 4, gradient: str = "standard") -> RunConfig:
     return RunConfig(seed=4, data=DataConfig(dataset="digits", test_fraction=0.2, binarize="dynamic"),
                      model=ModelConfig(hidden=[32], latent_dim=4),
-                     objective=ObjectiveConfig(kind=kind, iwae_samples=3, schedule="linear", warmup_epochs=2),
+                     objective=ObjectiveConfig(kind=kind, iwae_samples=3, iwae_gradient=gradient, schedule="linear",
+                                               warmup_epochs=2),
                      train=TrainConfig(epochs=epochs, batch_size=64, lr=2e-3))
 
 
-def test_an_iwae_run_trains_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("gradient", ["standard", "dreg"])
+def test_an_iwae_run_trains_and_resumes_exactly(tmp_path, gradient):
     from vaekit.checkpoint import load_run, read_history
     from vaekit.train import fit
 
-    straight = fit(cfg(epochs=4), tmp_path / "a", **QUIET)
-    fit(cfg(epochs=2), tmp_path / "b", **QUIET)
+    straight = fit(cfg(epochs=4, gradient=gradient), tmp_path / "a", **QUIET)
+    fit(cfg(epochs=2, gradient=gradient), tmp_path / "b", **QUIET)
     resumed = fit(None, tmp_path / "b", resume=True, epochs=4, **QUIET)
     strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]  # noqa: E731
     assert strip(read_history(straight.path)) == strip(read_history(resumed.path))

@@ -72,6 +72,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
                                            help="what training optimises: the ELBO or the importance-weighted bound")),
     ("--iwae-samples", "objective.iwae_samples", dict(type=int, metavar="K",
                                                       help="iwae: importance samples per example in training")),
+    ("--iwae-gradient", "objective.iwae_gradient", dict(choices=["standard", "dreg"],
+                                                        help="iwae: the encoder's gradient estimator "
+                                                             "(dreg: doubly reparameterised, lower variance)")),
     ("--free-bits", "objective.free_bits", dict(type=float, metavar="NATS",
                                                 help="elbo: floor on each latent dimension's batch-mean KL")),
     ("--schedule", "objective.schedule", dict(choices=["constant", "linear", "cyclical"],

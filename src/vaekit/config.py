@@ -71,6 +71,7 @@ class ObjectiveConfig:
 
     kind: str = "elbo"  # elbo | iwae (objectives.OBJECTIVES)
     iwae_samples: int = 5  # iwae: importance samples per example during training
+    iwae_gradient: str = "standard"  # iwae: standard | dreg (objectives.IWAE_GRADIENTS)
     free_bits: float = 0.0  # elbo: floor (nats) on each latent dimension's batch-mean KL; 0 disables
     beta: float = 1.0
     schedule: str = "constant"  # constant | linear | cyclical

@@ -30,6 +30,7 @@ class LatentModel(nn.Module):
 
     variational: ClassVar[bool] = True
     kind: ClassVar[str] = ""
+    one_latent_layer: ClassVar[bool] = True  # q(z|x) is one DiagonalGaussian (False for a hierarchy)
     classes: int = 0  # a conditional model's number of classes; 0 for an unconditional one
 
     def __init__(self, cfg: ModelConfig, data_shape: tuple[int, ...]) -> None:

@@ -64,6 +64,11 @@ class DiagonalGaussian:
     def mode(self) -> Tensor:
         return self.mu
 
+    def detached(self) -> DiagonalGaussian:
+        """The same density with its parameters cut from the graph: log q(z) then passes gradients
+        to z only (the doubly reparameterised IWAE gradient needs exactly that)."""
+        return DiagonalGaussian(self.mu.detach(), self.logvar.detach())
+
     def kl(self) -> Tensor:
         """Closed-form KL(q || N(0, I)) per example, summed over latent dimensions."""
         return 0.5 * (self.mu.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)

@@ -147,6 +147,7 @@ class HVAE(LatentModel):
     (and the decoder's widths); ``block_width`` the width of each layer's blocks."""
 
     variational = True
+    one_latent_layer = False
     kind = "hvae"
 
     def __init__(self, cfg: ModelConfig, data_shape: tuple[int, ...]) -> None:

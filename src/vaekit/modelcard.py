@@ -101,6 +101,7 @@ def model_card(run_dir: str | Path) -> str:
     lines += [
         "", "## Training", "",
         f"- objective: {o.kind}" + (f" with K = {o.iwae_samples}" if o.kind == "iwae" else "")
+        + (f" ({o.iwae_gradient} gradient)" if o.iwae_gradient != "standard" else "")
         + f", beta {o.beta:g} ({o.schedule} schedule)" + (f", free bits {o.free_bits:g}" if o.free_bits else ""),
         f"- Adam, lr {t.lr:g} ({t.lr_schedule}), batch {t.batch_size}, seed {cfg.seed}, precision {t.precision}",
         "- everything else: `config.json` (the exact configuration), `history.jsonl` (one line per epoch)", "",

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from . import spatial
+from .image_arch import ImageArch
 from .resnet import ResNet
 
 _ACTIVATIONS = {"logits": None, "identity": None, "sigmoid": nn.Sigmoid}
@@ -65,26 +66,11 @@ class MLP:
         return x.flatten(1)
 
 
-class Conv:
+class Conv(ImageArch):
     """Stride-2 3x3 convolutions (one per entry of ``hidden``, as channels), then latent heads;
     the decoder is a linear layer and mirrored transposed convolutions (seed 001's shape)."""
 
     name = "conv"
-
-    def _check(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
-        if len(shape) != 3:
-            raise ConfigError(
-                f"the conv architecture needs image data (C, H, W), got examples of shape {shape}; "
-                "use --arch mlp for vectors"
-            )
-        c, h, w = shape
-        f = 2 ** len(cfg.hidden)
-        if not cfg.hidden or h % f or w % f:
-            raise ConfigError(
-                f"the conv architecture with {len(cfg.hidden)} stride-2 layers needs image sides "
-                f"divisible by {f}, got {h}x{w}; change --hidden or the image size"
-            )
-        return (c, *spatial.map_size(cfg.hidden, h, w))
 
     def encoder(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
         c, h, w = self._check(cfg, shape)
@@ -94,10 +80,6 @@ class Conv:
             c = ch
         layers.append(nn.Flatten())
         return nn.Sequential(*layers), c * h * w
-
-    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
-        _, h, w = self._check(cfg, shape)
-        return spatial.head(cfg, cfg.hidden[-1], h, w, features)
 
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         _, h, w = self._check(cfg, shape)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError
 from . import spatial
+from .image_arch import ImageArch
 
 
 class ResBlock(nn.Module):
@@ -31,19 +31,10 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResNet:
-    name = "resnet"
+class ResNet(ImageArch):
+    """Residual stages; see the module docstring."""
 
-    def _check(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
-        if len(shape) != 3:
-            raise ConfigError(f"--arch resnet needs image data (C, H, W), got examples of shape {list(shape)}; "
-                              "use --arch mlp for vectors")
-        c, h, w = shape
-        f = 2 ** len(cfg.hidden)
-        if not cfg.hidden or h % f or w % f:
-            raise ConfigError(f"--arch resnet with {len(cfg.hidden)} stages (--hidden) needs image sides divisible "
-                              f"by {f}, got {h}x{w}; change --hidden or --image-size")
-        return (c, *spatial.map_size(cfg.hidden, h, w))
+    name = "resnet"
 
     def encoder(self, cfg: ModelConfig, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
         c, h, w = self._check(cfg, shape)
@@ -54,10 +45,6 @@ class ResNet:
             c = ch
         layers += [nn.SiLU(), nn.Flatten()]
         return nn.Sequential(*layers), c * h * w
-
-    def head(self, cfg: ModelConfig, shape: tuple[int, ...], features: int) -> nn.Module:
-        _, h, w = self._check(cfg, shape)
-        return spatial.head(cfg, cfg.hidden[-1], h, w, features)
 
     def decoder(self, cfg: ModelConfig, shape: tuple[int, ...], output: str) -> nn.Module:
         out_channels, h, w = self._check(cfg, shape)

@@ -7,9 +7,10 @@ epochs, and the run continues to it, so the same run is ``vaekit train --preset 
 from there; for the presets whose lr warm-up covers the probe epochs this is exactly
 ``vaekit train --preset P --epochs N``); if an epoch
 would overrun the budget, training stops early (``fit(max_minutes=...)``). On this shared machine
-the speed drifts, so with ``replan`` the total is planned once more after a fifth of the budget,
-from the median epoch so far (the run is then ``--epochs N1`` followed by ``--resume --epochs N2``:
-the learning-rate decay is stretched or shortened from that point on).
+the speed drifts, so with ``replan`` the total is planned again after a fifth and after three fifths
+of the budget, each time from the median epoch since the last plan (the run is then ``--epochs N1``
+followed by ``--resume --epochs N2`` and ``--resume --epochs N3``: the learning-rate decay is
+stretched or shortened from each of those points on).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vaekit.checkpoint import Run, read_history
 from vaekit.config import RunConfig
 from vaekit.train import fit
 
+REPLAN_AT = (0.2, 0.6)  # shares of the budget after which the total is planned again (the speed drifts)
 SAFETY = 0.87  # plan for 87% of the remaining budget: on this 2-core machine epochs ran 10-20% slower
 # after the first few than during them; the hard stop (max_minutes) catches the rest
 
@@ -42,18 +44,23 @@ def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, ev
     epochs = probe + max(0, int((budget - first) * SAFETY / per_epoch))
     print(f"epochs 1-{probe} took {first:.1f} s (up to {per_epoch:.2f} s each): planning {epochs} epochs "
           f"for a {minutes:g}-minute budget", flush=True)
-    if replan and epochs > probe + 4:
-        first_part = (budget * 0.2 - (time.perf_counter() - t0)) / 60
+    since = probe
+    for share in REPLAN_AT if replan else ():
+        part = (budget * share - (time.perf_counter() - t0)) / 60
+        if epochs <= probe + 4 or part <= 0:
+            continue
         run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=every_nth(every, epochs),
-                  max_minutes=first_part)
+                  max_minutes=part)
         done = run.epoch
+        if done >= epochs:
+            break
         spent = time.perf_counter() - t0
-        median = statistics.median(r["seconds"] for r in read_history(run_dir)[probe:] or read_history(run_dir))
+        median = statistics.median(r["seconds"] for r in read_history(run_dir)[since:done] or read_history(run_dir))
         replanned = done + max(1, int((budget - spent) * 0.95 / median))
-        print(f"after {done} epochs ({spent / 60:.1f} min, median {median:.2f} s each): planning {replanned} epochs "
-              f"instead of {epochs}", flush=True)
-        epochs = replanned
-    if epochs > probe:
+        print(f"after {done} epochs ({spent / 60:.1f} min, median {median:.2f} s each since epoch {since}): "
+              f"planning {replanned} epochs instead of {epochs}", flush=True)
+        epochs, since = replanned, done
+    if epochs > run.epoch:
         remaining = (budget - (time.perf_counter() - t0)) / 60
         run = fit(None, run_dir, resume=True, epochs=epochs, progress=False, log=every_nth(every, epochs),
                   max_minutes=remaining)

@@ -97,6 +97,14 @@ def _mnist_vamp() -> RunConfig:
                                train=dataclasses.replace(base.train, batch_size=256))
 
 
+def _mnist_vamp_iwae() -> RunConfig:
+    """mnist-vamp trained on the IWAE bound with K = 3: the best test NLL of the hour measured here
+    (K = 3 beat K = 5 by reaching 534 epochs instead of 343; see benchmarks/nll.py)."""
+    base = _mnist_vamp()
+    return dataclasses.replace(base, preset="mnist-vamp-iwae",
+                               objective=dataclasses.replace(base.objective, kind="iwae", iwae_samples=3))
+
+
 def _mnist_hvae() -> RunConfig:
     """A two-layer hierarchy trained on the IWAE bound, for the NLL protocol (see benchmarks/nll.py)."""
     return RunConfig(
@@ -157,6 +165,8 @@ PRESETS: dict[str, Preset] = {
                "cosine decay, beta warm-up over 10 epochs: the NLL benchmark's run (500 epochs)", _mnist_nll),
         Preset("mnist-vamp", "the mnist-nll VAE with a VampPrior (a prior learned as the mixture of "
                "the posteriors of 200 pseudo-inputs), batch 256, 500 epochs", _mnist_vamp),
+        Preset("mnist-vamp-iwae", "mnist-vamp trained on the IWAE bound with K=3 samples per example: the best "
+               "test NLL measured here", _mnist_vamp_iwae),
         Preset("mnist-hvae", "hierarchical VAE on dynamically binarised MNIST: 784-512-256 trunk, latent "
                "layers 64 and 32, trained on the IWAE bound (K=5), beta and lr warm-up, cosine decay (500 epochs)",
                _mnist_hvae),

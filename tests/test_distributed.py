@@ -28,6 +28,11 @@ def _torchrun(n: int, *args: str, entry: list[str] | None = None) -> list[str]:
             *(entry or ["-m", "vaekit"]), *args]
 
 
+def _why(r: subprocess.CompletedProcess) -> str:
+    """A failed launch's stderr: its start holds the failing rank's own message, its end torchrun's summary."""
+    return r.stderr if len(r.stderr) < 3000 else r.stderr[:2000] + "\n[...]\n" + r.stderr[-1000:]
+
+
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
@@ -165,13 +170,13 @@ def test_only_rank_0_writes(tmp_path: Path) -> None:
         "from vaekit.cli import main\n"
         "sys.exit(main())\n")
     r = _run(_torchrun(2, *TRAIN, "--epochs", "2", "--out", str(tmp_path / "run"), entry=[str(entry)]))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     assert load_run(tmp_path / "run").epoch == 2
 
 
 def test_nproc_runs_the_launcher_for_you(tmp_path: Path) -> None:
     r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "r")])
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _why(r)
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["batch_size"] == 50
     assert load_run(tmp_path / "r").epoch == 1
 

@@ -40,9 +40,10 @@ def fit_within(cfg: RunConfig, run_dir: Path, minutes: float, probe: int = 2, ev
     while run.epoch < probe:
         run = fit(None, run_dir, resume=True, progress=False, log=quiet, max_minutes=1e-9)
     first = time.perf_counter() - t0
-    per_epoch = max(r["seconds"] for r in read_history(run_dir))
+    timed = read_history(run_dir)
+    per_epoch = max(r["seconds"] for r in timed[1:] or timed)  # the first epoch holds warm-up and compiling
     epochs = probe + max(0, int((budget - first) * SAFETY / per_epoch))
-    print(f"epochs 1-{probe} took {first:.1f} s (up to {per_epoch:.2f} s each): planning {epochs} epochs "
+    print(f"epochs 1-{probe} took {first:.1f} s ({per_epoch:.2f} s after the first): planning {epochs} epochs "
           f"for a {minutes:g}-minute budget", flush=True)
     since = probe
     for share in REPLAN_AT if replan else ():

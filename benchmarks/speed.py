@@ -164,14 +164,19 @@ def ddp_run(data_dir: str | None, epochs: int, nproc: int) -> dict:
             "peak_mb": float("nan")}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype=None) -> float:
+    """The rate of an n x n matrix product (after one warm-up), waiting for a GPU to finish."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b
+    sync()
     t = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync()
     return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
 
 

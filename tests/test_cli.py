@@ -150,3 +150,25 @@ def test_output_piped_into_head_is_not_an_error():
     proc = subprocess.run(f"{sys.executable} -m vaekit walkthrough | head -1", shell=True, capture_output=True,
                           text=True)
     assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1
+
+
+def test_flag_choices_are_the_registries():
+    """cli.py lists choices as literals (it starts without importing torch); they must name exactly
+    what the registries hold, so a new family or objective cannot be left out of --help."""
+    from vaekit.cli import TRAIN_FLAGS
+    from vaekit.likelihoods import LIKELIHOODS
+    from vaekit.models import MODELS
+    from vaekit.models.nets import ARCHS
+    from vaekit.models.priors import PRIORS
+    from vaekit.objectives import IWAE_GRADIENTS, OBJECTIVES, SCHEDULES
+    from vaekit.optim import LR_SCHEDULES
+    from vaekit.precision import DTYPES
+
+    registries = {
+        "--model": MODELS, "--arch": ARCHS, "--likelihood": LIKELIHOODS, "--prior": PRIORS,
+        "--objective": OBJECTIVES, "--iwae-gradient": IWAE_GRADIENTS, "--schedule": SCHEDULES,
+        "--lr-schedule": LR_SCHEDULES, "--precision": DTYPES,
+    }
+    choices = {flag: kw["choices"] for flag, _, kw in TRAIN_FLAGS if "choices" in kw}
+    for flag, registry in registries.items():
+        assert sorted(choices[flag]) == sorted(registry), flag

@@ -172,3 +172,22 @@ def test_flag_choices_are_the_registries():
     choices = {flag: kw["choices"] for flag, _, kw in TRAIN_FLAGS if "choices" in kw}
     for flag, registry in registries.items():
         assert sorted(choices[flag]) == sorted(registry), flag
+
+
+def test_a_dependencys_deprecation_of_its_own_code_is_not_shown(capsys):
+    """torch.compile warns that torch.jit.script_method is deprecated, from torch's own file: not for
+    the user; a dependency's other warnings, and deprecations raised at vaekit's code, are shown once."""
+    import warnings
+
+    from vaekit import cli
+
+    with cli._dependency_warnings([True]):
+        for _ in range(2):
+            warnings.warn_explicit("script_method is deprecated", DeprecationWarning,
+                                   "/usr/lib/site-packages/torch/jit/_script.py", 366)
+            warnings.warn_explicit("overflow in cast", RuntimeWarning, "/usr/lib/site-packages/numpy/core.py", 1)
+            warnings.warn_explicit("old keyword", FutureWarning, "/usr/lib/site-packages/sklearn/base.py", 1)
+            warnings.warn_explicit("called the old way", DeprecationWarning, cli.__file__, 10)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["vaekit: warning: overflow in cast", "vaekit: warning: old keyword",
+                   "vaekit: warning: called the old way"]

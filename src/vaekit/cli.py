@@ -729,10 +729,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 @contextlib.contextmanager
 def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
     """Warnings (numpy, Pillow, scikit-learn, ...) are collected, not printed as they come: after a
-    successful command each distinct one becomes one line; after an error the error is the line."""
+    successful command each distinct one becomes one line; after an error the error is the line.
+    A dependency's deprecation notice about its own code (torch.compile's use of torch.jit) is
+    nothing a user can act on, so, as in Python's defaults, it is not shown."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:
@@ -741,6 +747,8 @@ def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
             if show_them[0]:
                 seen = set()
                 for w in caught:
+                    if issubclass(w.category, _DEPRECATIONS) and not w.filename.startswith(_PACKAGE_DIR):
+                        continue
                     text = one_line(str(w.message), 300)
                     if text not in seen:
                         seen.add(text)

@@ -7,7 +7,9 @@ two libraries alternate (Pythae, vaekit, Pythae, vaekit, ...) so that a drift of
 speed hits both alike. Per epoch: Pythae's ``train_step`` (its loop over its DataLoader, no evaluation
 pass) and vaekit's ``train_seconds`` (its loop, no test pass). Also printed: the same step's matrix
 products alone at one thread (``speed.matmul_floor``), the time no trainer can go below without fewer
-FLOPs, so the ratio can be read against what is physically left.
+FLOPs, so the ratio can be read against what is physically left. On a CPU with bfloat16 matrix
+instructions vaekit also runs with ``--precision bf16`` in the same rotation (Pythae 0.1.2 cannot:
+its mixed precision is CUDA-only), with its test loss beside fp32's.
 
 Needs Pythae (not a vaekit dependency): ``.venv/bin/pip install pythae==0.1.2``
 (``bash scripts/bench.sh pythae`` installs it and runs this).
@@ -27,7 +29,7 @@ import statistics
 import tempfile
 import time
 
-from speed import _in_child, _peak_mb, example_config, linear_sizes, matmul_floor, matmul_gflops
+from speed import _in_child, _peak_mb, example_config, linear_sizes, matmul_floor, matmul_gflops, native_bf16
 
 
 def pythae_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
@@ -92,7 +94,7 @@ def pythae_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
     out.put({"epoch_seconds": times, "peak_mb": _peak_mb()})
 
 
-def vaekit_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
+def vaekit_run(data_dir: str | None, epochs: int, out: mp.Queue, precision: str = "fp32") -> None:
     """vaekit's trainer on the same model at one thread; seconds of each epoch's training loop."""
     import torch
 
@@ -101,9 +103,16 @@ def vaekit_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        fit(example_config(data_dir, epochs), f"{tmp}/run", progress=False, log=lambda s: None)
-        times = [r["train_seconds"] for r in read_history(f"{tmp}/run")]
-    out.put({"epoch_seconds": times, "peak_mb": _peak_mb()})
+        fit(example_config(data_dir, epochs, precision), f"{tmp}/run", progress=False, log=lambda s: None)
+        history = read_history(f"{tmp}/run")
+    out.put({"epoch_seconds": [r["train_seconds"] for r in history], "test_loss": history[-1]["test_loss"],
+             "peak_mb": _peak_mb()})
+
+
+def vaekit_bf16_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
+    """The same with ``--precision bf16``, where the CPU has bfloat16 matrix instructions (Pythae
+    0.1.2 has no CPU autocast: its ``amp`` is CUDA's)."""
+    vaekit_run(data_dir, epochs, out, "bf16")
 
 
 def floor_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
@@ -125,15 +134,21 @@ def main() -> None:
                          "(or bash scripts/bench.sh pythae)")
     import torch
 
-    epochs: dict[str, list[float]] = {"pythae": [], "vaekit": []}
+    contenders = [("pythae", pythae_run), ("vaekit", vaekit_run)]
+    if native_bf16():
+        contenders.append(("vaekit bf16", vaekit_bf16_run))
+    epochs: dict[str, list[float]] = {name: [] for name, _ in contenders}
     peaks: dict[str, float] = {}
+    losses: dict[str, list[float]] = {}
     floors = []
     for r in range(args.rounds):
-        for name, fn in (("pythae", pythae_run), ("vaekit", vaekit_run)):
+        for name, fn in contenders:
             res = _in_child(fn, args.data_dir, args.epochs)
             steady = res["epoch_seconds"][1:] or res["epoch_seconds"]  # the first epoch carries one-time costs
             epochs[name] += steady
             peaks[name] = max(peaks.get(name, 0.0), res["peak_mb"])
+            if "test_loss" in res:
+                losses.setdefault(name, []).append(res["test_loss"])
             print(f"round {r + 1}: {name:>6} {', '.join(f'{t:.2f}' for t in res['epoch_seconds'])} s per epoch",
                   flush=True)
         floors.append(_in_child(floor_run, args.data_dir, 0))
@@ -156,6 +171,15 @@ def main() -> None:
           f"faster; peak memory {peaks['pythae']:.0f} vs {peaks['vaekit']:.0f} MB")
     print(f"the step's matrix products alone at one thread: {floor:.2f} s per epoch (Pythae {summary['pythae_over_floor']:.2f}x, "
           f"vaekit {summary['vaekit_over_floor']:.2f}x that); 2x Pythae would be {med['pythae'] / 2:.2f} s")
+    if "vaekit bf16" in med:
+        b = med["vaekit bf16"]
+        summary.update({"vaekit_bf16_epoch_seconds": b, "speedup_pythae_over_vaekit_bf16": med["pythae"] / b,
+                        "vaekit_bf16_range": [min(epochs["vaekit bf16"]), max(epochs["vaekit bf16"])],
+                        "test_loss": {k: statistics.median(v) for k, v in losses.items()}})
+        print(f"vaekit --precision bf16 (one thread): {b:.2f} s ({min(epochs['vaekit bf16']):.2f}-"
+              f"{max(epochs['vaekit bf16']):.2f}), {summary['speedup_pythae_over_vaekit_bf16']:.2f}x faster than Pythae "
+              f"in fp32; test loss after {args.epochs} epochs {summary['test_loss']['vaekit bf16']:.2f} against "
+              f"{summary['test_loss']['vaekit']:.2f} in fp32")
     print(json.dumps(summary))
 
 

@@ -16,6 +16,8 @@ it says the run is noisy and the ratio unreliable, instead of printing a bare nu
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
 It also times the example step's matrix products alone (same shapes and threads; ``matmul_floor``):
 the part of an epoch no trainer can remove without doing fewer FLOPs, beside vaekit's whole epoch.
+On a CPU with bfloat16 matrix instructions (AVX512-BF16, AMX) it also trains the example model with
+``--precision bf16`` and prints its epoch time, test loss and rate against the same fp32 matmul.
 With ``--nproc N`` the example model is also trained data-parallel by N processes (torchrun, gloo on
 the CPU, one thread each, the same global batch of 128): on a machine with few cores this measures the
 cost of the processes and the all-reduce, not a speed-up.
@@ -113,13 +115,26 @@ def _unpack(outputs, x):
     return recon, x, mu, logvar
 
 
-def example_config(data_dir: str | None, epochs: int):
+def example_config(data_dir: str | None, epochs: int, precision: str = "fp32"):
     """The conventional pipeline's model and settings as a vaekit RunConfig."""
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     return RunConfig(seed=0, data=DataConfig(dataset="mnist", data_dir=data_dir),
                      model=ModelConfig(hidden=[400], latent_dim=20, likelihood="bernoulli"),
-                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3))
+                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, precision=precision))
+
+
+def example_config_bf16(data_dir: str | None, epochs: int):
+    """The same run with ``--precision bf16`` (the networks under bfloat16 autocast)."""
+    return example_config(data_dir, epochs, "bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), where
+    ``--precision bf16`` can pay; elsewhere it is emulated and slower."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def preset_config(data_dir: str | None, epochs: int, preset: str = "mnist-mlp"):
@@ -190,15 +205,20 @@ def linear_sizes(make_config) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def matmul_floor(sizes: list[tuple[int, int]], n_train: int = 60000, batch: int = 128, repeats: int = 3) -> float:
+def matmul_floor(sizes: list[tuple[int, int]], n_train: int = 60000, batch: int = 128, repeats: int = 3,
+                 dtype=None) -> float:
     """Seconds per epoch of a training step's matrix products alone, same shapes and threads: each
     layer's forward (with its bias), weight gradient and input gradient (none for the first layer,
-    whose input is the data). What no trainer can go below on this machine without fewer FLOPs."""
+    whose input is the data). What no trainer can go below on this machine without fewer FLOPs
+    (``dtype``: in that precision, as autocast runs them)."""
     import torch
 
     rows = [batch] * (n_train // batch) + ([n_train % batch] if n_train % batch else [])
-    tensors = {b: [(torch.randn(b, i), torch.randn(o, i), torch.randn(o), torch.randn(b, o)) for i, o in sizes]
-               for b in set(rows)}
+
+    def randn(*shape):
+        return torch.randn(*shape, dtype=dtype)
+
+    tensors = {b: [(randn(b, i), randn(o, i), randn(o), randn(b, o)) for i, o in sizes] for b in set(rows)}
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -246,6 +266,11 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
+    bf16 = native_bf16()
+    if bf16:
+        runs.insert(2, ("vaekit bf16", vaekit_run, (example_config_bf16,), epochs))
+    else:
+        print("this CPU has no bfloat16 matrix instructions: --precision bf16 is not timed", flush=True)
     if args.nproc:
         runs.append((f"vaekit x{args.nproc}", None, (), epochs))
     probes = [matmul_gflops()]  # the machine's speed before, between and after the runs
@@ -282,6 +307,24 @@ def main() -> None:
           f"{min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
     print(f"   the step's matrix products alone (same shapes and threads): {floor:.2f} s per epoch; vaekit's epoch "
           f"is {summary['vaekit_over_floor']:.2f}x that (the rest: Adam, element-wise work, autograd and dispatch)")
+    if bf16:
+        b = results["vaekit bf16"]
+        floor_bf16 = matmul_floor(linear_sizes(example_config), dtype=torch.bfloat16)
+        summary.update({
+            "bf16_epoch_seconds": b["median_epoch_seconds"],
+            "speedup_bf16_over_fp32": v["median_epoch_seconds"] / b["median_epoch_seconds"],
+            "speedup_conventional_over_vaekit_bf16":
+                results["conventional"]["median_epoch_seconds"] / b["median_epoch_seconds"],
+            "bf16_gflops": FLOP_PER_EXAMPLE * 60000 / b["median_epoch_seconds"] / 1e9,
+            "bf16_test_loss_minus_fp32": b["test_loss"] - v["test_loss"],
+            "matmul_floor_seconds_bf16": floor_bf16, "bf16_matmul_gflops": matmul_gflops(dtype=torch.bfloat16),
+        })
+        print(f"   --precision bf16: {b['median_epoch_seconds']:.2f} s/epoch, {summary['speedup_bf16_over_fp32']:.2f}x "
+              f"fp32 vaekit and {summary['speedup_conventional_over_vaekit_bf16']:.2f}x the conventional pipeline; "
+              f"{summary['bf16_gflops']:.0f} GFLOP/s = {summary['bf16_gflops'] / peak:.0%} of the fp32 matmul rate "
+              f"(bf16 matmul {summary['bf16_matmul_gflops']:.0f} GFLOP/s); test loss {b['test_loss']:.2f} "
+              f"({summary['bf16_test_loss_minus_fp32']:+.2f} against fp32); the matrix products alone in bf16: "
+              f"{floor_bf16:.2f} s per epoch")
     if args.nproc:
         d = results[f"vaekit x{args.nproc}"]
         summary[f"vaekit_{args.nproc}_processes_over_1"] = d["median_epoch_seconds"] / v["median_epoch_seconds"]

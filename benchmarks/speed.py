@@ -130,11 +130,10 @@ def example_config_bf16(data_dir: str | None, epochs: int):
 
 
 def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), where
-    ``--precision bf16`` can pay; elsewhere it is emulated and slower."""
-    import torch
+    """Whether this CPU multiplies bfloat16 matrices in hardware (``vaekit.precision.native_bf16``)."""
+    from vaekit.precision import native_bf16 as native
 
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return native()
 
 
 def preset_config(data_dir: str | None, epochs: int, preset: str = "mnist-mlp"):

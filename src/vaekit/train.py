@@ -268,6 +268,8 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
 
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
     precision = Precision(cfg.train.precision, device)
+    if writer and precision.note:
+        log(f"note: {precision.note}")
     precision.load_state(start.rng)
     channels_last = device.type == "cuda" and data.is_image and cfg.model.arch != "mlp"
     if channels_last:

@@ -730,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning)
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 @contextlib.contextmanager

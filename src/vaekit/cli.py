@@ -747,7 +747,7 @@ def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
             if show_them[0]:
                 seen = set()
                 for w in caught:
-                    if issubclass(w.category, _DEPRECATIONS) and not w.filename.startswith(_PACKAGE_DIR):
+                    if issubclass(w.category, _DEPRECATIONS) and not os.path.realpath(w.filename).startswith(_PACKAGE_DIR):
                         continue
                     text = one_line(str(w.message), 300)
                     if text not in seen:

@@ -29,7 +29,7 @@ import statistics
 import tempfile
 import time
 
-from speed import _in_child, _peak_mb, example_config, linear_sizes, matmul_floor, matmul_gflops, native_bf16
+from speed import _in_child, _peak_mb, example_config, linear_sizes, matmul_floor, matmul_gflops
 
 
 def pythae_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
@@ -134,8 +134,10 @@ def main() -> None:
                          "(or bash scripts/bench.sh pythae)")
     import torch
 
+    from vaekit.precision import native
+
     contenders = [("pythae", pythae_run), ("vaekit", vaekit_run)]
-    if native_bf16():
+    if native("bf16"):
         contenders.append(("vaekit bf16", vaekit_bf16_run))
     epochs: dict[str, list[float]] = {name: [] for name, _ in contenders}
     peaks: dict[str, float] = {}

@@ -129,13 +129,6 @@ def example_config_bf16(data_dir: str | None, epochs: int):
     return example_config(data_dir, epochs, "bf16")
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (``vaekit.precision.native_bf16``)."""
-    from vaekit.precision import native_bf16 as native
-
-    return native()
-
-
 def preset_config(data_dir: str | None, epochs: int, preset: str = "mnist-mlp"):
     """A named preset (the issue asks for mnist-mlp's epoch time too)."""
     from vaekit.presets import get_preset
@@ -265,7 +258,9 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
-    bf16 = native_bf16()
+    from vaekit.precision import native
+
+    bf16 = native("bf16")
     if bf16:
         runs.insert(2, ("vaekit bf16", vaekit_run, (example_config_bf16,), epochs))
     else:

@@ -107,12 +107,12 @@ def test_bf16_trains_the_vampprior_on_the_iwae_bound_like_fp32_and_resumes_exact
 def test_a_precision_this_cpu_emulates_is_named_before_training(digits_cfg, tmp_path, precision):
     """Autocast to a type the CPU has no matrix instructions for is emulated and slow: training says
     so in one line (this machine's answer for each type comes from oneDNN, not from the test)."""
-    from vaekit.precision import _mkldnn_supports
+    from vaekit.precision import native
 
     digits_cfg.train.precision, digits_cfg.train.epochs = precision, 1
     lines: list[str] = []
     fit(digits_cfg, tmp_path / "run", progress=False, log=lines.append)
     notes = [line for line in lines if line.startswith("note: --precision")]
-    emulated = precision != "fp32" and not _mkldnn_supports(precision)
+    emulated = precision != "fp32" and not native(precision)
     assert notes == ([f"note: --precision {precision}: this CPU has no {precision} matrix instructions, so they "
                       "are emulated and training will likely be slower than with --precision fp32"] if emulated else [])

@@ -15,13 +15,9 @@ from .errors import ConfigError, RunFolderError
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), where
-    ``--precision bf16`` can pay; elsewhere it is emulated and slower than float32."""
-    return _mkldnn_supports("bf16")
-
-
-def _mkldnn_supports(name: str) -> bool:
+def native(name: str) -> bool:
+    """Whether this CPU multiplies matrices of precision ``name`` (bf16, fp16) in hardware (AVX512-BF16,
+    AMX, AVX512-FP16), where autocast to it can pay; elsewhere it is emulated and slower than float32."""
     check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
     try:
         return bool(check()) if check is not None else False
@@ -43,7 +39,7 @@ class Precision:
     def note(self) -> str | None:
         """A line for the user where the precision asked for will be slow on this device: a CPU
         without matrix instructions for it (AVX512-BF16/AMX for bf16, AVX512-FP16/AMX-FP16 for fp16)."""
-        if self.device.type != "cpu" or self.dtype is None or _mkldnn_supports(self.name):
+        if self.device.type != "cpu" or self.dtype is None or native(self.name):
             return None
         return (f"--precision {self.name}: this CPU has no {self.name} matrix instructions, so they are emulated "
                 "and training will likely be slower than with --precision fp32")

@@ -7,7 +7,8 @@ two libraries alternate (Pythae, vaekit, Pythae, vaekit, ...) so that a drift of
 speed hits both alike. Per epoch: Pythae's ``train_step`` (its loop over its DataLoader, no evaluation
 pass) and vaekit's ``train_seconds`` (its loop, no test pass). Also printed: the same step's matrix
 products alone at one thread (``speed.matmul_floor``), the time no trainer can go below without fewer
-FLOPs, so the ratio can be read against what is physically left. On a CPU with bfloat16 matrix
+FLOPs, so the ratio can be read against what is physically left: with torch's default BLAS, which Pythae
+uses, and as vaekit runs them (through oneDNN where ``precision.cpu_matmul`` finds it keeps float32). On a CPU with bfloat16 matrix
 instructions vaekit also runs with ``--precision bf16`` in the same rotation (Pythae 0.1.2 cannot:
 its mixed precision is CUDA-only), with its test loss beside fp32's.
 
@@ -116,11 +117,18 @@ def vaekit_bf16_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
 
 
 def floor_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
-    """The example step's matrix products alone at one thread, and a 2048^2 matmul's rate."""
+    """The example step's matrix products alone at one thread, and a 2048^2 matmul's rate: with torch's
+    defaults (Pythae's) and as vaekit runs them (through oneDNN where ``precision.cpu_matmul`` uses it)."""
     import torch
 
+    from vaekit.precision import cpu_matmul
+
     torch.set_num_threads(1)
-    out.put({"floor_seconds": matmul_floor(linear_sizes(example_config)), "matmul_gflops": matmul_gflops()})
+    sizes = linear_sizes(example_config)
+    res = {"floor_seconds": matmul_floor(sizes), "matmul_gflops": matmul_gflops()}
+    with cpu_matmul():
+        res.update(floor_seconds_vaekit=matmul_floor(sizes), matmul_gflops_vaekit=matmul_gflops())
+    out.put(res)
 
 
 def main() -> None:
@@ -156,14 +164,16 @@ def main() -> None:
         floors.append(_in_child(floor_run, args.data_dir, 0))
     med = {k: statistics.median(v) for k, v in epochs.items()}
     floor = statistics.median(f["floor_seconds"] for f in floors)
+    floor_vaekit = statistics.median(f["floor_seconds_vaekit"] for f in floors)
     summary = {
         "pythae_epoch_seconds": med["pythae"], "vaekit_epoch_seconds": med["vaekit"],
         "speedup_pythae_over_vaekit": med["pythae"] / med["vaekit"],
         "pythae_range": [min(epochs["pythae"]), max(epochs["pythae"])],
         "vaekit_range": [min(epochs["vaekit"]), max(epochs["vaekit"])],
-        "matmul_floor_seconds": floor, "vaekit_over_floor": med["vaekit"] / floor,
-        "pythae_over_floor": med["pythae"] / floor,
+        "matmul_floor_seconds": floor, "matmul_floor_seconds_vaekit": floor_vaekit,
+        "vaekit_over_floor": med["vaekit"] / floor_vaekit, "pythae_over_floor": med["pythae"] / floor,
         "matmul_gflops_1_thread": [f["matmul_gflops"] for f in floors],
+        "matmul_gflops_1_thread_vaekit": [f["matmul_gflops_vaekit"] for f in floors],
         "peak_mb": peaks, "epochs": args.epochs, "rounds": args.rounds, "threads": 1,
         "torch": torch.__version__, "pythae": _version("pythae"), "machine": platform.machine(),
     }
@@ -171,8 +181,9 @@ def main() -> None:
           f"({min(epochs['pythae']):.2f}-{max(epochs['pythae']):.2f}), vaekit {med['vaekit']:.2f} s "
           f"({min(epochs['vaekit']):.2f}-{max(epochs['vaekit']):.2f}): vaekit {summary['speedup_pythae_over_vaekit']:.2f}x "
           f"faster; peak memory {peaks['pythae']:.0f} vs {peaks['vaekit']:.0f} MB")
-    print(f"the step's matrix products alone at one thread: {floor:.2f} s per epoch (Pythae {summary['pythae_over_floor']:.2f}x, "
-          f"vaekit {summary['vaekit_over_floor']:.2f}x that); 2x Pythae would be {med['pythae'] / 2:.2f} s")
+    print(f"the step's matrix products alone at one thread: {floor:.2f} s per epoch with torch's defaults (Pythae "
+          f"{summary['pythae_over_floor']:.2f}x that), {floor_vaekit:.2f} s as vaekit runs them (vaekit "
+          f"{summary['vaekit_over_floor']:.2f}x that); 2x Pythae would be {med['pythae'] / 2:.2f} s")
     if "vaekit bf16" in med:
         b = med["vaekit bf16"]
         summary.update({"vaekit_bf16_epoch_seconds": b, "speedup_pythae_over_vaekit_bf16": med["pythae"] / b,

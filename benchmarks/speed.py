@@ -16,6 +16,9 @@ it says the run is noisy and the ratio unreliable, instead of printing a bare nu
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
 It also times the example step's matrix products alone (same shapes and threads; ``matmul_floor``):
 the part of an epoch no trainer can remove without doing fewer FLOPs, beside vaekit's whole epoch.
+Where vaekit routes float32 matrix products to oneDNN (``precision.cpu_matmul``: on CPUs where oneDNN keeps
+them full float32 and torch's default BLAS, MKL, is slower, as on AMD's AVX-512 cores), it also trains the
+example model with torch's default BLAS, and gives the matmul rate and the floor both ways.
 On a CPU with bfloat16 matrix instructions (AVX512-BF16, AMX) it also trains the example model with
 ``--precision bf16`` and prints its epoch time, test loss and rate against the same fp32 matmul.
 With ``--nproc N`` the example model is also trained data-parallel by N processes (torchrun, gloo on
@@ -149,6 +152,15 @@ def vaekit_run(make_config, data_dir: str | None, epochs: int, out: mp.Queue) ->
              "peak_mb": _peak_mb()})
 
 
+def vaekit_default_blas_run(make_config, data_dir: str | None, epochs: int, out: mp.Queue) -> None:
+    """vaekit's trainer with float32 matrix products left to torch's default BLAS (a choice the user
+    makes with ``torch.backends.mkldnn.matmul.fp32_precision = "ieee"``, which vaekit leaves alone)."""
+    import torch
+
+    torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+    vaekit_run(make_config, data_dir, epochs, out)
+
+
 def ddp_run(data_dir: str | None, epochs: int, nproc: int) -> dict:
     """The example model trained by ``nproc`` processes under torchrun; epoch times from history.jsonl."""
     import os
@@ -258,9 +270,11 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
-    from vaekit.precision import native
+    from vaekit.precision import cpu_matmul, native, onednn_fp32_exact
 
-    bf16 = native("bf16")
+    bf16, onednn = native("bf16"), onednn_fp32_exact() and torch.backends.mkldnn.matmul.fp32_precision == "none"
+    if onednn:
+        runs.insert(2, ("default BLAS", vaekit_default_blas_run, (example_config,), epochs))
     if bf16:
         runs.insert(2, ("vaekit bf16", vaekit_run, (example_config_bf16,), epochs))
     else:
@@ -281,6 +295,8 @@ def main() -> None:
         probes.append(matmul_gflops())
     floor = matmul_floor(linear_sizes(example_config))
     probes.append(matmul_gflops())
+    with cpu_matmul():  # the products as vaekit runs them (oneDNN where it is used, else the same as above)
+        floor_vaekit, onednn_gflops = matmul_floor(linear_sizes(example_config)), matmul_gflops()
     peak = statistics.median(probes)
     machine_spread = max(probes) / min(probes)
     epoch_spread = max(results[k]["epoch_spread"] for k in ("conventional", "vaekit"))
@@ -291,16 +307,26 @@ def main() -> None:
         "epochs": epochs,
         "speedup_conventional_over_vaekit": results["conventional"]["median_epoch_seconds"] / v["median_epoch_seconds"],
         "vaekit_gflops": achieved, "matmul_gflops": peak, "gflop_per_epoch": FLOP_PER_EXAMPLE * 60000 / 1e9,
-        "matmul_floor_seconds": floor, "vaekit_over_floor": v["median_epoch_seconds"] / floor,
+        "matmul_floor_seconds": floor, "matmul_floor_seconds_vaekit": floor_vaekit,
+        "vaekit_over_floor": v["median_epoch_seconds"] / floor_vaekit, "onednn_fp32_matmul": onednn,
+        "matmul_gflops_vaekit": onednn_gflops,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
         "matmul_gflops_probes": probes, "machine_spread": machine_spread, "epoch_spread": epoch_spread,
         "noisy": noisy, "results": results,
     }
     print(f"   speed-up (a)/(b): {summary['speedup_conventional_over_vaekit']:.2f}x; vaekit {achieved:.0f} GFLOP/s "
-          f"of {peak:.0f} GFLOP/s (2048^2 fp32 matmul, median of {len(probes)}: "
-          f"{min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
-    print(f"   the step's matrix products alone (same shapes and threads): {floor:.2f} s per epoch; vaekit's epoch "
-          f"is {summary['vaekit_over_floor']:.2f}x that (the rest: Adam, element-wise work, autograd and dispatch)")
+          f"= {achieved / peak:.0%} of {peak:.0f} GFLOP/s (2048^2 fp32 matmul with torch's defaults, median of "
+          f"{len(probes)}: {min(probes):.0f}-{max(probes):.0f}), {summary['gflop_per_epoch']:.0f} GFLOP per epoch")
+    if onednn:
+        d = results["default BLAS"]
+        summary["speedup_onednn_over_default_blas"] = d["median_epoch_seconds"] / v["median_epoch_seconds"]
+        print(f"   fp32 products through oneDNN: {onednn_gflops:.0f} GFLOP/s on the 2048^2 matmul; vaekit's epoch "
+              f"{summary['speedup_onednn_over_default_blas']:.2f}x as fast as with torch's default BLAS "
+              f"({d['median_epoch_seconds']:.2f} s = {FLOP_PER_EXAMPLE * 60000 / d['median_epoch_seconds'] / 1e9 / peak:.0%} "
+              f"of its rate); vaekit reaches {achieved / onednn_gflops:.0%} of oneDNN's 2048^2 rate")
+    print(f"   the step's matrix products alone (same shapes and threads, as vaekit runs them): {floor_vaekit:.2f} s per "
+          f"epoch ({floor:.2f} s with torch's defaults); vaekit's epoch is {summary['vaekit_over_floor']:.2f}x that "
+          "(the rest: Adam, element-wise work, autograd and dispatch)")
     if bf16:
         b = results["vaekit bf16"]
         floor_bf16 = matmul_floor(linear_sizes(example_config), dtype=torch.bfloat16)

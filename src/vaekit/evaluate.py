@@ -18,6 +18,7 @@ from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
 from .models import LatentModel, rows_within
 from .objectives import iwae_log_px
+from .precision import cpu_matmul
 
 DEFAULT_IWAE_K = 100
 IWAE_CHUNK_BYTES = 512 << 20  # activations per decoder chunk: 4096 rows of the MLP presets, fewer for conv nets
@@ -132,6 +133,7 @@ def iwae_nll(
     return torch.cat(out)
 
 
+@cpu_matmul()
 def evaluate_model(
     model: LatentModel,
     data: Dataset,

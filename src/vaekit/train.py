@@ -29,7 +29,7 @@ from .modelcard import CARD, write_model_card
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
-from .precision import Precision
+from .precision import Precision, cpu_matmul
 from .runlock import run_lock
 
 SAMPLES_PNG = "samples.png"
@@ -86,6 +86,7 @@ def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int 
     return cfg
 
 
+@cpu_matmul()
 def fit(
     cfg: RunConfig | None,
     run_dir: str | Path,

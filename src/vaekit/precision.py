@@ -64,8 +64,8 @@ def onednn_fp32_exact() -> bool:
 @contextlib.contextmanager
 def cpu_matmul() -> Iterator[bool]:
     """Float32 matrix products through oneDNN's kernels while inside, where they stay full float32
-    (``onednn_fp32_exact``): torch's default, MKL, takes its AVX2 path on AMD's AVX-512 cores, and
-    oneDNN's measured 2.2x its rate on such a CPU. Yields whether it is on; a choice the user made
+    (``onednn_fp32_exact``): torch's default, MKL, does not use AVX-512 to the full on AMD's cores,
+    where oneDNN's measured 2.2x its rate. Yields whether it is on; a choice the user made
     (``torch.backends.mkldnn.matmul.fp32_precision`` set to anything but ``none``) is left alone."""
     flag = _onednn_flag()
     if flag is None or flag.fp32_precision != "none" or not onednn_fp32_exact():

@@ -8,7 +8,7 @@ speed hits both alike. Per epoch: Pythae's ``train_step`` (its loop over its Dat
 pass) and vaekit's ``train_seconds`` (its loop, no test pass). Also printed: the same step's matrix
 products alone at one thread (``speed.matmul_floor``), the time no trainer can go below without fewer
 FLOPs, so the ratio can be read against what is physically left: with torch's default BLAS, which Pythae
-uses, and as vaekit runs them (through oneDNN where ``precision.cpu_matmul`` finds it keeps float32). On a CPU with bfloat16 matrix
+uses, and as vaekit runs them (through oneDNN where ``matmul.cpu_matmul`` finds it keeps float32). On a CPU with bfloat16 matrix
 instructions vaekit also runs with ``--precision bf16`` in the same rotation (Pythae 0.1.2 cannot:
 its mixed precision is CUDA-only), with its test loss beside fp32's.
 
@@ -118,10 +118,10 @@ def vaekit_bf16_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
 
 def floor_run(data_dir: str | None, epochs: int, out: mp.Queue) -> None:
     """The example step's matrix products alone at one thread, and a 2048^2 matmul's rate: with torch's
-    defaults (Pythae's) and as vaekit runs them (through oneDNN where ``precision.cpu_matmul`` uses it)."""
+    defaults (Pythae's) and as vaekit runs them (through oneDNN where ``matmul.cpu_matmul`` uses it)."""
     import torch
 
-    from vaekit.precision import cpu_matmul
+    from vaekit.matmul import cpu_matmul
 
     torch.set_num_threads(1)
     sizes = linear_sizes(example_config)

@@ -16,7 +16,7 @@ it says the run is noisy and the ratio unreliable, instead of printing a bare nu
 then the same for vaekit's ``mnist-mlp`` preset (784-400-400-20, beta warm-up), for reference.
 It also times the example step's matrix products alone (same shapes and threads; ``matmul_floor``):
 the part of an epoch no trainer can remove without doing fewer FLOPs, beside vaekit's whole epoch.
-Where vaekit routes float32 matrix products to oneDNN (``precision.cpu_matmul``: on CPUs where oneDNN keeps
+Where vaekit routes float32 matrix products to oneDNN (``matmul.cpu_matmul``: on CPUs where oneDNN keeps
 them full float32 and torch's default BLAS, MKL, is slower, as on AMD's AVX-512 cores), it also trains the
 example model with torch's default BLAS, and gives the matmul rate and the floor both ways.
 On a CPU with bfloat16 matrix instructions (AVX512-BF16, AMX) it also trains the example model with
@@ -270,7 +270,8 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
-    from vaekit.precision import cpu_matmul, native, onednn_fp32_exact
+    from vaekit.matmul import cpu_matmul, onednn_fp32_exact
+    from vaekit.precision import native
 
     bf16, onednn = native("bf16"), onednn_fp32_exact() and torch.backends.mkldnn.matmul.fp32_precision == "none"
     if onednn:

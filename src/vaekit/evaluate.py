@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
+from .matmul import cpu_matmul
 from .models import LatentModel, rows_within
 from .objectives import iwae_log_px
-from .precision import cpu_matmul
 
 DEFAULT_IWAE_K = 100
 IWAE_CHUNK_BYTES = 512 << 20  # activations per decoder chunk: 4096 rows of the MLP presets, fewer for conv nets

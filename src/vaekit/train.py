@@ -29,7 +29,8 @@ from .modelcard import CARD, write_model_card
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
-from .precision import Precision, cpu_matmul
+from .matmul import cpu_matmul
+from .precision import Precision
 from .runlock import run_lock
 
 SAMPLES_PNG = "samples.png"

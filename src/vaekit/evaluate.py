@@ -193,6 +193,7 @@ def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Da
     return data
 
 
+@cpu_matmul()
 def evaluate_run(
     run_dir: str | Path,
     data: Dataset | None = None,

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -73,6 +74,13 @@ def test_compare_curves_puts_each_run_on_its_own_minutes():
     assert list(lines[1].get_ydata()) == [r["test_loss"] for r in slow]
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "fast (6.50 after 4 epochs)", "slow (6.50 after 3 epochs)"]
+
+
+def test_compare_curves_draws_no_two_runs_alike_past_the_colour_cycle():
+    """Eleven runs and more (the NLL figure has them): past the colours, the line style changes."""
+    fig = plots.compare_curves({f"run {i}": _history(3) for i in range(23)})
+    looks = [(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in fig.axes[0].get_lines()]
+    assert len(looks) == 23 and len(set(looks)) == 23
 
 
 def test_each_plot_function_writes_a_png_of_the_expected_size(model, tmp_path):

@@ -113,12 +113,13 @@ def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], key: str = "t
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.subplots()
     finals = []
-    for name, history in histories.items():
-        if not history:
-            continue
+    colours = [c["color"] for c in matplotlib.rcParams["axes.prop_cycle"]]
+    for i, (name, history) in enumerate((n, h) for n, h in histories.items() if h):
         minutes = np.cumsum([r.get("train_seconds", r.get("seconds", np.nan)) for r in history]) / 60
         values = np.array([r.get(key, np.nan) for r in history], dtype=float)
-        ax.plot(minutes, values, "-", lw=1.5, label=f"{name} ({values[-1]:.2f} after {len(history)} epochs)")
+        style = ("-", "--", ":", "-.")[i // len(colours) % 4]  # past the colours, no two runs look alike
+        ax.plot(minutes, values, style, color=colours[i % len(colours)], lw=1.5,
+                label=f"{name} ({values[-1]:.2f} after {len(history)} epochs)")
         finals.append(values[np.isfinite(values)][-1] if np.isfinite(values).any() else np.nan)
     if np.isfinite(finals).any():
         low, high = np.nanmin(finals), np.nanmax(finals)

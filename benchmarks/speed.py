@@ -270,10 +270,10 @@ def main() -> None:
     # --quick times the preset for one epoch only, which keeps the whole run under a minute here
     runs = [("conventional", conventional, (), epochs), ("vaekit", vaekit_run, (example_config,), epochs),
             ("mnist-mlp", vaekit_run, (preset_config,), 1 if args.quick else epochs)]
-    from vaekit.matmul import cpu_matmul, onednn_fp32_exact
+    from vaekit.matmul import cpu_matmul, routes_to_onednn
     from vaekit.precision import native
 
-    bf16, onednn = native("bf16"), onednn_fp32_exact() and torch.backends.mkldnn.matmul.fp32_precision == "none"
+    bf16, onednn = native("bf16"), routes_to_onednn()
     if onednn:
         runs.insert(2, ("default BLAS", vaekit_default_blas_run, (example_config,), epochs))
     if bf16:
@@ -296,8 +296,10 @@ def main() -> None:
         probes.append(matmul_gflops())
     floor = matmul_floor(linear_sizes(example_config))
     probes.append(matmul_gflops())
-    with cpu_matmul():  # the products as vaekit runs them (oneDNN where it is used, else the same as above)
-        floor_vaekit, onednn_gflops = matmul_floor(linear_sizes(example_config)), matmul_gflops()
+    floor_vaekit, onednn_gflops = floor, probes[-1]  # the products as vaekit runs them: the same unless routed
+    if onednn:
+        with cpu_matmul():
+            floor_vaekit, onednn_gflops = matmul_floor(linear_sizes(example_config)), matmul_gflops()
     peak = statistics.median(probes)
     machine_spread = max(probes) / min(probes)
     epoch_spread = max(results[k]["epoch_spread"] for k in ("conventional", "vaekit"))

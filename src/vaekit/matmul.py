@@ -47,16 +47,23 @@ def onednn_fp32_exact() -> bool:
         flag.fp32_precision = before
 
 
+def routes_to_onednn() -> bool:
+    """Whether ``cpu_matmul`` would send float32 products to oneDNN now: torch has the switch, the user
+    has not set it, and oneDNN keeps them float32 on this CPU."""
+    flag = _onednn_flag()
+    return flag is not None and flag.fp32_precision == "none" and onednn_fp32_exact()
+
+
 @contextlib.contextmanager
 def cpu_matmul() -> Iterator[bool]:
     """Float32 matrix products through oneDNN's kernels while inside, where they stay full float32
     (``onednn_fp32_exact``): torch's default, MKL, does not use AVX-512 to the full on AMD's cores,
     where oneDNN's measured 2.2x its rate. Yields whether it is on; a choice the user made
     (``torch.backends.mkldnn.matmul.fp32_precision`` set to anything but ``none``) is left alone."""
-    flag = _onednn_flag()
-    if flag is None or flag.fp32_precision != "none" or not onednn_fp32_exact():
+    if not routes_to_onednn():
         yield False
         return
+    flag = _onednn_flag()
     flag.fp32_precision = "bf16"
     try:
         yield True

@@ -25,11 +25,11 @@ from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interr
                      rng_state, set_rng_state)
 from .grids import reconstruction_grid, sample_grid, save_png
 from .loggers import Loggers, check_loggers
+from .matmul import cpu_matmul
 from .modelcard import CARD, write_model_card
 from .models import LatentModel, build_model
 from .objectives import beta_at, get_objective
 from .optim import lr_at, lr_setter, make_optimizer
-from .matmul import cpu_matmul
 from .precision import Precision
 from .runlock import run_lock
 

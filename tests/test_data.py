@@ -8,6 +8,8 @@ import gzip
 import hashlib
 import http.server
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -137,6 +139,19 @@ def test_digits_fixed_split():
     assert len(a.test_x) == 359 and torch.equal(a.test_y, b.test_y) and torch.equal(a.test_x, b.test_x)
     x = a.features(a.train_x)
     assert x.min() == 0 and x.max() == 1
+
+
+def test_digits_are_scikit_learns_without_importing_it(tmp_path):
+    """The digits come from the CSV scikit-learn ships, read without importing scikit-learn (its import
+    was the larger part of a small run's start): the same images and labels as its own loader."""
+    code = ("import sys, numpy as np; from vaekit.data.bundled import _digits_arrays; x, y = _digits_arrays(); "
+            "assert 'sklearn' not in sys.modules; np.save(sys.argv[1], x); np.save(sys.argv[2], y)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], check=True)
+    x, y = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    assert np.array_equal(x, ref.images) and np.array_equal(y, ref.target) and y.dtype == np.int64
 
 
 def _png(path, size, value=128, mode="L"):

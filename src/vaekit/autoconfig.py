@@ -39,6 +39,7 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 _GROUPS = {
     "model.spatial_latent": {"model.arch", "model.hidden", "model.latent_dim", "model.kind", "model.conditional"},
     "model.learn_sigma": {"model.likelihood"},
+    "model.standardize": {"model.likelihood"},
     "model.mixtures": {"model.likelihood"},
 }
 
@@ -97,8 +98,11 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
         "model.likelihood": likelihood, "model.learn_sigma": not bernoulli,
         "train.batch_size": min(128, len(data.train_x)),
     }
-    lik = "Bernoulli" if bernoulli else "Gaussian with learned sigma"
+    lik = "Bernoulli likelihood" if bernoulli else "Gaussian with learned sigma likelihood"
+    if not data.is_image and not bernoulli:  # vectors of any scale: the model standardises each feature
+        overrides["model.standardize"] = True
+        lik += ", each feature standardised"
     name = {"conv": "a conv", "mlp": "an MLP"}[arch]
-    why = (f"no --preset: chose {name} VAE ({', '.join(map(str, hidden))}; latent {latent}; {lik} likelihood) "
+    why = (f"no --preset: chose {name} VAE ({', '.join(map(str, hidden))}; latent {latent}; {lik}) "
            f"for {what}; any flag or --preset overrides this")
     return overrides, why

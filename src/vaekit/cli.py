@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
+from .config import PRECISIONS
 from .errors import TrainingInterrupted, VaekitError, one_line, show
 from .files import strict_json
 from .runlock import writing_into
@@ -54,7 +55,10 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--sigma", "model.sigma", dict(type=float, metavar="S", help="gaussian: fixed (or initial) sigma")),
     ("--learn-sigma", lambda v: {"model.learn_sigma": True},
      dict(action="store_true", default=None, help="gaussian: learn one shared sigma")),
-    ("--precision", "train.precision", dict(choices=["fp32", "bf16", "fp16"],
+    ("--standardize", lambda v: {"model.standardize": True},
+     dict(action="store_true", default=None, help="gaussian/mse: the model standardises each value with the training "
+                                                   "set's mean and std (figures stay in the data's units)")),
+    ("--precision", "train.precision", dict(choices=list(PRECISIONS),
                                             help="arithmetic of the networks (autocast; fp16 with loss scaling)")),
     ("--compile", lambda v: {"train.compile": True},
      dict(action="store_true", default=None, help="compile the training step with torch.compile")),

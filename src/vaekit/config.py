@@ -23,6 +23,7 @@ MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
 MAX_IMAGE_SIZE = 8192
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CLASSES = 10_000  # a conditional model's label one-hot is this wide at most
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision; vaekit.precision maps each to its dtype
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
@@ -57,6 +58,7 @@ class ModelConfig:
     output: str = "auto"  # auto | logits | identity | sigmoid (decoder's last activation)
     sigma: float = 1.0  # gaussian: the fixed sigma, or the initial one when learn_sigma
     learn_sigma: bool = False  # gaussian: learn one shared sigma with the weights
+    standardize: bool = False  # gaussian/mse: the model standardises each value with the training set's mean and std
     prior: str = "normal"  # normal | vamp (models.priors.PRIORS)
     latent_dims: list[int] = field(default_factory=list)  # hvae: latent layers, bottom first (e.g. [64, 32])
     block_width: int = 256  # hvae: width of each latent layer's blocks
@@ -198,6 +200,8 @@ class RunConfig:
              f"applies to --model vae or ae (not {show(m.kind)})"),
             (not m.conditional or m.prior == "normal", "model.conditional", m.conditional,
              "needs --prior normal (the VampPrior's pseudo-inputs have no class)"),
+            (not m.standardize or m.likelihood in ("gaussian", "mse"), "model.standardize", m.standardize,
+             f"needs a likelihood of real values (gaussian or mse), not '{show(m.likelihood)}'"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),
@@ -223,7 +227,7 @@ class RunConfig:
              "must be class numbers >= 0"),
             (len(self.train.device) <= 64 and len(dc.dataset) <= 4096, "train.device/data.dataset",
              self.train.device if len(self.train.device) > 64 else dc.dataset, "is too long"),
-            (t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision, "must be fp32, bf16 or fp16"),
+            (t.precision in PRECISIONS, "train.precision", t.precision, f"must be one of {', '.join(PRECISIONS)}"),
             (dc.binarize in ("none", "static", "dynamic"), "data.binarize", dc.binarize,
              "must be none, static or dynamic"),
         ]

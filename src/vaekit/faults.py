@@ -139,10 +139,13 @@ def non_finite_error(e: NonFinite, run_dir: Path, cfg: RunConfig) -> VaekitError
     kept = (f"the last good checkpoint (epoch {done}) is kept in {run_dir}" if done else
             "no checkpoint was written yet")
     where = f"at epoch {e.epoch}, step {e.step + 1}" if e.step >= 0 else f"during epoch {e.epoch}"
+    m = cfg.model
+    scale = (", or features far from unit scale (--standardize)"
+             if m.likelihood in ("gaussian", "mse") and not m.standardize else "")
     return VaekitError(
         f"training stopped: the {e.term} became NaN/inf {where}; {kept}. "
-        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), or data "
-        f"outside the range the '{cfg.model.likelihood}' likelihood expects (Bernoulli needs [0, 1])"
+        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), data "
+        f"outside the range the '{m.likelihood}' likelihood expects (Bernoulli needs [0, 1]){scale}"
     )
 
 

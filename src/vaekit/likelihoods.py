@@ -9,6 +9,7 @@ x is broadcast, not copied, which keeps importance sampling cheap.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,13 @@ class Likelihood(nn.Module):
 
     def mean(self, out: Tensor) -> Tensor:
         return out
+
+    def model_input(self, x: Tensor) -> Tensor:
+        """What the encoder is given for data x (the data themselves, unless standardised)."""
+        return x
+
+    def fit_data(self, train_x: Tensor, features: Callable[[Tensor], Tensor]) -> None:
+        """Take what this likelihood needs from the training set before training (nothing, by default)."""
 
 
 class Bernoulli(Likelihood):
@@ -181,13 +189,67 @@ class DiscretizedLogistic(Likelihood):
         return (((weights * expected.clamp(-1, 1)).sum(-4) + 1) / 2).clamp(0, 1)  # rounding can leave [0, 1]
 
 
+class Standardized(Likelihood):
+    """Another likelihood seen through a per-value standardisation x' = (x - shift) / scale, with the
+    training set's mean and standard deviation (``--standardize``: features of any scale train as
+    well as unit-scale ones). The encoder gets x', the inner likelihood models x', and ``nll`` adds
+    the change of variables (sum of log scale) for a density, so every figure stays in the data's own
+    units; ``mean`` maps back. The statistics are buffers, saved with the weights."""
+
+    STANDARDIZABLE = ("gaussian", "mse")
+
+    def __init__(self, inner: Likelihood, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name, self.outputs, self.is_density = inner.name, inner.outputs, inner.is_density
+        self.register_buffer("shift", torch.zeros(data_shape))
+        self.register_buffer("scale", torch.ones(data_shape))
+
+    def fit_data(self, train_x: Tensor, features: Callable[[Tensor], Tensor]) -> None:
+        """Mean and standard deviation of each value over the training set (float64, two passes in
+        chunks: no cancellation for values far from 0); a value that never varies keeps scale 1."""
+        chunks = lambda: (features(c).to(torch.float64) for c in train_x.split(4096))  # noqa: E731
+        n = len(train_x)
+        mean = sum(x.sum(0) for x in chunks()) / n
+        std = (sum((x - mean).pow(2).sum(0) for x in chunks()) / n).sqrt()
+        flat = std <= 1e-6 * (1 + mean.abs())
+        self.shift.copy_(mean.to(self.shift))
+        self.scale.copy_(torch.where(flat, torch.ones_like(std), std).to(self.scale))
+
+    def model_input(self, x: Tensor) -> Tensor:
+        return (x - self.shift) / self.scale
+
+    def nll(self, out: Tensor, x: Tensor) -> Tensor:
+        nll = self.inner.nll(out, self.model_input(x))
+        return nll + self.scale.log().sum() if self.is_density else nll
+
+    def mean(self, out: Tensor) -> Tensor:
+        return self.shift + self.scale * self.inner.mean(out)
+
+    @property
+    def sigma(self) -> float:
+        """The inner Gaussian's sigma, in standardised units."""
+        return self.inner.sigma
+
+
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     c.name: c for c in (Bernoulli, SquaredError, Gaussian, DiscretizedLogistic)
 }
 
 
-def build_likelihood(cfg: ModelConfig) -> Likelihood:
-    """The likelihood named in ``cfg`` (registry lookup, clear error for unknown names)."""
+def build_likelihood(cfg: ModelConfig, data_shape: tuple[int, ...] = ()) -> Likelihood:
+    """The likelihood named in ``cfg`` (registry lookup, clear error for unknown names), standardised
+    for examples of ``data_shape`` when ``cfg.standardize``."""
+    inner = _build_likelihood(cfg)
+    if not cfg.standardize:
+        return inner
+    if cfg.likelihood not in Standardized.STANDARDIZABLE:
+        raise ConfigError(f"model.standardize (--standardize) needs a likelihood of real values "
+                          f"({', '.join(Standardized.STANDARDIZABLE)}), not '{cfg.likelihood}'")
+    return Standardized(inner, data_shape)
+
+
+def _build_likelihood(cfg: ModelConfig) -> Likelihood:
     cls = LIKELIHOODS.get(cfg.likelihood)
     if cls is None:
         raise ConfigError(

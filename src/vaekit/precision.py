@@ -10,9 +10,10 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from .config import PRECISIONS
 from .errors import ConfigError, RunFolderError
 
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16)))
 
 
 def native(name: str) -> bool:

@@ -50,7 +50,7 @@ class LatentModel(nn.Module):
             self.fc_logvar = self.arch.head(cfg, self.data_shape, features + self.classes)
         decoder_cfg = dataclasses.replace(cfg, latent_dim=cfg.latent_dim + self.classes) if self.classes else cfg
         self.decoder = self.arch.decoder(decoder_cfg, self.param_shape, output)
-        self.likelihood: Likelihood = build_likelihood(cfg)
+        self.likelihood: Likelihood = build_likelihood(cfg, self.data_shape)
         self.prior = build_prior(cfg, self.data_shape, self.likelihood.needs_unit_range)
 
     @property
@@ -76,7 +76,7 @@ class LatentModel(nn.Module):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
-        h = self.with_label(self.encoder(self.arch.prepare(x)), y)
+        h = self.with_label(self.encoder(self.arch.prepare(self.likelihood.model_input(x))), y)
         # under autocast the heads' outputs go back to float32
         return full_precision(self.fc_mu(h)), (full_precision(self.fc_logvar(h)) if self.variational else None)
 

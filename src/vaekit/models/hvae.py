@@ -172,7 +172,7 @@ class HVAE(LatentModel):
         self.post_heads = nn.ModuleList([nn.Linear(2 * width, 2 * dims[i]) for i in range(len(dims) - 1)])
         self.decoder = self.arch.decoder(dataclasses.replace(cfg, latent_dim=dims[0]), self.param_shape,
                                          resolve_output(cfg))
-        self.likelihood: Likelihood = build_likelihood(cfg)
+        self.likelihood: Likelihood = build_likelihood(cfg, self.data_shape)
         self.prior = HierarchicalPrior(closed_form=cfg.prior == "normal")
         self.top_prior = VampPrior(cfg, self.data_shape, self.likelihood.needs_unit_range) \
             if cfg.prior == "vamp" else None  # p(z_L): N(0, I) unless the VampPrior
@@ -186,7 +186,7 @@ class HVAE(LatentModel):
         return list(torch.split(z, self.dims, dim=-1))
 
     def bottom_up(self, x: Tensor) -> list[Tensor]:
-        d = self.encoder(self.arch.prepare(x))
+        d = self.encoder(self.arch.prepare(self.likelihood.model_input(x)))
         features = []
         for block in self.up:
             d = block(d)

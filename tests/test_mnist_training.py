@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from vaekit.checkpoint import read_history
 from vaekit.evaluate import evaluate_run
@@ -14,20 +13,16 @@ pytestmark = pytest.mark.slow
 QUIET = dict(progress=False, log=lambda s: None)
 
 
-def test_seed003_preset_two_epochs_and_resume(mnist, tmp_path):
-    cfg = get_preset("mnist-mlp").with_overrides({"train.epochs": 2})
-    run = fit(cfg, tmp_path / "straight", data=mnist, **QUIET)
+def test_seed003_preset_two_epochs_with_a_resume_between(mnist, tmp_path):
+    """The preset's quality on real MNIST, reached by one epoch and a resume to the second (that a resume
+    gives the uninterrupted run's numbers and weights exactly is tested on small data in test_reliability)."""
+    fit(get_preset("mnist-mlp").with_overrides({"train.epochs": 1}), tmp_path / "run", data=mnist, **QUIET)
+    run = fit(None, tmp_path / "run", resume=True, epochs=2, data=mnist, **QUIET)
+    assert [r["epoch"] for r in read_history(run.path)] == [1, 2]
     metrics = evaluate_run(run.path, data=mnist)
     assert metrics["n"] == 10000
     assert metrics["loss"] < 125, metrics  # measured with a plain loop: 120.0 after 2 epochs
     assert metrics["loss"] == pytest.approx(metrics["recon"] + metrics["kl"])
-
-    fit(get_preset("mnist-mlp").with_overrides({"train.epochs": 1}), tmp_path / "resumed", data=mnist, **QUIET)
-    resumed = fit(None, tmp_path / "resumed", resume=True, epochs=2, data=mnist, **QUIET)
-    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
-    assert strip(read_history(run.path)) == strip(read_history(resumed.path))
-    for a, b in zip(run.model.parameters(), resumed.model.parameters()):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("preset", ["fashion-conv-2d", "fashion-conv-2d-ae"])

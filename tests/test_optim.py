@@ -136,3 +136,63 @@ def test_immediate_guard_on_cpu():
         guard.update(torch.tensor([1.0, 2.0, math.inf]), 1)
     assert (e.value.term, e.value.step) == ("gradient", 1)
 
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_adam_is_torchs_fused_adam_bit_for_bit_and_takes_its_state(weight_decay):
+    """vaekit calls torch's fused Adam kernel itself (torch.optim's first use imports the compiler stack,
+    seconds of every command's start); the steps, the state and its layout are torch.optim.Adam(fused=True)'s,
+    so checkpoints written by either continue exactly under the other."""
+    from vaekit.optim import FusedAdam
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3, bias=False))
+
+    def train(model, opt, steps, seed):
+        g = torch.Generator().manual_seed(seed)
+        for i in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = 1e-2 / (1 + i)
+            opt.zero_grad(set_to_none=True)
+            model(torch.randn(16, 5, generator=g)).pow(2).sum().backward()
+            opt.step()
+
+    ours, theirs = net(), net()
+    a = FusedAdam(ours.parameters(), lr=1e-2, weight_decay=weight_decay)
+    b = torch.optim.Adam(theirs.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
+    train(ours, a, 25, 1), train(theirs, b, 25, 1)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(p, q)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["param_groups"] == sb["param_groups"] and sa["state"].keys() == sb["state"].keys()
+    for i in sb["state"]:
+        assert sa["state"][i].keys() == sb["state"][i].keys()
+        for k in sb["state"][i]:
+            assert torch.equal(sa["state"][i][k], sb["state"][i][k]) and sa["state"][i][k].dtype == sb["state"][i][k].dtype
+
+    # a state saved by torch's optimiser continues under ours exactly as under torch's, and the reverse
+    for source in (b, a):
+        state = {i: {k: v.clone() for k, v in s.items()} for i, s in source.state_dict()["state"].items()}
+        m1, m2 = net(), net()
+        m1.load_state_dict(theirs.state_dict()), m2.load_state_dict(theirs.state_dict())
+        o1 = FusedAdam(m1.parameters(), lr=1e-2, weight_decay=weight_decay)
+        o2 = torch.optim.Adam(m2.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
+        for o in (o1, o2):
+            o.load_state_dict({"state": state, "param_groups": o.state_dict()["param_groups"]})
+        train(m1, o1, 5, 2), train(m2, o2, 5, 2)
+        for p, q in zip(m1.parameters(), m2.parameters()):
+            assert torch.equal(p, q)
+
+
+def test_a_vaekit_command_does_not_import_the_compiler_stack(tmp_path):
+    """A small training run (and so every command that does less) starts without torch._dynamo and
+    scikit-learn, the two largest imports it used to pay for."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vaekit.cli import main; code = main(['train', '--epochs', '1', '--no-progress', "
+            f"'--out', {str(tmp_path / 'run')!r}]); "
+            "print(code, 'torch._dynamo' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-3:] == ["0", "False", "False"], out

@@ -62,6 +62,7 @@ def test_a_damaged_loss_scale_is_refused():
 
 def test_compiled_step_trains_the_same_run(digits_cfg, tmp_path):
     digits_cfg.train.epochs = 2
+    digits_cfg.train.batch_size = 719  # half the 1,438 training digits: every step has one shape, compiled once
     plain = fit(digits_cfg, tmp_path / "plain", **QUIET)
     digits_cfg.train.compile = True
     compiled = fit(digits_cfg, tmp_path / "compiled", **QUIET)

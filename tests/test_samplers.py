@@ -102,3 +102,67 @@ def test_a_hierarchy_samples_through_a_mixture_over_all_its_layers(tmp_path):
                          "-o", str(tmp_path / "h.png"))
     assert code == 0, err
     assert GaussianMixture.load(path / GMM_FILE, 8).dim == 8  # the codes of both layers, 5 + 3
+
+
+def test_a_mixture_per_class_draws_each_class_from_its_own_codes(tmp_path):
+    """Three classes whose codes lie in separate places: a class's draws come from its own place, the
+    pooled mixture's from all three, and the file keeps every class's mixture (a damaged one is refused)."""
+    from vaekit.samplers import fit_gmm_by_class
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    labels = torch.arange(3).repeat_interleave(300)
+    codes = centres[labels] + 0.5 * torch.randn(900, 2, generator=g)
+    gmm = fit_gmm_by_class(codes, labels, components=2, seed=0)
+    assert sorted(gmm.by_class) == [0, 1, 2]
+    asked = torch.tensor([2, 0, 1]).repeat(200)
+    z = gmm.sample(len(asked), torch.Generator().manual_seed(1), asked)
+    nearest = torch.cdist(z, centres).argmin(1)
+    assert torch.equal(nearest, asked)
+    pooled = gmm.sample(3000, torch.Generator().manual_seed(1))
+    assert torch.bincount(torch.cdist(pooled, centres).argmin(1), minlength=3).min() > 800
+
+    gmm.write(tmp_path / GMM_FILE)
+    again = GaussianMixture.load(tmp_path / GMM_FILE, 2)
+    assert sorted(again.by_class) == [0, 1, 2]
+    for c in range(3):
+        assert torch.equal(again.by_class[c].means, gmm.by_class[c].means)
+    assert torch.equal(again.sample(30, torch.Generator().manual_seed(5), asked[:30]),
+                       gmm.sample(30, torch.Generator().manual_seed(5), asked[:30]))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / GMM_FILE)
+    tensors["class1.weights"] = torch.tensor([0.5, 0.7], dtype=torch.float64)  # does not sum to 1
+    meta = {"kind": "vaekit-gmm-sampler", "info": "{}"}
+    save_file(tensors, tmp_path / "bad.safetensors", metadata=meta)
+    with pytest.raises(Exception, match="damaged"):
+        GaussianMixture.load(tmp_path / "bad.safetensors", 2)
+    tensors = load_file(tmp_path / GMM_FILE)
+    tensors["classX.weights"] = tensors.pop("class1.weights")
+    save_file(tensors, tmp_path / "bad2.safetensors", metadata=meta)
+    with pytest.raises(Exception, match="not a vaekit GMM sampler file"):
+        GaussianMixture.load(tmp_path / "bad2.safetensors", 2)
+
+
+def test_a_conditional_run_samples_each_class_from_its_own_mixture(tmp_path):
+    cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(hidden=[64], latent_dim=3, conditional=True),
+                    train=TrainConfig(epochs=2, batch_size=64, lr=3e-3))
+    path = fit(cfg, tmp_path / "c", **QUIET).path
+    pooled = fit_gmm(torch.randn(100, 3), components=3)  # a mixture written before mixtures per class
+    pooled.write(path / GMM_FILE)
+    code, out, err = run("sample", str(path), "-n", "20", "--sampler", "gmm", "--components", "3",
+                         "-o", str(tmp_path / "c.npy"))
+    assert code == 0 and "per class" in out, err
+    gmm = GaussianMixture.load(path / GMM_FILE, 3)
+    assert sorted(gmm.by_class) == list(range(10))  # refitted: one mixture per class
+    assert np.load(tmp_path / "c.npy").shape == (20, 1, 8, 8)  # 2 columns of 10 classes
+    code, out, err = run("sample", str(path), "-n", "5", "--sampler", "gmm", "--components", "3", "--label", "7",
+                         "-o", str(tmp_path / "seven.npy"))
+    assert code == 0 and "class 7" in out, err
+    model = load_run(path).model
+    y = torch.full((6,), 4)
+    a = sample_codes(model, 6, "gmm", torch.Generator().manual_seed(0), gmm, y)
+    b = gmm.by_class[4].sample(6, torch.Generator().manual_seed(
+        int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(0)).item())))
+    assert torch.equal(a, b)  # class 4's codes come from class 4's mixture

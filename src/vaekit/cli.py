@@ -290,10 +290,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_batch_budget(run.model, n, f"sample -n {n}")
     gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-    codes, y, ncol = grid_codes(run.model, args.n, lambda k: sample_codes(run.model, k, args.sampler, gen, gmm),
-                                args.label)
-    what = args.sampler + (f"; {ncol} per class, class by class" if ncol else
-                           "" if args.label is None else f"; class {args.label}")
+    per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
+    codes, y, ncol = grid_codes(run.model, args.n, lambda k, y: sample_codes(run.model, k, args.sampler, gen, gmm, y),
+                                args.label, shared_style=not per_class)
+    what = args.sampler + (" per class" if per_class else "") + (
+        f"; {ncol} per class, class by class" if ncol else "" if args.label is None else f"; class {args.label}")
     if args.o.suffix == ".npy":
         with torch.no_grad():
             values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()

@@ -240,10 +240,12 @@ def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, 
     gmm = gmm_for_run(run.path, components, data_dir, log=log) if sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(run.config.seed)
     n = min(n, len(data.test_x))
+    def generate(i: int) -> torch.Tensor:
+        y = labels_for(run.model, data, "test", i, min(n, i + 1000))
+        return run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm, y), y))
+
     with torch.no_grad():  # a conditional model generates the classes of the test examples it is compared with
-        x = torch.cat([run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm),
-                                                       labels_for(run.model, data, "test", i, min(n, i + 1000))))
-                       for i in range(0, n, 1000)])
+        x = torch.cat([generate(i) for i in range(0, n, 1000)])
     asked = labels_for(run.model, data, "test", 0, n)
     out = generation_metrics(x, data, run.config.seed, log, asked)
     return {**out, "generation_sampler": sampler}

@@ -89,16 +89,21 @@ def grid_layout(model: LatentModel, n: int, label: int | None = None) -> tuple[i
     return n, None
 
 
-def grid_codes(model: LatentModel, n: int, draw: Callable[[int], Tensor],
-               label: int | None = None) -> tuple[Tensor, Tensor | None, int | None]:
-    """Codes (from ``draw(k)``), labels and columns for the grid ``grid_layout`` gives: each column one z
-    decoded as every class, or all of class ``label``, or unlabelled codes for other models."""
+def grid_codes(model: LatentModel, n: int, draw: Callable[[int, Tensor | None], Tensor],
+               label: int | None = None, shared_style: bool = True) -> tuple[Tensor, Tensor | None, int | None]:
+    """Codes (from ``draw(k, labels)``), labels and columns for the grid ``grid_layout`` gives: each column
+    one z decoded as every class (or, without ``shared_style``, each row's codes drawn for its class), or
+    all of class ``label``, or unlabelled codes for other models."""
     count, ncol = grid_layout(model, n, label)
     if ncol:
-        codes, y = class_rows(model, draw(ncol))
+        if shared_style:
+            codes, y = class_rows(model, draw(ncol, None))
+        else:
+            y = torch.arange(model.classes, device=model.device).repeat_interleave(ncol)
+            codes = draw(len(y), y)
         return codes, y, ncol
-    codes = draw(count)
-    return codes, None if label is None else torch.full((count,), label, dtype=torch.long, device=codes.device), None
+    y = None if label is None else torch.full((count,), label, dtype=torch.long, device=model.device)
+    return draw(count, y), y, None
 
 
 def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | None = None,
@@ -110,7 +115,7 @@ def sample_grid(model: LatentModel, n: int = 64, seed: int = 0, codes: Tensor | 
         count, cols = grid_layout(model, n)
         check_grid(count, model.data_shape, cols)
         gen = torch.Generator(device=model.device).manual_seed(seed)
-        codes, y, ncol = grid_codes(model, n, lambda k: model.prior.sample(k, model, gen))
+        codes, y, ncol = grid_codes(model, n, lambda k, _: model.prior.sample(k, model, gen))
     else:
         check_grid(len(codes), model.data_shape, ncol)
     with torch.no_grad():

@@ -32,13 +32,26 @@ class GaussianMixture:
     means: Tensor  # (K, d)
     chol: Tensor  # (K, d, d), lower-triangular factors of the covariances
     info: dict[str, Any] = field(default_factory=dict)
+    by_class: dict[int, GaussianMixture] = field(default_factory=dict)  # a conditional run's mixture per class
 
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n codes, float32, on the generator's device (the CPU by default)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """n codes, float32, on the generator's device (the CPU by default); with class labels ``y`` (n,)
+        each row comes from its class's own mixture (the pooled one for a class that has none)."""
+        if y is None or not self.by_class:
+            return self._draw(n, generator)
+        device = generator.device if generator is not None else torch.device("cpu")
+        y = y.to(device)
+        z = torch.empty(n, self.dim, device=device)
+        for c in torch.unique(y).tolist():  # classes in order: the same draws for the same seed
+            rows = y == c
+            z[rows] = self.by_class.get(int(c), self)._draw(int(rows.sum()), generator)
+        return z
+
+    def _draw(self, n: int, generator: torch.Generator | None) -> Tensor:
         device = generator.device if generator is not None else torch.device("cpu")
         k = torch.multinomial(self.weights.to(device), n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, 1, generator=generator, device=device, dtype=torch.float64)
@@ -58,8 +71,12 @@ class GaussianMixture:
     def write(self, path: Path) -> None:
         from .checkpoint import _save_tensors
 
-        _save_tensors(path, {"weights": self.weights, "means": self.means, "chol": self.chol},
-                      {"kind": "vaekit-gmm-sampler", "info": json.dumps(self.info)})
+        tensors = {"weights": self.weights, "means": self.means, "chol": self.chol}
+        for c, mix in self.by_class.items():
+            tensors.update({f"class{c}.weights": mix.weights, f"class{c}.means": mix.means, f"class{c}.chol": mix.chol})
+        info = {**self.info, "classes": {str(c): mix.info for c, mix in self.by_class.items()}} if self.by_class \
+            else self.info
+        _save_tensors(path, tensors, {"kind": "vaekit-gmm-sampler", "info": json.dumps(info)})
 
     @classmethod
     def load(cls, path: Path, dim: int) -> GaussianMixture:
@@ -68,18 +85,33 @@ class GaussianMixture:
 
         tensors, meta = _read_tensors(path)
         with untrusted(path, "GMM sampler file"):
-            if meta.get("kind") != "vaekit-gmm-sampler" or set(tensors) != {"weights", "means", "chol"}:
+            classes = sorted({k.split(".", 1)[0] for k in tensors if k.startswith("class")})
+            expected = {f"{prefix}{k}" for prefix in ["", *(f"{c}." for c in classes)] for k in ("weights", "means", "chol")}
+            if meta.get("kind") != "vaekit-gmm-sampler" or set(tensors) != expected:
                 raise RunFolderError(f"{path}: not a vaekit GMM sampler file")
-            w, mu, chol = (tensors[k].double() for k in ("weights", "means", "chol"))
-            k = len(w)
-            ok = (w.ndim == 1 and mu.shape == (k, dim) and chol.shape == (k, dim, dim) and k >= 1
-                  and all(bool(t.isfinite().all()) for t in (w, mu, chol)) and bool((w > 0).all())
-                  and abs(float(w.sum()) - 1) < 1e-6 and bool((torch.diagonal(chol, dim1=-2, dim2=-1) > 0).all()))
-            if not ok:
-                raise RunFolderError(f"{path}: its mixture does not fit this model's {dim}-d codes or is damaged; "
-                                     "delete it and sample again to refit")
             info = json.loads(meta.get("info", "{}"))
-        return cls(w, mu, torch.tril(chol), info if isinstance(info, dict) else {})
+            info = info if isinstance(info, dict) else {}
+            pooled = cls._checked(path, dim, *(tensors[k] for k in ("weights", "means", "chol")), info)
+            for c in classes:
+                number = c[len("class"):]
+                if not number.isdigit() or len(number) > 6:
+                    raise RunFolderError(f"{path}: not a vaekit GMM sampler file")
+                per = info.get("classes", {}).get(number, {}) if isinstance(info.get("classes"), dict) else {}
+                pooled.by_class[int(number)] = cls._checked(
+                    path, dim, *(tensors[f"{c}.{k}"] for k in ("weights", "means", "chol")), per if isinstance(per, dict) else {})
+        return pooled
+
+    @classmethod
+    def _checked(cls, path: Path, dim: int, w: Tensor, mu: Tensor, chol: Tensor, info: dict[str, Any]) -> GaussianMixture:
+        w, mu, chol = w.double(), mu.double(), chol.double()
+        k = len(w)
+        ok = (w.ndim == 1 and mu.shape == (k, dim) and chol.shape == (k, dim, dim) and k >= 1
+              and all(bool(t.isfinite().all()) for t in (w, mu, chol)) and bool((w > 0).all())
+              and abs(float(w.sum()) - 1) < 1e-6 and bool((torch.diagonal(chol, dim1=-2, dim2=-1) > 0).all()))
+        if not ok:
+            raise RunFolderError(f"{path}: its mixture does not fit this model's {dim}-d codes or is damaged; "
+                                 "delete it and sample again to refit")
+        return cls(w, mu, torch.tril(chol), info)
 
 
 def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> GaussianMixture:
@@ -98,6 +130,18 @@ def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) 
                                   "train_mean_log_likelihood": float(gm.score(x)), "converged": bool(gm.converged_)})
 
 
+def fit_gmm_by_class(codes: Tensor, labels: Tensor, components: int = DEFAULT_COMPONENTS,
+                     seed: int = 0) -> GaussianMixture:
+    """The pooled mixture, with one mixture per class fitted to that class's codes alone (up to
+    ``components``, at most one per two codes; a class with fewer than 4 codes keeps the pooled one)."""
+    pooled = fit_gmm(codes, components, seed)
+    for c in torch.unique(labels).tolist():
+        mine = codes[labels == c]
+        if len(mine) >= 4:
+            pooled.by_class[int(c)] = fit_gmm(mine, min(components, len(mine) // 2), seed)
+    return pooled
+
+
 def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_dir: str | None = None,
                 refit: bool = False, log: Any = print) -> GaussianMixture:
     """The run's fitted mixture: read from the run folder, or fitted on the training codes (posterior
@@ -109,41 +153,49 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     path = run_dir / GMM_FILE
+    per_class = bool(run.model.classes)
     if path.exists() and not refit:
         gmm = GaussianMixture.load(path, run.model.latent_dim)
-        if len(gmm.weights) == components:
+        if len(gmm.weights) == components and bool(gmm.by_class) == per_class:
             return gmm
     data = run_data(run, data_dir, progress=False)
     run.model.train(False)
     with torch.no_grad():
         codes = latent_means(run.model, data, "train")
-    gmm = fit_gmm(codes, components, run.config.seed)
+    if per_class:
+        gmm = fit_gmm_by_class(codes, data.train_y.to(codes.device), components, run.config.seed)
+    else:
+        gmm = fit_gmm(codes, components, run.config.seed)
     with run_lock(run_dir, "sample"):
         gmm.write(path)  # atomically, through checkpoint._save_tensors
-    log(f"fitted a {components}-component Gaussian mixture to {len(codes):,} training codes; saved as {path}")
+    what = f" and one per class ({len(gmm.by_class)} classes)" if per_class else ""
+    log(f"fitted a {components}-component Gaussian mixture{what} to {len(codes):,} training codes; saved as {path}")
     return gmm
 
 
-def _from_prior(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None) -> Tensor:
+def _from_prior(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None,
+                y: Tensor | None = None) -> Tensor:
     return model.prior.sample(n, model, generator)
 
 
-def _from_mixture(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None) -> Tensor:
+def _from_mixture(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None,
+                  y: Tensor | None = None) -> Tensor:
     if gmm is None:
         raise VaekitError("--sampler gmm: no fitted mixture given")
     cpu = None  # the mixture draws on the CPU, seeded from the caller's generator
     if generator is not None:
         cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
                                                               device=generator.device).item()))
-    return gmm.sample(n, cpu).to(model.device)
+    return gmm.sample(n, cpu, None if y is None else y.cpu()).to(model.device)
 
 
 SAMPLER_FUNCTIONS: dict[str, Callable[..., Tensor]] = {"prior": _from_prior, "gmm": _from_mixture}
 
 
 def sample_codes(model: Any, n: int, sampler: str = "prior", generator: torch.Generator | None = None,
-                 gmm: GaussianMixture | None = None) -> Tensor:
-    """n latent codes from the named sampler (``SAMPLER_FUNCTIONS``), on the model's device."""
+                 gmm: GaussianMixture | None = None, y: Tensor | None = None) -> Tensor:
+    """n latent codes from the named sampler (``SAMPLER_FUNCTIONS``), on the model's device; ``y``: the
+    classes the codes will be decoded as (a mixture fitted per class draws each from its own)."""
     if sampler not in SAMPLER_FUNCTIONS:
         raise VaekitError(f"--sampler {sampler}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
-    return SAMPLER_FUNCTIONS[sampler](model, n, generator, gmm)
+    return SAMPLER_FUNCTIONS[sampler](model, n, generator, gmm, y)

@@ -624,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--generation-n", type=int_in(10, 10**6), default=10_000, metavar="N",
                    help="generated examples for --generation (default 10000, at most the test set's size)")
     e.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                   help="--generation draws codes from the prior or from the fitted Gaussian mixture")
+                   help="--generation draws codes from the prior or from the fitted Gaussian mixture "
+                        "(a conditional run's: each class's own)")
     e.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K", help="gmm: mixture components")
     e.set_defaults(func=cmd_evaluate)
 
@@ -635,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output .png (or .npy for raw values)")
     s.add_argument("--seed", type=SEED, default=0, help="seed for the draws (same seed, same samples)")
     s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                   help="codes from the prior, or from a Gaussian mixture fitted to the training codes (fitted "
-                        "once and kept in RUN_DIR/sampler_gmm.safetensors; needs the training data the first time)")
+                   help="codes from the prior, or from a Gaussian mixture fitted to the training codes (for a "
+                        "conditional run one per class; fitted once and kept in RUN_DIR/sampler_gmm.safetensors; "
+                        "needs the training data the first time)")
     s.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
                    help="gmm: mixture components (default 10)")
     s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")

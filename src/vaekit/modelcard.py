@@ -83,7 +83,8 @@ def model_card(run_dir: str | Path) -> str:
         "", f"# {name}: a {kind} trained with vaekit", "",
         f"A {m.kind.upper()} with a {m.arch} encoder and decoder (widths {','.join(map(str, m.hidden))}), "
         f"latent size {layers}, a {m.likelihood} likelihood p(x|z)"
-        + (" (of each value standardised with the training set's mean and std; figures in the data's units)"
+        + ((" (of each value standardised with the training set's mean and std; "
+            + ("squared error of the standardised values)" if m.likelihood == "mse" else "densities in the data's units)"))
            if m.standardize else "") + f" and a {m.prior} prior p(z), "
         + (f"conditional on the class label y ({m.classes} classes: p(x|z,y), q(z|x,y)), " if m.conditional else "")
         + "trained on "

@@ -34,7 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vaekit"
 
 def tiny_cfg(epochs: int = 2) -> RunConfig:
     return RunConfig(seed=1, data=DataConfig(dataset="digits", test_fraction=0.2),
-                     model=ModelConfig(hidden=[32], latent_dim=4), train=TrainConfig(epochs=epochs, batch_size=32))
+                     model=ModelConfig(hidden=[32], latent_dim=2), train=TrainConfig(epochs=epochs, batch_size=32))
 
 
 def snapshot(folder: Path) -> dict[str, str]:

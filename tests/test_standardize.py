@@ -143,3 +143,18 @@ def test_every_model_family_encodes_the_standardised_data(kind):
         a = standard.encode(x)[0]
         b = plain.encode((x - lik.shift) / lik.scale)[0]
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_vampprior_of_a_standardising_model_starts_among_the_data(tmp_path):
+    """Pseudo-inputs live on the encoder's standardised scale: with data around 10^6 (std 1) they still
+    start where the data are, and training stays finite."""
+    g = np.random.default_rng(1)
+    x = (g.normal(size=(600, 6)) + 1e6).astype(np.float64)
+    np.save(tmp_path / "far.npy", x)
+    code, _, err = run("train", "--dataset", f"vectors:{tmp_path / 'far.npy'}", "--likelihood", "gaussian",
+                       "--standardize", "--prior", "vamp", "--pseudo-inputs", "10", "--hidden", "32",
+                       "--latent-dim", "2", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    model = load_run(tmp_path / "run").model
+    u = model.likelihood.data_from_input(model.prior.inputs()).detach()
+    assert float((u - 1e6).abs().max()) < 10  # pseudo-inputs in the data's own place

@@ -47,6 +47,10 @@ class Likelihood(nn.Module):
         """What the encoder is given for data x (the data themselves, unless standardised)."""
         return x
 
+    def data_from_input(self, u: Tensor) -> Tensor:
+        """The data whose ``model_input`` is u (its inverse)."""
+        return u
+
     def fit_data(self, train_x: Tensor, features: Callable[[Tensor], Tensor]) -> None:
         """Take what this likelihood needs from the training set before training (nothing, by default)."""
 
@@ -218,6 +222,9 @@ class Standardized(Likelihood):
 
     def model_input(self, x: Tensor) -> Tensor:
         return (x - self.shift) / self.scale
+
+    def data_from_input(self, u: Tensor) -> Tensor:
+        return self.shift + self.scale * u
 
     def nll(self, out: Tensor, x: Tensor) -> Tensor:
         nll = self.inner.nll(out, self.model_input(x))

@@ -66,7 +66,8 @@ def mixture_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 class VampPrior(nn.Module):
     """p(z) = (1/N) sum_k q(z | u_k) over N learned pseudo-inputs u_k (kept in the data's range:
-    through a sigmoid for data in [0, 1])."""
+    through a sigmoid for data in [0, 1]; for a standardising model learned on the encoder's
+    standardised scale, so they start among the data whatever the data's scale)."""
 
     name = "vamp"
     closed_form = False
@@ -80,7 +81,7 @@ class VampPrior(nn.Module):
         return torch.sigmoid(self.pseudo) if self.unit_range else self.pseudo
 
     def components(self, model: LatentModel) -> DiagonalGaussian:
-        mu, logvar = model.prior_components(self.inputs())
+        mu, logvar = model.prior_components(model.likelihood.data_from_input(self.inputs()))
         return DiagonalGaussian(mu, logvar)
 
     def log_prob(self, z: Tensor, model: LatentModel) -> Tensor:

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from vaekit.checkpoint import load_run
-from vaekit.evaluate import labels_for, latent_means, run_data
+from vaekit.evaluate import generate_for_test, labels_for, latent_means, run_data
 from vaekit.generation import generation_metrics
 from vaekit.presets import get_preset
-from vaekit.samplers import fit_gmm, fit_gmm_by_class, sample_codes
+from vaekit.samplers import fit_gmm, fit_gmm_by_class
 from vaekit.train import fit
 
 
@@ -56,13 +56,8 @@ def main() -> None:
     rows = {}
     for name, gmm in [("prior N(0, I)", None), *mixtures.items()]:
         gen = torch.Generator().manual_seed(seed)
-        xs = []
-        with torch.no_grad():
-            for i in range(0, n, 1000):
-                y = labels_for(model, data, "test", i, min(n, i + 1000))
-                z = sample_codes(model, len(y), "prior" if gmm is None else "gmm", gen, gmm, y)
-                xs.append(model.mean(model.decode(z, y)))
-        m = generation_metrics(torch.cat(xs), data, seed, lambda s: None, labels_for(model, data, "test", 0, n))
+        x = generate_for_test(model, data, n, "prior" if gmm is None else "gmm", gen, gmm)
+        m = generation_metrics(x, data, seed, lambda s: None, labels_for(model, data, "test", 0, n))
         rows[name] = {k: m[k] for k in ("fid", "precision", "recall", "class_accuracy")}
         print(f"{name:>18}: FID {m['fid']:.1f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
               f"class accuracy {m['class_accuracy']:.3f}")

@@ -24,6 +24,7 @@ MAX_IMAGE_SIZE = 8192
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CLASSES = 10_000  # a conditional model's label one-hot is this wide at most
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision; vaekit.precision maps each to its dtype
+STANDARDIZABLE = ("gaussian", "mse")  # the likelihoods model.standardize can wrap (of real values)
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
@@ -200,8 +201,8 @@ class RunConfig:
              f"applies to --model vae or ae (not {show(m.kind)})"),
             (not m.conditional or m.prior == "normal", "model.conditional", m.conditional,
              "needs --prior normal (the VampPrior's pseudo-inputs have no class)"),
-            (not m.standardize or m.likelihood in ("gaussian", "mse"), "model.standardize", m.standardize,
-             f"needs a likelihood of real values (gaussian or mse), not '{show(m.likelihood)}'"),
+            (not m.standardize or m.likelihood in STANDARDIZABLE, "model.standardize", m.standardize,
+             f"needs a likelihood of real values ({' or '.join(STANDARDIZABLE)}), not '{show(m.likelihood)}'"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),

@@ -8,7 +8,7 @@ import errno
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -19,6 +19,9 @@ from .data import Dataset, load_dataset, relocate
 from .matmul import cpu_matmul
 from .models import LatentModel, rows_within
 from .objectives import iwae_log_px
+
+if TYPE_CHECKING:
+    from .samplers import GaussianMixture
 
 DEFAULT_IWAE_K = 100
 IWAE_CHUNK_BYTES = 512 << 20  # activations per decoder chunk: 4096 rows of the MLP presets, fewer for conv nets
@@ -231,7 +234,7 @@ def evaluate_run(
 def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, data_dir: str | None,
                 progress: bool) -> dict[str, Any]:
     from .generation import generation_metrics
-    from .samplers import gmm_for_run, sample_codes
+    from .samplers import gmm_for_run
 
     def log(line: str) -> None:  # stderr: stdout may carry --json
         if progress:
@@ -240,15 +243,24 @@ def _generation(run: Run, data: Dataset, n: int, sampler: str, components: int, 
     gmm = gmm_for_run(run.path, components, data_dir, log=log) if sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(run.config.seed)
     n = min(n, len(data.test_x))
-    def generate(i: int) -> torch.Tensor:
-        y = labels_for(run.model, data, "test", i, min(n, i + 1000))
-        return run.model.mean(run.model.decode(sample_codes(run.model, min(1000, n - i), sampler, gen, gmm, y), y))
-
-    with torch.no_grad():  # a conditional model generates the classes of the test examples it is compared with
-        x = torch.cat([generate(i) for i in range(0, n, 1000)])
+    x = generate_for_test(run.model, data, n, sampler, gen, gmm)
     asked = labels_for(run.model, data, "test", 0, n)
     out = generation_metrics(x, data, run.config.seed, log, asked)
     return {**out, "generation_sampler": sampler}
+
+
+@torch.no_grad()
+def generate_for_test(model: LatentModel, data: Dataset, n: int, sampler: str, generator: torch.Generator,
+                      gmm: GaussianMixture | None = None) -> torch.Tensor:
+    """n decoded samples (expected values) to compare with the first n test examples, 1,000 at a time;
+    a conditional model generates the class of the test example each is compared with."""
+    from .samplers import sample_codes
+
+    def chunk(i: int) -> torch.Tensor:
+        y = labels_for(model, data, "test", i, min(n, i + 1000))
+        return model.mean(model.decode(sample_codes(model, min(1000, n - i), sampler, generator, gmm, y), y))
+
+    return torch.cat([chunk(i) for i in range(0, n, 1000)])
 
 
 def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> str | None:

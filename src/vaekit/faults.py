@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RunConfig
+from .config import STANDARDIZABLE, RunConfig
 from .errors import RunFolderError, TrainingInterrupted, VaekitError, brief
 from .models import LatentModel
 
@@ -141,7 +141,7 @@ def non_finite_error(e: NonFinite, run_dir: Path, cfg: RunConfig) -> VaekitError
     where = f"at epoch {e.epoch}, step {e.step + 1}" if e.step >= 0 else f"during epoch {e.epoch}"
     m = cfg.model
     scale = (", or features far from unit scale (--standardize)"
-             if m.likelihood in ("gaussian", "mse") and not m.standardize else "")
+             if m.likelihood in STANDARDIZABLE and not m.standardize else "")
     return VaekitError(
         f"training stopped: the {e.term} became NaN/inf {where}; {kept}. "
         f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), data "

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import STANDARDIZABLE, ModelConfig
 from .errors import ConfigError
 
 
@@ -200,8 +200,6 @@ class Standardized(Likelihood):
     the change of variables (sum of log scale) for a density, so every figure stays in the data's own
     units; ``mean`` maps back. The statistics are buffers, saved with the weights."""
 
-    STANDARDIZABLE = ("gaussian", "mse")
-
     def __init__(self, inner: Likelihood, data_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.inner = inner
@@ -250,9 +248,9 @@ def build_likelihood(cfg: ModelConfig, data_shape: tuple[int, ...] = ()) -> Like
     inner = _build_likelihood(cfg)
     if not cfg.standardize:
         return inner
-    if cfg.likelihood not in Standardized.STANDARDIZABLE:
+    if cfg.likelihood not in STANDARDIZABLE:
         raise ConfigError(f"model.standardize (--standardize) needs a likelihood of real values "
-                          f"({', '.join(Standardized.STANDARDIZABLE)}), not '{cfg.likelihood}'")
+                          f"({', '.join(STANDARDIZABLE)}), not '{cfg.likelihood}'")
     return Standardized(inner, data_shape)
 
 

@@ -167,6 +167,7 @@ def inputs(tmp_path_factory):
     main(["train", "--preset", "digits-mlp", "--epochs", "1", "--out", str(t / "trained"), "--no-progress"])
     (t / "mismatch" / "model.safetensors").write_bytes((t / "trained" / "model.safetensors").read_bytes())
     (t / "a_file").write_text("x")
+    (t / "bad_line.csv").write_text("a,b,label\n1,2,cat\n3,,dog\n")
     _more_inputs(t)
     _cifar_inputs(t)
     return t
@@ -202,6 +203,7 @@ TABLE = [
     (".npy of rank 3", [*TRAIN, "--dataset", "vectors:{t}/rank3.npy"], ["rank3.npy", "2-d array (N, D)"]),
     (".npy of objects", [*TRAIN, "--dataset", "vectors:{t}/object.npy"], ["object.npy", "numpy.save as float32"]),
     (".npy with NaNs", [*TRAIN, "--dataset", "vectors:{t}/nan.npy", "--likelihood", "gaussian"], ["nan.npy", "NaN"]),
+    ("a table with an empty field", [*TRAIN, "--dataset", "vectors:{t}/bad_line.csv"], ["bad_line.csv", "line 3, column 2 is empty"]),
     (".npy with zero rows", [*TRAIN, "--dataset", "vectors:{t}/empty.npy"], ["empty.npy", "too few rows"]),
     (".npy header lies about its size", [*TRAIN, "--dataset", "vectors:{t}/lying.npy"], ["lying.npy", "corrupt"]),
     ("values outside [0, 1] with Bernoulli",
@@ -210,6 +212,7 @@ TABLE = [
     ("image folder with a text file", [*TRAIN, "--dataset", "folder:{t}/imgs_text"], ["notes.txt", "not an image"]),
     ("image folder with mixed sizes", [*TRAIN, "--dataset", "folder:{t}/imgs_sizes"], ["--image-size"]),
     ("run folder without config.json", ["evaluate", "{t}/no_config"], ["{t}/no_config", "not a run folder"]),
+    ("a file as the run folder", ["evaluate", "{t}/a_file"], ["{t}/a_file", "a file, not a run folder"]),
     ("config.json malformed", ["evaluate", "{t}/bad_json"], ["config.json", "not valid JSON"]),
     ("config.json of an unknown version", ["evaluate", "{t}/version"], ["format_version 99"]),
     ("weights that do not fit the config", ["evaluate", "{t}/mismatch"], ["model.safetensors", "do not match"]),

@@ -296,3 +296,7 @@ def test_decoded_folders_are_cached_and_the_cache_follows_the_contents(tmp_path,
     for f in (tmp_path / "cache" / "folders").glob("*.npy"):
         f.write_bytes(b"garbage")  # a damaged cache is rebuilt, not trusted
     assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
+    for f in (tmp_path / "cache" / "folders").glob("*.npy"):
+        f.unlink()
+        f.mkdir()  # the cache file cannot be written: decoded all the same
+    assert torch.equal(load_dataset(cfg).train_x, changed.train_x)

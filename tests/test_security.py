@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,26 @@ def test_fuzz_npy(tmp_path_factory, data):
     except VaekitError:
         return
     assert ds.train_x.dtype.is_floating_point and ds.train_x.ndim == 2
+
+
+_TABLE = b"a,b,label\n1.5,2,cat\n-3,4e-2,dog\n5,6,cat\n"
+
+
+@FUZZ
+@given(st.one_of(
+    st.text(alphabet="0123456789,.\t\n\r #\"'-+eEnaifxl\ufeff\u00e9", max_size=120).map(str.encode),
+    st.binary(max_size=120),
+    st.builds(_mutate, st.just(_TABLE), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=4),
+              st.none() | st.integers(0, 50)),
+), st.sampled_from(["v.csv", "v.tsv", "v.txt"]))
+def test_fuzz_text_table(tmp_path_factory, data, name):
+    path = tmp_path_factory.mktemp("table") / name
+    path.write_bytes(data)
+    try:
+        ds = load_dataset(DataConfig(dataset=f"vectors:{path}"))
+    except VaekitError:
+        return
+    assert ds.train_x.dtype == torch.float32 and ds.train_x.ndim == 2 and bool(torch.isfinite(ds.train_x).all())
 
 
 @FUZZ

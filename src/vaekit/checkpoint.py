@@ -196,7 +196,8 @@ def save_config(run_dir: Path, cfg: RunConfig) -> None:
 def load_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: no such run folder")
+        what = "a file, not a run folder" if run_dir.exists() else "no such run folder"
+        raise RunFolderError(f"{run_dir}: {what}")
     if not (run_dir / CONFIG).exists():
         raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}); pass a folder made by `vaekit train`")
     try:

@@ -25,13 +25,14 @@ from .runlock import writing_into
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, cifar10, digits, blobs[:D], "
-                                       "folder:PATH or vectors:PATH")),
+                                       "folder:PATH or vectors:PATH (.npy, .npz, .csv, .tsv, .txt)")),
     ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder with the IDX files (else $VAEKIT_DATA)")),
     ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"],
                                          help="binarise pixels: once with a fixed seed, or afresh every batch")),
     ("--channels", "data.channels", dict(type=int, metavar="C", help="folder images: 1 gray, 3 RGB")),
     ("--image-size", "data.image_size", dict(type=int, metavar="N", help="folder images: resize to NxN")),
-    ("--labels", "data.labels", dict(metavar="FILE.npy", help="vectors: integer labels, one per row")),
+    ("--labels", "data.labels", dict(metavar="FILE", help="vectors: labels, one per row (.npy of class numbers, "
+                                                         "or a .txt/.csv of class numbers or names)")),
     ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F",
                                                    help="held-out share where a data set has no test split")),
     ("--model", "model.kind", dict(choices=["vae", "ae", "hvae"],

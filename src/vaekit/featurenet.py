@@ -9,7 +9,6 @@ features. Data without labels have no classifier to train: their raw values are 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,14 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset, fingerprint
-from .files import atomic_write
+from .files import cache_dir, write_cache
 
 FEATURES = 128
 EPOCHS = 4
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VAEKIT_CACHE") or Path.home() / ".cache" / "vaekit") / "featurenets"
 
 
 class ConvFeatures(nn.Module):
@@ -68,7 +63,7 @@ def feature_space(data: Dataset, seed: int = 0, log: Callable[[str], None] = pri
         return FeatureSpace(lambda x: x.reshape(len(x), -1), "raw pixels (no labels to train a feature net on)", None)
     classes = int(data.train_y.max()) + 1
     key = f"{fingerprint(data)}-{classes}-v1"
-    path = cache_dir() / f"{key}.safetensors"
+    path = cache_dir("featurenets") / f"{key}.safetensors"
     net = ConvFeatures(tuple(data.shape), classes)
     accuracy = _load(net, path)
     if accuracy is None:
@@ -105,9 +100,8 @@ def _train(net: ConvFeatures, data: Dataset, seed: int) -> float:
 def _save(net: nn.Module, path: Path, accuracy: float) -> None:
     from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, save({k: v.contiguous() for k, v in net.state_dict().items()},
-                            metadata={"accuracy": json.dumps(accuracy)}))
+    data = save({k: v.contiguous() for k, v in net.state_dict().items()}, metadata={"accuracy": json.dumps(accuracy)})
+    write_cache(path, lambda buf: buf.write(data))
 
 
 def _load(net: nn.Module, path: Path) -> float | None:

@@ -59,6 +59,14 @@ def open_regular(path: str | Path, what: str = "file") -> BinaryIO:
         raise
 
 
+def cache_dir(kind: str) -> Path:
+    """Where vaekit keeps what it can recompute (decoded folders, parsed tables, feature nets):
+    $VAEKIT_CACHE, else $XDG_CACHE_HOME/vaekit, else ~/.cache/vaekit; one sub-folder per kind."""
+    if os.environ.get("VAEKIT_CACHE"):
+        return Path(os.environ["VAEKIT_CACHE"]).expanduser() / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaekit" / kind
+
+
 def file_size(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
 
@@ -157,6 +165,16 @@ def write_via_buffer(path: str | Path, writer: Any) -> Path:
     buf = io.BytesIO()
     writer(buf)
     return atomic_write(path, buf.getvalue())
+
+
+def write_cache(path: str | Path, writer: Any) -> bool:
+    """Best-effort write of something vaekit can recompute (``writer(buffer)`` fills it): an
+    unwritable or full cache folder costs time later, never the command. Returns whether it was kept."""
+    try:
+        write_via_buffer(path, writer)
+        return True
+    except (OSError, OutputError):
+        return False
 
 
 def finite_or_none(obj: Any, path: str = "", bad: list[str] | None = None) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from ..config import DataConfig
 from .. import budget
 from ..errors import BudgetError, DataError, VaekitError, brief, show
-from ..files import file_size, open_regular, write_via_buffer
+from ..files import cache_dir, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -94,14 +93,6 @@ def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None,
     return train + test, None, None, len(train)
 
 
-def cache_dir() -> Path:
-    """Where decoded image folders are kept: $VAEKIT_CACHE, else $XDG_CACHE_HOME/vaekit, else ~/.cache/vaekit."""
-    if os.environ.get("VAEKIT_CACHE"):
-        return Path(os.environ["VAEKIT_CACHE"]).expanduser() / "folders"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vaekit" / "folders"
-
-
 def _cache_key(root: Path, files: list[Path], mode: str, size: int | None) -> str:
     """Names, sizes and modification times of every file, and how they are decoded: any change to the
     folder's contents (a file added, removed, replaced or edited) gives another key."""
@@ -131,7 +122,7 @@ def _read_cache(path: Path, n: int) -> np.ndarray | None:
 def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> np.ndarray:
     """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
     key = _cache_key(root, files, mode, size)
-    cached = cache_dir() / f"{key}.npy"
+    cached = cache_dir("folders") / f"{key}.npy"
     x = _read_cache(cached, len(files))
     if x is not None:
         return x
@@ -148,11 +139,7 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> n
         images.append(arr)
     x = np.stack(images)
     if len(files) >= CACHE_MIN_FILES:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            write_via_buffer(cached, lambda buf: np.save(buf, x, allow_pickle=False))
-        except OSError:
-            pass  # an unwritable cache costs time, never the run
+        write_cache(cached, lambda buf: np.save(buf, x, allow_pickle=False))
     return x
 
 

@@ -1,4 +1,4 @@
-"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy or .npz."""
+"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy or .npz, or a text table."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .. import budget
 from ..errors import DataError, VaekitError, brief, show
 from ..files import file_size, open_regular
 from .dataset import Dataset, split
+from .table import is_text_table, read_label_column, read_table
 
 X_KEYS = ("x", "X", "data", "embeddings", "features")
 Y_KEYS = ("y", "labels", "targets")
@@ -35,7 +36,8 @@ def _declared_nbytes(f) -> int:
 
 
 def _unreadable(path: Path, e: BaseException) -> DataError:
-    return DataError(f"{path}: not a readable numeric .npy/.npz array ({brief(e)}); save it with numpy.save as float32")
+    return DataError(f"{path}: not a readable numeric .npy/.npz array ({brief(e)}); save it with numpy.save as "
+                     "float32, or as a .csv/.tsv/.txt table")
 
 
 def _check_sizes(path: Path, f: BinaryIO) -> None:
@@ -87,11 +89,15 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
-    """``vectors:PATH``; labels from the .npz key 'y' or from ``data.labels`` (.npy)."""
+    """``vectors:PATH``; labels from the .npz key 'y', a table's label column or ``data.labels`` (.npy or text)."""
     path = Path(arg).expanduser()
     if not arg:
-        raise DataError("vectors: no file given; pass --dataset vectors:PATH to an (N, D) .npy or .npz file")
-    x, y = _read_array(path)
+        raise DataError("vectors: no file given; pass --dataset vectors:PATH to an (N, D) .npy/.npz file or a .csv table")
+    class_names = None
+    if is_text_table(path):
+        x, y, class_names = read_table(path)
+    else:
+        x, y = _read_array(path)
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":
         raise DataError(f"{path}: array dtype {x.dtype} is not numeric; save a float32 (N, D) array")
     if x.ndim != 2:
@@ -105,7 +111,11 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
         row = int(np.argwhere(bad)[0][0])
         raise DataError(f"{path}: {int(bad.sum())} non-finite values (NaN/inf), first in row {row}; clean the data")
     if cfg.labels:
-        y, _ = _read_array(Path(cfg.labels).expanduser())
+        labels = Path(cfg.labels).expanduser()
+        if is_text_table(labels):
+            y, class_names = read_label_column(labels)
+        else:
+            (y, _), class_names = _read_array(labels), None
     if y is not None:
         if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iub":
             raise DataError(
@@ -116,4 +126,4 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
                             f"to {int(y.max())}")
         y = torch.from_numpy(y.astype(np.int64))
     xt = torch.from_numpy(x)
-    return Dataset(f"vectors:{path}", *split(xt, y, cfg.test_fraction, cfg.split_seed))
+    return Dataset(f"vectors:{path}", *split(xt, y, cfg.test_fraction, cfg.split_seed), class_names=class_names)

@@ -1,0 +1,230 @@
+"""Vectors in a text table (.csv, .tsv, .txt): numbers, an optional header row naming the columns,
+and an optional label column (a header named label, labels, class, target or targets). A nameless
+first column under a header is a row index (what pandas' ``to_csv`` writes) and is left out.
+
+Numbers are parsed by numpy's C reader straight from the file; the one memory cost beyond the
+result is bounded before reading (a value takes at least two bytes of text, e.g. ``1,``). A bad
+line is found and named by its line number in the file, with what is wrong in it. Tables of
+16 MiB or more are parsed once and kept in $VAEKIT_CACHE/tables (keyed by the file's path, size
+and modification time), since every command that reads the data would parse them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from .. import budget
+from ..config import MAX_CLASSES
+from ..errors import BudgetError, DataError, VaekitError, brief, show
+from ..files import cache_dir, file_size, open_regular, write_cache
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "targets")  # not "y": often a coordinate
+_INTEGER = re.compile(r"[+-]?\d+")
+CACHE_MIN_BYTES = 16 << 20  # smaller tables parse in about half a second or less
+CACHE_VERSION = 1
+Table = tuple[np.ndarray, "np.ndarray | None", "list[str] | None"]
+
+
+def is_text_table(path: Path) -> bool:
+    return path.suffix.lower() in TEXT_SUFFIXES
+
+
+@contextlib.contextmanager
+def _text(raw: BinaryIO) -> Iterator[io.TextIOWrapper]:
+    """The file from its start as text; the binary file stays open for the next pass."""
+    raw.seek(0)
+    f = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    try:
+        yield f
+    finally:
+        f.detach()
+
+
+def _content(lines: Iterator[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) of the lines that hold data: no blank or ``#`` comment lines."""
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield number, stripped
+
+
+def _fields(line: str, delimiter: str | None) -> list[str]:
+    if delimiter is None:
+        return line.split()
+    return [f.strip().strip('"').strip() for f in next(csv.reader([line], delimiter=delimiter))]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _delimiter(path: Path, first: str) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix == ".csv" or (suffix == ".txt" and "," in first):
+        return ","
+    if suffix == ".tsv" or "\t" in first:
+        return "\t"
+    return None  # runs of spaces
+
+
+def _bad_line(f: io.TextIOWrapper, delimiter: str | None, skip: int, width: int, numeric: list[int]) -> str | None:
+    """What is wrong with the first line numpy could not read, named by its line number."""
+    for number, line in _content(f):
+        if number <= skip:
+            continue
+        fields = _fields(line, delimiter)
+        if len(fields) != width:
+            return f"line {number} has {len(fields)} columns, the first row has {width}"
+        for column, text in ((j + 1, fields[j]) for j in numeric):
+            if not text:
+                return f"line {number}, column {column} is empty"
+            if not _is_number(text):
+                return f"line {number}, column {column}: {show(text, 40)} is not a number"
+    return None
+
+
+def _class_numbers(texts: list[str], path: Path, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """Integer labels as they are; any other labels become classes 0, 1, ... in sorted order."""
+    if all(_INTEGER.fullmatch(t) for t in texts):
+        values = [int(t) for t in texts]
+        if values and (min(values) < 0 or max(values) >= 2**31):
+            raise DataError(f"{path}: column {show(name)} must hold class numbers 0, 1, 2, ... or class names, "
+                            f"got {min(values)} to {max(values)}")
+        return np.asarray(values, dtype=np.int64), None
+    names = sorted(set(texts))
+    if len(names) > MAX_CLASSES:
+        raise DataError(f"{path}: column {show(name)} has {len(names)} distinct values; class labels are at most "
+                        f"{MAX_CLASSES} classes")
+    index = {n: i for i, n in enumerate(names)}
+    return np.asarray([index[t] for t in texts], dtype=np.int64), names
+
+
+def read_table(path: Path) -> Table:
+    """(values (N, D) float32, labels (N,) int64 or None, class names or None) from a text table."""
+    with open_regular(path, "text table (.csv, .tsv or .txt)") as raw:
+        st = os.fstat(raw.fileno())
+        budget.check(2 * (st.st_size + 1), f"{path} as float32 (up to one value per 2 bytes of text)")
+        cached = _cache_path(path, st) if st.st_size >= CACHE_MIN_BYTES else None
+        table = _read_cache(cached) if cached else None
+        if table is not None:
+            return table
+        try:
+            table = _parse(path, raw)
+        except VaekitError:
+            raise
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the table as UTF-8 or as .npy") from None
+        except (ValueError, csv.Error) as e:
+            raise DataError(f"{path}: not a table of numbers ({brief(e)})") from None
+    if cached:
+        _write_cache(cached, table)
+    return table
+
+
+def _cache_path(path: Path, st: os.stat_result) -> Path:
+    key = f"{CACHE_VERSION}\0{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    return cache_dir("tables") / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.npz"
+
+
+def _read_cache(cached: Path) -> Table | None:
+    """The parsed table, or None when there is none or it is damaged (then it is parsed again)."""
+    if not cached.is_file():
+        return None
+    try:
+        with open_regular(cached, "table cache") as f:
+            budget.check(file_size(f), f"{cached} (parsed table cache)")
+            with np.load(f, allow_pickle=False) as z:
+                x = z["x"]
+                y = z["y"] if "y" in z.files else None
+                names = z["names"].tolist() if "names" in z.files else None
+    except BudgetError:
+        raise
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+    ok = x.dtype == np.float32 and x.ndim == 2 and (y is None or (y.dtype == np.int64 and y.shape == (len(x),)))
+    ok = ok and (names is None or all(isinstance(n, str) for n in names))
+    return (x, y, names) if ok else None
+
+
+def _write_cache(cached: Path, table: Table) -> None:
+    x, y, names = table
+    arrays = {"x": x, **({"y": y} if y is not None else {}), **({"names": np.array(names)} if names else {})}
+    write_cache(cached, lambda buf: np.savez(buf, **arrays))
+
+
+def _parse(path: Path, raw: BinaryIO) -> Table:
+    with _text(raw) as f:
+        first = next(_content(f), None)
+    if first is None:
+        raise DataError(f"{path}: holds no rows of numbers")
+    number, line = first
+    delimiter = _delimiter(path, line)
+    names = _fields(line, delimiter)
+    header = any(n and not _is_number(n) for n in names)
+    label = next((j for j, n in enumerate(names) if header and n.lower() in LABEL_COLUMNS), None)
+    skip = number if header else number - 1
+    index = header and names[0] == ""  # pandas' to_csv writes its row index as a nameless first column
+    columns = [j for j in range(len(names)) if j != label and not (index and j == 0)]
+    if not columns:
+        raise DataError(f"{path}: the only column is the label column {show(names[label])}; no values to model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with _text(raw) as f:
+                x = np.loadtxt(f, delimiter=delimiter, dtype=np.float32, ndmin=2, skiprows=skip,
+                               usecols=columns if len(columns) < len(names) else None, quotechar='"', comments="#")
+        except ValueError as e:
+            with _text(raw) as f:
+                where = _bad_line(f, delimiter, skip, len(names), columns)
+            hint = "" if header else "; a header row naming the columns (label column: 'label') is also accepted"
+            raise DataError(f"{path}: {where or brief(e)}{hint}") from None
+    y, classes = None, None
+    if label is not None:
+        texts = []
+        with _text(raw) as f:
+            for number, line in _content(f):
+                fields = _fields(line, delimiter) if number > skip else None
+                if fields is not None and len(fields) != len(names):
+                    raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {len(names)}")
+                if fields is not None:
+                    texts.append(fields[label])
+        if len(texts) != len(x):
+            raise DataError(f"{path}: {len(texts)} labels for {len(x)} rows; every row needs a label")
+        y, classes = _class_numbers(texts, path, names[label])
+    return x, y, classes
+
+
+def read_label_column(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """Labels one per line (an optional first line naming the column, e.g. ``label``)."""
+    with open_regular(path, "labels file (.csv, .tsv or .txt)") as raw:
+        budget.check(2 * (file_size(raw) + 1), f"{path} as labels")
+        try:
+            with _text(raw) as f:
+                lines = list(_content(f))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the labels as UTF-8 or as .npy") from None
+    values = []
+    for number, line in lines:
+        delimiter = _delimiter(path, line)
+        fields = [line] if delimiter is None else _fields(line, delimiter)  # a class name may hold spaces
+        if len(fields) != 1:
+            raise DataError(f"{path}: expected one label per line, line {number} has {len(fields)} fields")
+        values.append(fields[0])
+    if values and values[0].lower() in LABEL_COLUMNS:
+        values = values[1:]
+    return _class_numbers(values, path, "labels")

@@ -173,6 +173,54 @@ def test_image_folder_with_classes_rgb_and_resize(tmp_path):
     assert gray.shape == (1, 8, 8)
 
 
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    deep = np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16)  # 0, 100, 200, 255 in 8 bits
+    for i in range(2):
+        Image.fromarray(deep).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "0.png").mode.startswith("I;16")
+    for channels in (1, 3):
+        ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", channels=channels))
+        assert ds.train_x[0, 0].tolist() == [[0, 100], [200, 255]]
+    Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], dtype=np.float32)).save(tmp_path / "0.tif")
+    (tmp_path / "0.png").unlink()
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.5))
+    assert sorted(torch.cat([ds.train_x, ds.test_x])[:, 0].flatten().tolist()) == [0, 0, 64, 100, 128, 200, 255, 255]
+    Image.fromarray(np.array([[0.0, 2.0], [1.0, 0.25]], dtype=np.float32)).save(tmp_path / "0.tif")
+    with pytest.raises(DataError, match="0.tif: a floating-point image with values above 1"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((2, 4), dtype=np.uint8)
+    pixels[0, 0] = 255  # stored 4 wide, 2 high; orientation 6 says: show it turned 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for i in range(2):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png", exif=exif)
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    assert ds.shape == (1, 4, 2) and ds.train_x[0, 0].tolist() == [[0, 255], [0, 0], [0, 0], [0, 0]]
+
+
+def test_system_files_and_folders_are_not_images(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            _png(tmp_path / cls / f"{i}.png", (4, 4))
+        (tmp_path / cls / "Thumbs.db").write_bytes(b"\0junk")
+        (tmp_path / cls / "desktop.ini").write_text("[.ShellClassInfo]")
+        (tmp_path / cls / "__MACOSX").mkdir()
+        (tmp_path / cls / "__MACOSX" / "._0.png").write_bytes(b"\0\5\26\7")
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "x.png").write_bytes(b"\0\5\26\7")
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    assert ds.class_names == ["a", "b"] and len(ds.train_x) + len(ds.test_x) == 4
+
+
 def test_flat_image_folder_errors(tmp_path):
     for i in range(3):
         _png(tmp_path / f"{i}.png", (8, 8))

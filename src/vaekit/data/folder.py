@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,21 +19,51 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_PIXELS = 4096 * 4096  # checked from the header before decoding
 
 
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", "__macosx"}  # what file managers and archivers leave behind
+
+
+def _listed(p: Path) -> bool:
+    """Not a hidden file (.DS_Store, ._name) nor one of the system's own (Thumbs.db, __MACOSX/)."""
+    return not p.name.startswith(".") and p.name.lower() not in SYSTEM_FILES
+
+
 def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if _listed(p))
     subdirs = [p for p in entries if p.is_dir()]
     if subdirs:
         files, labels = [], []
         for label, d in enumerate(subdirs):
-            for f in sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            for f in sorted(p for p in d.rglob("*") if p.is_file() and _listed(p)
+                            and all(_listed(part) for part in p.relative_to(d).parents if part.name)):
                 files.append(f)
                 labels.append(label)
         return files, labels, [d.name for d in subdirs]
     return [p for p in entries if p.is_file()], None, None
 
 
-def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+def _eight_bit(im: Any, path: Path) -> Any:
+    """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them at 255, so a
+    16-bit PNG would turn white); other modes are left to convert."""
     from PIL import Image
+
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all() or a.min() < 0:
+        raise DataError(f"{path}: a {im.mode}-mode image with negative or non-finite values; save it as 8- or 16-bit")
+    if im.mode == "F":
+        if a.max() > 1:
+            raise DataError(f"{path}: a floating-point image with values above 1; save it as 8- or 16-bit")
+        a = a * 255
+    elif im.mode != "I" or a.max() > 255:  # "I" holding 0..255 is already 8-bit
+        if a.max() > 65535:
+            raise DataError(f"{path}: a 32-bit image with values above 65535; save it as 8- or 16-bit")
+        a = a / 257
+    return Image.fromarray(np.rint(a).astype(np.uint8), "L")
+
+
+def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+    from PIL import Image, ImageOps
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
@@ -40,7 +71,7 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
         with open_regular(path, "image file") as f, Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
-            im = im.convert(mode)
+            im = _eight_bit(ImageOps.exif_transpose(im), path).convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -69,7 +100,7 @@ def detect_channels(arg: str) -> int:
 
 
 SPLIT_FOLDERS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled, EXIF orientation applied
 
 
 def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, int | None]:

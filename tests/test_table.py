@@ -141,3 +141,21 @@ def test_an_unwritable_cache_costs_time_never_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("VAEKIT_CACHE", str(_write(tmp_path / "not_a_folder", "x")))
     x, _, _ = read_table(_write(tmp_path / "t.csv", "1,2\n3,4\n"))
     assert x.tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_conditional_run_on_named_classes_samples_a_class_by_its_name(tmp_path):
+    from conftest import run_cli
+
+    rng = np.random.default_rng(1)
+    rows = "".join(f"{a:.3f},{b:.3f},{c}\n" for (a, b), c in zip(rng.normal(size=(40, 2)),
+                                                                  rng.choice(["pug", "golden retriever"], 40)))
+    _write(tmp_path / "dogs.csv", "height,weight,class\n" + rows)
+    run = str(tmp_path / "run")
+    code, _, err = run_cli("train", "--dataset", f"vectors:{tmp_path / 'dogs.csv'}", "--conditional", "--hidden", "8",
+                           "--latent-dim", "2", "--epochs", "1", "--no-progress", "--out", run)
+    assert code == 0, err
+    code, out, err = run_cli("sample", run, "-n", "3", "--label", "pug", "-o", str(tmp_path / "pug.npy"))
+    assert code == 0 and 'class 1 "pug"' in out, err
+    assert np.load(tmp_path / "pug.npy").shape == (3, 2)
+    code, _, err = run_cli("sample", run, "--label", "poodle", "-o", str(tmp_path / "x.npy"))
+    assert code == 2 and "its classes are golden retriever, pug" in err and not (tmp_path / "x.npy").exists()

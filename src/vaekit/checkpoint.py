@@ -369,10 +369,21 @@ def save_data_record(run_dir: Path, cfg: RunConfig, data: Any) -> None:
     """data.json: the data set's name, where it was read, the example shape, split sizes and fingerprint."""
     from .data import fingerprint
 
+    names = list(data.class_names or []) or None
     record = {"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir, "labels": cfg.data.labels,
               "shape": list(data.shape), "n_train": len(data.train_x), "n_test": len(data.test_x),
-              "fingerprint": fingerprint(data)}
+              "fingerprint": fingerprint(data),
+              "class_names": names if names and sum(map(len, names)) <= MAX_CONFIG_BYTES // 16 else None}
     files.atomic_write(run_dir / DATA_RECORD, files.strict_json(record, indent=2) + "\n")
+
+
+def recorded_class_names(run_dir: str | Path) -> list[str] | None:
+    """The class names data.json recorded at training (None for older runs, unnamed classes or damage)."""
+    try:
+        names = json.loads(files.read_regular(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES))["class_names"]
+    except (VaekitError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
 
 
 def check_data_record(run_dir: Path, data: Any) -> None:

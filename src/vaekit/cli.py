@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import signal
 import sys
 import time
@@ -271,6 +272,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_label(label: int | str | None, classes: int, run_dir: Path) -> tuple[int | None, str]:
+    """``--label`` as a class number, given as a number or as a class name the run's data.json
+    recorded; and the name to show beside it."""
+    from .checkpoint import recorded_class_names
+
+    if label is None:
+        return None, ""
+    if not classes:
+        raise VaekitError(f"--label {show(label)}: {run_dir} is not a conditional model (train it with --conditional)")
+    names = recorded_class_names(run_dir)
+    if isinstance(label, str):
+        if not names or label not in names:
+            known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
+            raise VaekitError(f"--label {show(label)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
+        label = names.index(label)
+    if label >= classes:
+        raise VaekitError(f"--label {label}: this model knows classes 0..{classes - 1}")
+    return label, f" \"{show(names[label], 60)}\"" if names and label < len(names) else ""
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -282,11 +303,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .samplers import gmm_for_run, sample_codes
 
     run = load_run(args.run_dir, args.device)
-    classes = run.model.classes
-    if args.label is not None and not classes:
-        raise VaekitError(f"--label {args.label}: {args.run_dir} is not a conditional model (train it with --conditional)")
-    if args.label is not None and args.label >= classes:
-        raise VaekitError(f"--label {args.label}: this model knows classes 0..{classes - 1}")
+    args.label, label_name = _class_label(args.label, run.model.classes, args.run_dir)
     n, _ = grid_layout(run.model, args.n, args.label)  # a conditional model's grid: one row per class
     check_batch_budget(run.model, n, f"sample -n {n}")
     gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
@@ -295,7 +312,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     codes, y, ncol = grid_codes(run.model, args.n, lambda k, y: sample_codes(run.model, k, args.sampler, gen, gmm, y),
                                 args.label, shared_style=not per_class)
     what = args.sampler + (" per class" if per_class else "") + (
-        f"; {ncol} per class, class by class" if ncol else "" if args.label is None else f"; class {args.label}")
+        f"; {ncol} per class, class by class" if ncol else "" if args.label is None else f"; class {args.label}{label_name}")
     if args.o.suffix == ".npy":
         with torch.no_grad():
             values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()
@@ -481,6 +498,15 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def class_arg(text: str) -> int | str:
+    """A class number 0..10000, or a class name (looked up in the run's data.json)."""
+    if re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        return int_in(0, 10**4)(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a class number or name")
+    return text
+
+
 def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -643,8 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
                    help="gmm: mixture components (default 10)")
     s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")
-    s.add_argument("--label", type=int_in(0, 10**4), metavar="C",
-                   help="a conditional model (--conditional): draw class C (default: one row per class)")
+    s.add_argument("--label", type=class_arg, metavar="C",
+                   help="a conditional model (--conditional): draw class C, a number or a class name such as "
+                        "a class folder's (default: one row per class)")
     s.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.set_defaults(func=cmd_sample)

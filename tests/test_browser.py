@@ -51,9 +51,12 @@ def run_dirs(tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(run_dirs):
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run_dirs, "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run_dirs, "--port", "0", "--sampler", "gmm",
+                             "--components", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
+    while line.startswith("fitted a "):  # --sampler gmm: one line per mixture fitted, then the address
+        line = proc.stdout.readline()
     if "http://" not in line:
         proc.kill()
         raise AssertionError(f"serve did not start: {line}{proc.stderr.read()}")
@@ -154,6 +157,22 @@ def test_interpolation_and_more_samples(page, shots):
     run.locator(".curves-panel").screenshot(path=shots / "curves-panel.png")
     for name in ("samples-panel.png", "curves-panel.png"):
         not_blank(shots / name)
+    assert not page.errors, page.errors
+
+
+def test_samples_switch_between_the_prior_and_the_fitted_mixture(page, shots):
+    run = page.locator("section.run").first
+    assert run.locator(".sampler-choice").is_visible() and run.locator(".sampler").input_value() == "prior"
+    first = "section.run .samples-out img"
+    page.wait_for_selector(first, timeout=20_000)
+    before = _src(page, first)
+    run.locator(".sampler").select_option("gmm")
+    _changes(page, first, before)
+    assert "3-component Gaussian mixture" in run.locator(".samples-panel h3").inner_text()
+    run.locator(".samples-panel").screenshot(path=shots / "samples-gmm.png")
+    not_blank(shots / "samples-gmm.png")
+    ae = page.locator("section.run").nth(1)  # an autoencoder starts on the mixture: its prior means nothing
+    assert ae.locator(".sampler").input_value() == "gmm"
     assert not page.errors, page.errors
 
 

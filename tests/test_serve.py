@@ -97,6 +97,27 @@ def test_a_hierarchy_is_explored_through_its_top_layer(runs):
     assert len(e.samples(3, 0)["samples"]) == 3
 
 
+def test_samples_from_the_fitted_mixture_beside_the_prior(runs, tmp_path):
+    import shutil
+
+    ae = shutil.copytree(runs["ae2"], tmp_path / "ae2")
+    plain = Explorer(ae)
+    assert plain.info()["samplers"] == ["prior"] and plain.info()["gmm_components"] is None
+    with pytest.raises(RequestError, match="no fitted mixture: start `vaekit serve --sampler gmm`"):
+        plain.samples(4, 0, sampler="gmm")
+    lines = []
+    e = Explorer(ae, sampler="gmm", components=3, log=lines.append)
+    assert (ae / "sampler_gmm.safetensors").is_file() and "3-component" in lines[0]
+    assert e.info()["samplers"] == ["prior", "gmm"] and e.info()["gmm_components"] == 3
+    mixture = e.samples(4, 7, sampler="gmm")
+    assert mixture["sampler"] == "gmm" and len(mixture["samples"]) == 4
+    assert mixture == e.samples(4, 7, sampler="gmm") and mixture["samples"] != e.samples(4, 7)["samples"]
+    again = Explorer(ae)  # a saved mixture is offered without fitting
+    assert again.info()["samplers"] == ["prior", "gmm"] and again.samples(4, 7, sampler="gmm") == mixture
+    with pytest.raises(RequestError, match="sampler"):
+        e.samples(4, 0, sampler="flow")
+
+
 BAD = [
     ("/api/0/decode", {"code": [0, 0]}, "a list of 4 numbers"),
     ("/api/0/decode", {"code": [0, 0, 0, "x"]}, "code[3]"),
@@ -110,6 +131,7 @@ BAD = [
     ("/api/0/interpolate", {"a": 0, "b": 1, "mode": "cubic"}, "mode"),
     ("/api/0/samples", {"n": 0}, "n: 0 is outside"),
     ("/api/0/samples", {"seed": -5}, "seed"),
+    ("/api/0/samples", {"sampler": ["gmm"]}, "sampler"),
     ("/api/7/decode", {"code": [0]}, "runs 0..1"),
 ]
 

@@ -403,7 +403,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         serve(args.run_dirs, host=args.host, port=args.port, data_dir=args.data_dir,
-              log=lambda line: print(line, flush=True))
+              log=lambda line: print(line, flush=True), sampler=args.sampler, components=args.components)
     except KeyboardInterrupt:
         print("vaekit serve: stopped", flush=True)
     return 0
@@ -734,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     sv.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    sv.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                    help="gmm: fit each run's Gaussian mixture to its training codes first (as `sample --sampler "
+                         "gmm`; kept in the run folder) and offer its samples beside the prior's; a run that "
+                         "already has one offers it anyway")
+    sv.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
+                    help="gmm: mixture components (default 10)")
     sv.set_defaults(func=cmd_serve)
 
     pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)

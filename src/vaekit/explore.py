@@ -1,5 +1,6 @@
 """What the live latent-space explorer (``vaekit serve``) computes, without any web code: a map of
-the test codes, decoding any point, codes of picked examples, interpolations and prior samples.
+the test codes, decoding any point, codes of picked examples, interpolations and samples (from the
+prior, or from the Gaussian mixture fitted to the training codes).
 
 Every request's numbers are checked here (``RequestError`` names the field and the allowed range),
 so the web layer only moves JSON and bytes.
@@ -14,7 +15,7 @@ import math
 import threading
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from .errors import VaekitError
 from .figures import RunView
 from .models.base import blend_labels
 from .plots import principal_plane, slerp
+from .samplers import DEFAULT_COMPONENTS, gmm_for_run, sample_codes, saved_gmm
 
 MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
 MAX_BATCH = 64  # images per request (samples, interpolation steps)
@@ -67,7 +69,8 @@ class Explorer:
     one decode at a time (torch's own threads do the parallel work)."""
 
     def __init__(self, run_dir: str | Path, data_dir: str | None = None, device: str = "cpu",
-                 map_points: int = MAP_POINTS) -> None:
+                 map_points: int = MAP_POINTS, sampler: str = "prior", components: int = DEFAULT_COMPONENTS,
+                 log: Callable[[str], None] = print) -> None:
         from .evaluate import run_data
 
         self.path = Path(run_dir)
@@ -82,6 +85,8 @@ class Explorer:
         self._lock = threading.Lock()
         self.view = RunView(run, data.to(device) if data is not None else None, seed=run.config.seed)  # type: ignore[arg-type]
         self.n = min(map_points, len(data.test_x)) if data is not None else min(map_points, 500)
+        self.gmm = gmm_for_run(run_dir, components, data_dir, log=log) if sampler == "gmm" else saved_gmm(run_dir, run)
+        self.samplers = ["prior", "gmm"] if self.gmm is not None else ["prior"]
 
     # -- what the run is ---------------------------------------------------------------------------
     @property
@@ -141,6 +146,8 @@ class Explorer:
             "class_names": list(class_names) if class_names else None, "note": self.note,
             "epochs": self.view.run.epoch, "variational": bool(self.model.variational),
             "classes": int(self.model.classes), "default_label": self.view.surface_class if self.model.classes else None,
+            "samplers": self.samplers,
+            "gmm_components": None if self.gmm is None else len(self.gmm.weights),
         }
 
     # -- the views ---------------------------------------------------------------------------------
@@ -193,15 +200,23 @@ class Explorer:
             y = blend_labels(self.model.classes, int(labels[i]), int(labels[j]), t)
         return {"mode": mode, "steps": self._payloads(self._decode(z, y))}
 
-    def samples(self, n: Any = 16, seed: Any = 0, label: Any = None) -> dict[str, Any]:
-        """n draws from the model's full prior (top-down for a hierarchy), decoded to their means; a
-        conditional model draws class ``label`` (default: the classes in turn)."""
+    def samples(self, n: Any = 16, seed: Any = 0, label: Any = None, sampler: Any = "prior") -> dict[str, Any]:
+        """n draws from the model's full prior (top-down for a hierarchy), or from the Gaussian mixture
+        fitted to the training codes (``sampler="gmm"``, where the run has one), decoded to their
+        means; a conditional model draws class ``label`` (default: the classes in turn)."""
         k, s = _int(n, "n", 1, MAX_BATCH), _int(seed, "seed", 0, 2**31 - 1)
+        if sampler not in self.samplers:
+            fit = " (this run has no fitted mixture: start `vaekit serve --sampler gmm`)" if sampler == "gmm" else ""
+            raise RequestError(f"sampler: {json.dumps(sampler)[:40]} is not one of {', '.join(self.samplers)}{fit}")
         y = None if label is None else self._labels(label, k)
         gen = torch.Generator(device=self.model.device).manual_seed(s)
         with self._lock, torch.no_grad():
-            x = self.model.sample(k, generator=gen, y=y)
-        return {"seed": s, "samples": self._payloads(x)}
+            if sampler == "prior":
+                x = self.model.sample(k, generator=gen, y=y)
+            else:
+                y = self.model.default_labels(k) if y is None else y
+                x = self.model.mean(self.model.decode(sample_codes(self.model, k, sampler, gen, self.gmm, y), y))
+        return {"seed": s, "sampler": sampler, "samples": self._payloads(x)}
 
     def curves(self) -> dict[str, Any]:
         """history.jsonl (the training curves) and metrics.json when the run has been evaluated."""

@@ -173,6 +173,19 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     return gmm
 
 
+def saved_gmm(run_dir: str | Path, run: Any) -> GaussianMixture | None:
+    """The mixture a run folder already holds (fitted by ``sample --sampler gmm``), if it fits the
+    model; None when there is none or it cannot be used (nothing is fitted here)."""
+    path = Path(run_dir) / GMM_FILE
+    if not path.is_file():
+        return None
+    try:
+        gmm = GaussianMixture.load(path, run.model.latent_dim)
+    except VaekitError:
+        return None
+    return gmm if bool(gmm.by_class) == bool(run.model.classes) else None
+
+
 def _from_prior(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None,
                 y: Tensor | None = None) -> Tensor:
     return model.prior.sample(n, model, generator)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .errors import VaekitError
 from .explore import Explorer, RequestError
+from .samplers import DEFAULT_COMPONENTS
 
 WEB_DIR = Path(__file__).with_name("web")
 ASSETS = {"": ("index.html", "text/html; charset=utf-8"),
@@ -126,7 +127,7 @@ def create_app(explorers: list[Explorer], host: str = "127.0.0.1") -> Any:
         Route("/api/{run}/interpolate", api(lambda e, a: e.interpolate(
             field(a, "a"), field(a, "b"), field(a, "steps", 8), field(a, "mode", "linear"))), methods=["POST"]),
         Route("/api/{run}/samples", api(lambda e, a: e.samples(field(a, "n", 16), field(a, "seed", 0),
-                                                              field(a, "label", None))),
+                                                              field(a, "label", None), field(a, "sampler", "prior"))),
               methods=["POST"]),
         Route("/runs/{run}/{path:path}", run_file),
         Route("/{name}", asset),
@@ -177,8 +178,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, data_dir: str | None = None,
-          log: Callable[[str], None] = print) -> None:
-    """Load the runs and answer the explorer's page until interrupted (Ctrl+C)."""
+          log: Callable[[str], None] = print, sampler: str = "prior", components: int = DEFAULT_COMPONENTS) -> None:
+    """Load the runs and answer the explorer's page until interrupted (Ctrl+C). ``sampler="gmm"``
+    fits each run's Gaussian mixture first where the run folder has none (a saved one is always offered)."""
     _need_web_stack()
     import uvicorn
 
@@ -186,7 +188,7 @@ def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000,
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
     sock = bind(host, port)
     try:
-        explorers = [Explorer(d, data_dir) for d in run_dirs]
+        explorers = [Explorer(d, data_dir, sampler=sampler, components=components, log=log) for d in run_dirs]
         for e in explorers:
             e.map_points()  # the codes are computed before the first visitor waits for them
         app = create_app(explorers, host)

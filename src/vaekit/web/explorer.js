@@ -214,11 +214,20 @@ class RunSection {
   }
 
   async startSamples() {
-    if (!this.info.variational) {  // an AE's codes follow no known distribution
-      this.q(".samples-panel h3").textContent = "Decoded draws from N(0, I) (an autoencoder has no prior)";
+    const title = this.q(".samples-panel h3"), pick = this.q(".sampler");
+    const titles = {
+      prior: this.info.variational ? "Samples from the prior"
+        : "Decoded draws from N(0, I) (an autoencoder has no prior)",  // an AE's codes follow no known distribution
+      gmm: `Samples from a ${this.info.gmm_components}-component Gaussian mixture fitted to the training codes`,
+    };
+    if (this.info.samplers.includes("gmm")) {
+      this.q(".sampler-choice").hidden = false;
+      if (!this.info.variational) pick.value = "gmm";  // an AE's only meaningful samples
+      pick.addEventListener("change", () => { this.seed = 0; more().catch((e) => setStatus(e.message, true)); });
     }
     const more = async () => {
-      const answer = await this.api("samples", this.withLabel({n: 16, seed: this.seed}));
+      title.textContent = titles[pick.value];
+      const answer = await this.api("samples", this.withLabel({n: 16, seed: this.seed, sampler: pick.value}));
       this.q(".seed").textContent = `seed ${this.seed}`;
       this.strip(".samples-out", answer.samples);
       this.seed += 1;

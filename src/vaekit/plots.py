@@ -162,16 +162,17 @@ def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 
 def _scatter(ax: Any, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> None:
+    size = float(np.clip(4000 / max(len(xy), 1), 2, 20))  # a few points drawn large enough to see, thousands small
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5, color="#1f77b4")
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.5, color="#1f77b4")
         return
     classes = np.unique(labels)
     cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     for i, c in enumerate(classes):
         m = labels == c
         name = class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
-        ax.scatter(xy[m, 0], xy[m, 1], s=2, alpha=0.5, color=cmap(i % cmap.N), label=name)
-    ax.legend(markerscale=5, fontsize=7, loc="best")
+        ax.scatter(xy[m, 0], xy[m, 1], s=size, alpha=0.5, color=cmap(i % cmap.N), label=name)
+    ax.legend(markerscale=max(1.0, 10 / size), fontsize=7, loc="best")
 
 
 def latent_scatter(

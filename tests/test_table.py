@@ -159,3 +159,9 @@ def test_a_conditional_run_on_named_classes_samples_a_class_by_its_name(tmp_path
     assert np.load(tmp_path / "pug.npy").shape == (3, 2)
     code, _, err = run_cli("sample", run, "--label", "poodle", "-o", str(tmp_path / "x.npy"))
     assert code == 2 and "its classes are golden retriever, pug" in err and not (tmp_path / "x.npy").exists()
+
+
+def test_a_row_longer_than_the_header_is_refused_when_some_columns_are_left_out(tmp_path):
+    _write(tmp_path / "t.csv", ",a,b\n0,1,2\n1,3,4,5\n")
+    with pytest.raises(DataError, match="line 3 has 4 columns, the header 3"):
+        read_table(tmp_path / "t.csv")

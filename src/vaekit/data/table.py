@@ -194,18 +194,20 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
             hint = "" if header else "; a header row naming the columns (label column: 'label') is also accepted"
             raise DataError(f"{path}: {where or brief(e)}{hint}") from None
     y, classes = None, None
-    if label is not None:
+    if len(columns) < len(names):  # numpy read some columns only; every row must still have them all
         texts = []
         with _text(raw) as f:
             for number, line in _content(f):
-                fields = _fields(line, delimiter) if number > skip else None
-                if fields is not None and len(fields) != len(names):
+                if number <= skip:
+                    continue
+                fields = _fields(line, delimiter)
+                if len(fields) != len(names):
                     raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {len(names)}")
-                if fields is not None:
-                    texts.append(fields[label])
+                texts.append(fields[label if label is not None else 0])
         if len(texts) != len(x):
-            raise DataError(f"{path}: {len(texts)} labels for {len(x)} rows; every row needs a label")
-        y, classes = _class_numbers(texts, path, names[label])
+            raise DataError(f"{path}: {len(texts)} rows of labels for {len(x)} rows of values; file changed?")
+        if label is not None:
+            y, classes = _class_numbers(texts, path, names[label])
     return x, y, classes
 
 

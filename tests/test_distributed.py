@@ -98,11 +98,22 @@ def _wait_for_epochs(run: Path, n: int, proc: subprocess.Popen, limit: float = 1
     pytest.fail("no epoch finished in time")
 
 
+LONG = [*TRAIN, "--epochs", "30"]  # long enough that a fast machine cannot finish before the signal lands
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run the interrupted ones must match, trained once without a stop."""
+    ref = tmp_path_factory.mktemp("ref") / "ref"
+    done = _run(_torchrun(1, *LONG, "--out", str(ref)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return ref
+
+
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
-def test_a_run_stopped_under_one_count_resumes_under_another(tmp_path: Path, first: int, then: int) -> None:
-    args = [*TRAIN, "--epochs", "30"]  # long enough that a fast machine cannot finish before the signal lands
-    ref = _run(_torchrun(1, *args, "--out", str(tmp_path / "ref")))
-    assert ref.returncode == 0, ref.stderr[-2000:]
+def test_a_run_stopped_under_one_count_resumes_under_another(tmp_path: Path, uninterrupted: Path, first: int,
+                                                            then: int) -> None:
+    args = LONG
     run = tmp_path / "run"
     proc = subprocess.Popen(_torchrun(first, *args, "--out", str(run)), env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -116,10 +127,10 @@ def test_a_run_stopped_under_one_count_resumes_under_another(tmp_path: Path, fir
     assert 2 <= done < 30
     resumed = _run(_torchrun(then, "train", "--resume", str(run), "--no-progress"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    for (ta, ea), (tb, eb) in zip(_losses(tmp_path / "ref"), _losses(run)):
+    for (ta, ea), (tb, eb) in zip(_losses(uninterrupted), _losses(run)):
         assert tb == pytest.approx(ta, rel=1e-5) and eb == pytest.approx(ea, rel=1e-5)
     assert len(_losses(run)) == 30
-    _same_weights(tmp_path / "ref", run)
+    _same_weights(uninterrupted, run)
 
 
 def _worker_pids(launcher: int) -> dict[str, int]:

@@ -43,6 +43,8 @@ def test_label_column_anywhere_and_integer_classes_kept(tmp_path):
     ("a.txt", "1,2,3\n4,5,6\n"),
     ("a.csv", '"1","2","3"\r\n"4","5","6"\r\n'),
     ("a.CSV", "x,y,z\n1,2,3\n\n# a note\n4,5,6\n"),
+    ("a.csv", "x;y;z\n1;2;3\n4;5e0;6\n"),
+    ("a.txt", "1;2;3\n4;5;6\n"),
 ])
 def test_separators_quotes_comments_and_blank_lines(tmp_path, name, text):
     x, y, _ = read_table(_write(tmp_path / name, text))
@@ -52,6 +54,7 @@ def test_separators_quotes_comments_and_blank_lines(tmp_path, name, text):
 @pytest.mark.parametrize("text,match", [
     ("1,2,3\n4,5,6\n\n# note\n7,8\n", "line 5 has 2 columns, the first row has 3"),
     ("a,b\n1,2\n3,four\n", "line 3, column 2: four is not a number"),
+    ("a;b\n1;2\n3;4,5\n", "line 3, column 2: 4,5 is not a number \\(decimal commas are not read"),
     ("1,,3\n", "line 1, column 2 is empty"),
     ("a,b,label\n1,2,x\n3,4,y,5\n", "line 3 has 4 columns, the header 3"),
     ("", "holds no rows"),

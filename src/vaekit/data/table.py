@@ -1,6 +1,7 @@
-"""Vectors in a text table (.csv, .tsv, .txt): numbers, an optional header row naming the columns,
-and an optional label column (a header named label, labels, class, target or targets). A nameless
-first column under a header is a row index (what pandas' ``to_csv`` writes) and is left out.
+"""Vectors in a text table (.csv, .tsv, .txt; separated by commas, semicolons, tabs or spaces):
+numbers, an optional header row naming the columns, and an optional label column (a header named
+label, labels, class, target or targets). A nameless first column under a header is a row index
+(what pandas' ``to_csv`` writes) and is left out.
 
 Numbers are parsed by numpy's C reader straight from the file; the one memory cost beyond the
 result is bounded before reading (a value takes at least two bytes of text, e.g. ``1,``). A bad
@@ -31,6 +32,7 @@ from ..files import cache_dir, file_size, open_regular, write_cache
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "targets")  # not "y": often a coordinate
 _INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 CACHE_MIN_BYTES = 16 << 20  # smaller tables parse in about half a second or less
 CACHE_VERSION = 1
 Table = tuple[np.ndarray, "np.ndarray | None", "list[str] | None"]
@@ -75,11 +77,13 @@ def _is_number(text: str) -> bool:
 
 def _delimiter(path: Path, first: str) -> str | None:
     suffix = path.suffix.lower()
-    if suffix == ".csv" or (suffix == ".txt" and "," in first):
-        return ","
-    if suffix == ".tsv" or "\t" in first:
+    if suffix == ".tsv":
         return "\t"
-    return None  # runs of spaces
+    if ";" in first:  # what spreadsheets write where the comma is the decimal mark
+        return ";"
+    if suffix == ".csv" or "," in first:
+        return ","
+    return "\t" if "\t" in first else None  # else runs of spaces
 
 
 def _bad_line(f: io.TextIOWrapper, delimiter: str | None, skip: int, width: int, numeric: list[int]) -> str | None:
@@ -94,7 +98,8 @@ def _bad_line(f: io.TextIOWrapper, delimiter: str | None, skip: int, width: int,
             if not text:
                 return f"line {number}, column {column} is empty"
             if not _is_number(text):
-                return f"line {number}, column {column}: {show(text, 40)} is not a number"
+                decimal_comma = " (decimal commas are not read: write 1.5, not 1,5)" if _DECIMAL_COMMA.fullmatch(text) else ""
+                return f"line {number}, column {column}: {show(text, 40)} is not a number{decimal_comma}"
     return None
 
 

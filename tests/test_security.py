@@ -108,7 +108,7 @@ _TABLE = b"a,b,label\n1.5,2,cat\n-3,4e-2,dog\n5,6,cat\n"
 
 @FUZZ
 @given(st.one_of(
-    st.text(alphabet="0123456789,.\t\n\r #\"'-+eEnaifxl\ufeff\u00e9", max_size=120).map(str.encode),
+    st.text(alphabet="0123456789,;.\t\n\r #\"'-+eEnaifxl\ufeff\u00e9", max_size=120).map(str.encode),
     st.binary(max_size=120),
     st.builds(_mutate, st.just(_TABLE), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=4),
               st.none() | st.integers(0, 50)),

@@ -70,3 +70,30 @@ def test_a_child_that_fails_stops_the_sweep_with_its_own_one_line_reason(tmp_pat
     from vaekit.checkpoint import load_run
 
     assert load_run(out / "beta-0.25").epoch >= 2  # the other run stopped cleanly and still loads
+
+
+VECTORS = ["--dataset", "blobs:3", "--hidden", "8", "--latent-dim", "2", "--batch-size", "64", "--iwae-k", "2",
+           "--generation-n", "50", "--no-progress"]
+
+
+def _files(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_sweep_keeps_only_runs_of_its_own_config_and_extends_their_epochs(tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = run("sweep", "--beta", "1", *VECTORS, "--epochs", "1", "--out", str(out))
+    assert code == 0, err
+    assert "samples-by-beta" not in stdout and not (out / "samples-by-beta.png").exists()  # vectors: no picture
+    before = _files(out)
+    code, _, err = run("sweep", "--beta", "1", *VECTORS, "--hidden", "16", "--epochs", "1", "--out", str(out))
+    assert code == 2 and "holds a run of another config (model.hidden [8] here, [16] asked)" in err, err
+    assert "--overwrite" in err and _files(out) == before  # refused before anything was trained or written
+    code, stdout, err = run("sweep", "--beta", "1", *VECTORS, "--epochs", "3", "--out", str(out))
+    assert code == 0 and "resuming" in stdout, err
+    assert [r["epoch"] for r in map(json.loads, (out / "beta-1" / "history.jsonl").read_text().splitlines())] == [1, 2, 3]
+    code, _, err = run("sweep", "--beta", "1", *VECTORS, "--hidden", "16", "--epochs", "1", "--out", str(out),
+                       "--overwrite")
+    assert code == 0, err
+    config = json.loads((out / "beta-1" / "config.json").read_text())
+    assert config["model"]["hidden"] == [16] and len((out / "beta-1" / "history.jsonl").read_text().splitlines()) == 1

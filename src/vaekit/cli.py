@@ -375,16 +375,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import parse_values, run_sweep, table
+    from .sweep import SAMPLES_FIGURE, parse_values, run_sweep, table
 
     betas = parse_values(args.beta)
     args.beta = None  # the list is the sweep's; every other train flag applies to each run
     cfg, _ = _new_config(args, train_overrides(args))
     out = args.out or _default_out(f"sweep-{cfg.preset or 'run'}")
     rows = run_sweep(cfg, betas, out, iwae_k=args.iwae_k, generation_n=args.generation_n,
-                     progress=not args.no_progress, jobs=args.jobs)
+                     progress=not args.no_progress, jobs=args.jobs, overwrite=args.overwrite)
     print(table(rows))
-    print(f"wrote {out}/sweep.json, sweep.md and samples-by-beta.png; one run folder per value in {out}/")
+    picture = f" and {SAMPLES_FIGURE}" if (Path(out) / SAMPLES_FIGURE).is_file() else ""
+    print(f"wrote {out}/sweep.json, sweep.md{picture}; one run folder per value in {out}/")
     return 0
 
 

@@ -1,13 +1,15 @@
 """``vaekit sweep --beta 0.5,1,2,4``: the beta-VAE exercise as one command. One run per value
 in OUT/beta-<value>/, trained one after another, or ``jobs`` at a time in child processes that share
 the cores out (a run already complete is kept, a stopped one is resumed, so an interrupted sweep
-continues where it stopped), then one table of what beta trades:
+continues where it stopped; a folder holding a run of another config is refused unless
+``overwrite``), then one table of what beta trades:
 the negative ELBO (beta = 1), its parts, active units, FID / precision / recall of prior samples and
 the linear-probe accuracy of the codes; and one figure of samples per value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,9 +22,9 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import is_run_folder, load_run, read_history
+from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig
-from .errors import ConfigError, VaekitError, one_line
+from .errors import ConfigError, VaekitError, one_line, show
 from .files import atomic_write, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -42,31 +44,62 @@ def parse_values(text: str) -> list[float]:
     return values
 
 
+MAY_DIFFER = {"train.epochs", "train.device", "train.log"}  # a kept run may differ in these (resume extends epochs)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """What a run folder's config says against the sweep's (paths made absolute as training makes
+    them; the class count a run filled in from its data counts as asked)."""
+    from .data import resolve_paths
+
+    a = _flat(saved.to_dict())
+    b = _flat(dataclasses.replace(wanted, data=resolve_paths(wanted.data)).to_dict())
+    if not b.get("model.classes"):
+        b["model.classes"] = a.get("model.classes")
+    return [f"{k} {show(a.get(k), 40)} here, {show(b.get(k), 40)} asked" for k in sorted(set(a) | set(b))
+            if k not in MAY_DIFFER and a.get(k) != b.get(k)]
+
+
 def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int = 100, generation_n: int = 2000,
               data_dir: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
-              jobs: int = 1) -> list[dict[str, Any]]:
+              jobs: int = 1, overwrite: bool = False) -> list[dict[str, Any]]:
     """Train (or finish) one run per beta and return one row of metrics per run; writes sweep.json,
-    sweep.md and samples-by-beta.png into ``out``. ``jobs`` > 1 trains that many runs at once, each
-    in its own process with its share of the cores (faster for small models: README, Generation)."""
+    sweep.md and (for images) samples-by-beta.png into ``out``. ``jobs`` > 1 trains that many runs at
+    once, each in its own process with its share of the cores (faster for small models: README,
+    Generation). A run folder already there is kept or resumed only if it holds this config (up to
+    its epochs); ``overwrite`` trains every run afresh."""
     from .downstream import probe
     from .evaluate import evaluate_run, run_data
 
     out = Path(out)
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
-    for beta, path, cfg in runs:  # refuse a foreign folder before any training starts
+    for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts
         if path.exists() and any(path.iterdir()) and not is_run_folder(path):
             raise ConfigError(f"{path}: exists and is not a vaekit run; choose another --out")
+        if not overwrite and is_run_folder(path):
+            differ = config_differences(load_config(path), cfg)
+            if differ:
+                more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+                raise ConfigError(f"{path}: holds a run of another config ({'; '.join(differ[:3])}{more}); "
+                                  "pass --overwrite to train it afresh, or choose another --out")
     pending = []
     for i, (beta, path, cfg) in enumerate(runs, 1):
-        done = read_history(path)[-1]["epoch"] if is_run_folder(path) and read_history(path) else 0
+        done = read_history(path)[-1]["epoch"] if not overwrite and is_run_folder(path) and read_history(path) else 0
         if done >= cfg.train.epochs:
             log(f"sweep {i}/{len(runs)}: {path} has trained all {done} epochs; kept")
         else:
             pending.append((beta, path, cfg))
     if jobs > 1 and len(pending) > 1:
-        _train_in_processes(pending, out, min(jobs, len(pending)), log)
+        _train_in_processes(pending, out, min(jobs, len(pending)), log, overwrite)
     else:
-        _train_here(pending, progress, log)
+        _train_here(pending, progress, log, overwrite)
     rows = []
     for beta, path, cfg in runs:
         run = load_run(path)
@@ -84,19 +117,20 @@ def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int 
     return rows
 
 
-def _train_here(pending: list[tuple[float, Path, RunConfig]], progress: bool, log: Callable[[str], None]) -> None:
+def _train_here(pending: list[tuple[float, Path, RunConfig]], progress: bool, log: Callable[[str], None],
+                overwrite: bool = False) -> None:
     from .train import fit
 
     for i, (beta, path, cfg) in enumerate(pending, 1):
         log(f"sweep: training {i}/{len(pending)}: beta = {beta:g} -> {path}")
-        if is_run_folder(path):
-            fit(None, path, resume=True, progress=progress, log=log)
+        if is_run_folder(path) and not overwrite:
+            fit(None, path, resume=True, epochs=cfg.train.epochs, progress=progress, log=log)
         else:
-            fit(cfg, path, progress=progress, log=log)
+            fit(cfg, path, overwrite=overwrite, progress=progress, log=log)
 
 
 def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path, jobs: int,
-                        log: Callable[[str], None]) -> None:
+                        log: Callable[[str], None], overwrite: bool = False) -> None:
     """``jobs`` runs at a time, each a ``vaekit train`` child process with cores // jobs threads (at
     least 1); its output is kept in OUT/logs/beta-<value>.log when it ends. A child that fails stops
     the others (they checkpoint, as on SIGTERM) and its last line is the error. The children run in
@@ -112,11 +146,11 @@ def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path,
             while queue and failed is None and len(running) < jobs:
                 beta, path, cfg = queue.pop(0)
                 cmd = [sys.executable, "-m", "vaekit", "train", "--no-progress"]
-                if is_run_folder(path):
-                    cmd += ["--resume", str(path)]
+                if is_run_folder(path) and not overwrite:
+                    cmd += ["--resume", str(path), "--epochs", str(cfg.train.epochs)]
                 else:
                     config = atomic_write(logs / f"beta-{beta:g}.config.json", cfg.to_json() + "\n")
-                    cmd += ["--config", str(config), "--out", str(path)]
+                    cmd += ["--config", str(config), "--out", str(path), *(["--overwrite"] if overwrite else [])]
                 log_path = logs / f"beta-{beta:g}.log"
                 sink = tempfile.TemporaryFile()  # no name: the log appears whole, when the child ends
                 child = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -159,14 +193,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SAMPLES_FIGURE = "samples-by-beta.png"
+
+
 def _samples_figure(out: Path, runs: list[tuple[float, Path]]) -> None:
+    """Ten prior samples per beta, one row each; for vectors none (and an older sweep's is removed)."""
     from .grids import image_grid, label_rows, save_png
 
     rows, names = [], []
     for beta, path in runs:
         model = load_run(path).model
         if len(model.data_shape) != 3:
-            return  # vectors: no picture
+            (out / SAMPLES_FIGURE).unlink(missing_ok=True)
+            return
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             rows.append(model.sample(10, generator=gen))
@@ -174,7 +213,7 @@ def _samples_figure(out: Path, runs: list[tuple[float, Path]]) -> None:
     picture = image_grid(torch.cat(rows), ncol=10)
     h = rows[0].shape[-2]
     tile = h * max(1, -(-56 // max(rows[0].shape[-2:])))
-    save_png(label_rows(picture, names, tile), out / "samples-by-beta.png")
+    save_png(label_rows(picture, names, tile), out / SAMPLES_FIGURE)
 
 
 def read_sweep(out: str | Path) -> list[dict[str, Any]]:

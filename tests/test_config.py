@@ -85,3 +85,12 @@ def test_strict_parsing_of_config_files(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         get_preset("nope")
+
+
+def test_a_hand_written_config_gives_only_what_it_changes(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text('{"model": {"latent_dim": 3, "hidden": [16]}, "train": {"epochs": 2}}')
+    cfg = RunConfig.load(path)
+    assert cfg.model.latent_dim == 3 and cfg.model.hidden == [16] and cfg.train.epochs == 2
+    assert cfg.train.lr == RunConfig().train.lr and cfg.format_version == RunConfig().format_version
+    assert get_preset("digits-mlp").with_overrides({"model.hidden": "[64, 32]"}).model.hidden == [64, 32]

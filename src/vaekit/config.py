@@ -122,10 +122,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
-        """Strictly parse a dict: unknown keys, wrong types and other versions are errors."""
+        """Strictly parse a dict: unknown keys, wrong types and other versions are errors. Keys left
+        out take their defaults (a config written by hand may give only what it changes; without
+        ``format_version`` it is read as this version)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        version = d.get("format_version", None)
+        version = d.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ConfigError(
                 f"{source}: format_version {version!r} is not supported by this vaekit "
@@ -303,8 +305,9 @@ def _coerce(text: str, ftype: Any, key: str) -> Any:
         origin = typing.get_origin(ftype)
         args = typing.get_args(ftype)
     try:
-        if origin is list:
-            return [_coerce(t.strip(), args[0], key) for t in text.split(",") if t.strip()]
+        if origin is list:  # 400,400 or, as JSON writes it, [400, 400]
+            inner = text.strip()[1:-1] if text.strip()[:1] == "[" and text.strip()[-1:] == "]" else text
+            return [_coerce(t.strip(), args[0], key) for t in inner.split(",") if t.strip()]
         if ftype is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+from array import array
 import hashlib
 import io
 import os
@@ -61,6 +62,21 @@ def _content(lines: Iterator[str]) -> Iterator[tuple[int, str]]:
             yield number, stripped
 
 
+def _rows(f: io.TextIOWrapper, delimiter: str | None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every line that holds data, read in one pass by the csv module."""
+    if delimiter is None:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if fields and not fields[0].startswith("#"):
+                yield number, fields
+        return
+    reader = csv.reader(f, delimiter=delimiter)
+    for fields in reader:
+        first = fields[0].strip() if fields else ""
+        if (first or len(fields) > 1) and not first.startswith("#"):
+            yield reader.line_num, fields
+
+
 def _fields(line: str, delimiter: str | None) -> list[str]:
     if delimiter is None:
         return line.split()
@@ -103,20 +119,36 @@ def _bad_line(f: io.TextIOWrapper, delimiter: str | None, skip: int, width: int,
     return None
 
 
-def _class_numbers(texts: list[str], path: Path, name: str) -> tuple[np.ndarray, list[str] | None]:
-    """Integer labels as they are; any other labels become classes 0, 1, ... in sorted order."""
-    if all(_INTEGER.fullmatch(t) for t in texts):
-        values = [int(t) for t in texts]
-        if values and (min(values) < 0 or max(values) >= 2**31):
-            raise DataError(f"{path}: column {show(name)} must hold class numbers 0, 1, 2, ... or class names, "
-                            f"got {min(values)} to {max(values)}")
-        return np.asarray(values, dtype=np.int64), None
-    names = sorted(set(texts))
-    if len(names) > MAX_CLASSES:
-        raise DataError(f"{path}: column {show(name)} has {len(names)} distinct values; class labels are at most "
-                        f"{MAX_CLASSES} classes")
-    index = {n: i for i, n in enumerate(names)}
-    return np.asarray([index[t] for t in texts], dtype=np.int64), names
+class _Labels:
+    """Labels gathered row by row at 8 bytes each (the index of each distinct text), so a table of
+    many short rows cannot turn into as many Python strings."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.ids = array("q")
+        self.index: dict[str, int] = {}
+
+    def extend(self, texts: Iterator[str]) -> None:
+        index, ids, limit = self.index, self.ids, MAX_CLASSES
+        for text in texts:
+            ids.append(index.setdefault(text, len(index)))
+            if len(index) > limit:
+                raise DataError(f"{self.path}: column {show(self.name)} has over {limit} distinct values; class "
+                                f"labels are at most {limit} classes")
+
+    def classes(self) -> tuple[np.ndarray, list[str] | None]:
+        """Integer labels as they are; any other labels become classes 0, 1, ... in sorted order."""
+        texts = list(self.index)
+        ids = np.frombuffer(self.ids, dtype=np.int64) if len(self.ids) else np.zeros(0, np.int64)
+        if all(_INTEGER.fullmatch(t) for t in texts):
+            values = np.array([int(t) for t in texts], dtype=object)
+            if len(values) and (min(values) < 0 or max(values) >= 2**31):
+                raise DataError(f"{self.path}: column {show(self.name)} must hold class numbers 0, 1, 2, ... or "
+                                f"class names, got {min(values)} to {max(values)}")
+            return values.astype(np.int64)[ids], None
+        names = sorted(texts)
+        where = {n: i for i, n in enumerate(names)}
+        return np.array([where[t] for t in texts], dtype=np.int64)[ids], names
 
 
 def read_table(path: Path) -> Table:
@@ -200,38 +232,44 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
             raise DataError(f"{path}: {where or brief(e)}{hint}") from None
     y, classes = None, None
     if len(columns) < len(names):  # numpy read some columns only; every row must still have them all
-        texts = []
-        with _text(raw) as f:
-            for number, line in _content(f):
+        labels, width, counted = _Labels(path, names[label] if label is not None else ""), len(names), [0]
+
+        def label_texts(f: io.TextIOWrapper) -> Iterator[str]:
+            for number, fields in _rows(f, delimiter):
                 if number <= skip:
                     continue
-                fields = _fields(line, delimiter)
-                if len(fields) != len(names):
-                    raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {len(names)}")
-                texts.append(fields[label if label is not None else 0])
-        if len(texts) != len(x):
-            raise DataError(f"{path}: {len(texts)} rows of labels for {len(x)} rows of values; file changed?")
+                if len(fields) != width:
+                    raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {width}")
+                counted[0] += 1
+                yield fields[label if label is not None else 0].strip().strip('"')
+
+        with _text(raw) as f:
+            if label is not None:
+                labels.extend(label_texts(f))
+            else:
+                for _ in label_texts(f):  # the widths alone
+                    pass
+        if counted[0] != len(x):
+            raise DataError(f"{path}: {counted[0]} rows of labels for {len(x)} rows of values; file changed?")
         if label is not None:
-            y, classes = _class_numbers(texts, path, names[label])
+            y, classes = labels.classes()
     return x, y, classes
 
 
 def read_label_column(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """Labels one per line (an optional first line naming the column, e.g. ``label``)."""
+    labels = _Labels(path, "labels")
     with open_regular(path, "labels file (.csv, .tsv or .txt)") as raw:
-        budget.check(2 * (file_size(raw) + 1), f"{path} as labels")
+        budget.check(4 * (file_size(raw) + 1), f"{path} as labels (up to 8 bytes per 2 bytes of text)")
         try:
             with _text(raw) as f:
-                lines = list(_content(f))
+                for row, (number, line) in enumerate(_content(f)):
+                    delimiter = _delimiter(path, line)
+                    fields = [line] if delimiter is None else _fields(line, delimiter)  # a name may hold spaces
+                    if len(fields) != 1:
+                        raise DataError(f"{path}: expected one label per line, line {number} has {len(fields)} fields")
+                    if row or fields[0].lower() not in LABEL_COLUMNS:  # else a first line naming the column
+                        labels.extend(iter(fields))
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the labels as UTF-8 or as .npy") from None
-    values = []
-    for number, line in lines:
-        delimiter = _delimiter(path, line)
-        fields = [line] if delimiter is None else _fields(line, delimiter)  # a class name may hold spaces
-        if len(fields) != 1:
-            raise DataError(f"{path}: expected one label per line, line {number} has {len(fields)} fields")
-        values.append(fields[0])
-    if values and values[0].lower() in LABEL_COLUMNS:
-        values = values[1:]
-    return _class_numbers(values, path, "labels")
+    return labels.classes()

@@ -46,6 +46,7 @@ def test_onnx_graphs_match_pytorch_at_any_batch_size(name, tmp_path):
         y = torch.randint(10, (batch,)) if model.classes else None  # a conditional model's labels: int64 input y
         labels = {"y": y.numpy()} if model.classes else {}
         assert ("conditional" in info) == bool(model.classes)
+        assert not model.classes or info["conditional"]["class_names"] == [str(c) for c in range(10)]
         enc = ort.InferenceSession(str(path / "onnx" / "encoder.onnx")).run(None, {"x": x.numpy(), **labels})
         mu, logvar = model.encode(x, y)
         want = [mu] if logvar is None else [mu, logvar]

@@ -90,7 +90,10 @@ def _onnx(run: Run, out: Path) -> list[Path]:
                     "note": "params: the likelihood's parameters (e.g. Bernoulli logits); mean: the expected x"},
     }
     if model.classes:
-        info["conditional"] = {"classes": model.classes, "y": "int64 class numbers 0..classes-1, one per row"}
+        from .checkpoint import recorded_class_names
+
+        info["conditional"] = {"classes": model.classes, "y": "int64 class numbers 0..classes-1, one per row",
+                               "class_names": recorded_class_names(run.path)}
     written.append(atomic_write(out / "export.json", json.dumps(info, indent=2) + "\n"))
     return written
 

@@ -166,3 +166,20 @@ def test_a_conditional_run_samples_each_class_from_its_own_mixture(tmp_path):
     b = gmm.by_class[4].sample(6, torch.Generator().manual_seed(
         int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(0)).item())))
     assert torch.equal(a, b)  # class 4's codes come from class 4's mixture
+
+
+def test_a_mixture_fitted_before_more_training_is_fitted_again(tmp_path):
+    from vaekit.samplers import saved_gmm
+
+    cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(kind="ae", hidden=[32], latent_dim=3), train=TrainConfig(epochs=1, batch_size=64))
+    path = fit(cfg, tmp_path / "r", **QUIET).path
+    first = gmm_for_run(path, components=2, log=lambda s: None)
+    assert first.info["epoch"] == 1 and saved_gmm(path, load_run(path)) is not None
+    fit(None, path, resume=True, epochs=2, **QUIET)
+    assert saved_gmm(path, load_run(path)) is None  # the explorer does not offer a stale mixture
+    lines = []
+    again = gmm_for_run(path, components=2, log=lines.append)
+    assert "fitted to the codes of epoch 1, the run is at epoch 2" in lines[0] and again.info["epoch"] == 2
+    assert not torch.equal(first.means, again.means)
+    assert GaussianMixture.load(path / GMM_FILE, 3).info["epoch"] == 2

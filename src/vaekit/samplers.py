@@ -145,7 +145,8 @@ def fit_gmm_by_class(codes: Tensor, labels: Tensor, components: int = DEFAULT_CO
 def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_dir: str | None = None,
                 refit: bool = False, log: Any = print) -> GaussianMixture:
     """The run's fitted mixture: read from the run folder, or fitted on the training codes (posterior
-    means) and saved there when absent, when ``refit``, or when it has another number of components."""
+    means) and saved there when absent, when ``refit``, when it has another number of components, or
+    when it was fitted at another epoch (the run trained on since)."""
     from .checkpoint import load_run
     from .evaluate import latent_means, run_data
     from .runlock import run_lock
@@ -156,8 +157,11 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     per_class = bool(run.model.classes)
     if path.exists() and not refit:
         gmm = GaussianMixture.load(path, run.model.latent_dim)
-        if len(gmm.weights) == components and bool(gmm.by_class) == per_class:
+        if len(gmm.weights) == components and bool(gmm.by_class) == per_class and _current(gmm, run):
             return gmm
+        if not _current(gmm, run):
+            log(f"{path}: fitted to the codes of epoch {gmm.info.get('epoch', '?')}, the run is at epoch {run.epoch}; "
+                "fitting it again")
     data = run_data(run, data_dir, progress=False)
     run.model.train(False)
     with torch.no_grad():
@@ -166,6 +170,7 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
         gmm = fit_gmm_by_class(codes, data.train_y.to(codes.device), components, run.config.seed)
     else:
         gmm = fit_gmm(codes, components, run.config.seed)
+    gmm.info["epoch"] = run.epoch  # the weights the codes came from: training on makes the mixture stale
     with run_lock(run_dir, "sample"):
         gmm.write(path)  # atomically, through checkpoint._save_tensors
     what = f" and one per class ({len(gmm.by_class)} classes)" if per_class else ""
@@ -173,9 +178,14 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     return gmm
 
 
+def _current(gmm: GaussianMixture, run: Any) -> bool:
+    """Whether the mixture was fitted to the codes of the run's present weights (same epoch)."""
+    return gmm.info.get("epoch") == run.epoch
+
+
 def saved_gmm(run_dir: str | Path, run: Any) -> GaussianMixture | None:
     """The mixture a run folder already holds (fitted by ``sample --sampler gmm``), if it fits the
-    model; None when there is none or it cannot be used (nothing is fitted here)."""
+    model as it is now; None when there is none, it is stale or it cannot be used (nothing is fitted here)."""
     path = Path(run_dir) / GMM_FILE
     if not path.is_file():
         return None
@@ -183,7 +193,7 @@ def saved_gmm(run_dir: str | Path, run: Any) -> GaussianMixture | None:
         gmm = GaussianMixture.load(path, run.model.latent_dim)
     except VaekitError:
         return None
-    return gmm if bool(gmm.by_class) == bool(run.model.classes) else None
+    return gmm if bool(gmm.by_class) == bool(run.model.classes) and _current(gmm, run) else None
 
 
 def _from_prior(model: Any, n: int, generator: torch.Generator | None, gmm: GaussianMixture | None,

@@ -401,6 +401,35 @@ def test_fifo_as_an_idx_file_and_in_an_image_folder(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_no_module_reads_files_except_through_the_regular_file_reader():
+    """The source scan that keeps class 4 closed: a read must go through vaekit.files (regular files
+    only, size-checked); the package's own web assets and reference numbers are the exceptions."""
+    pattern = re.compile(r"""\.read_text\(|\.read_bytes\(|(?<![\w.])open\(|np\.load\(\s*(?!f\b)|\bload_file\(""")
+    allowed = {"files.py", "runlock.py"}
+    own = ("WEB_DIR / file", 'resources.files("vaekit")')
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.name in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if pattern.search(code) and not any(o in code for o in own):
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert offenders == []
+    assert pattern.search("x = path.read_text()") and pattern.search("with open(p) as f:")
+
+
+def test_the_explorer_and_the_model_card_do_not_hang_on_a_fifo(run_copy, tmp_path):
+    from vaekit.explore import Explorer
+    from vaekit.modelcard import model_card
+
+    os.mkfifo(run_copy / "metrics.json")
+    t = time.time()
+    assert "Metrics" in model_card(run_copy)
+    assert Explorer(run_copy).curves()["metrics"] is None
+    assert time.time() - t < 60
+
+
 # 5. No tracebacks: damaged training state, configs, flags out of range.
 
 def _tamper(path: Path, change) -> None:

@@ -83,6 +83,11 @@ def test_every_run_gets_a_model_card_with_its_real_metrics(tmp_path):
     card = (path / "README.md").read_text()
     assert f"| nll_iwae | {metrics['nll_iwae']:.4f} |" in card and "K = 20" in card
     assert "vaekit.load_run" in card and "Intended use and limits" in card
+    fit(None, path, resume=True, epochs=3, **QUIET)  # trained on: the evaluation is of older weights
+    card = (path / "README.md").read_text()
+    last = json.loads((path / "history.jsonl").read_text().splitlines()[-1])
+    assert f"| loss | {last['test_loss']:.4f} |" in card and "nll_iwae |" not in card
+    assert "after epoch 3; `metrics.json` is from epoch 2" in card
     # the card's "how to use" holds: the folder loads elsewhere, with the data gone
     moved = tmp_path / "elsewhere" / "model"
     shutil.copytree(path, moved)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset, fingerprint
-from .files import cache_dir, write_cache
+from .files import cache_dir, read_regular, write_cache
 
 FEATURES = 128
 EPOCHS = 4
@@ -109,11 +109,11 @@ def _load(net: nn.Module, path: Path) -> float | None:
     from safetensors.torch import load
 
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, "feature net cache")
         n = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8: 8 + n]).get("__metadata__", {})
         net.load_state_dict(load(raw))
         accuracy = float(json.loads(meta["accuracy"]))
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+    except Exception:  # a missing, damaged or foreign cache is retrained, never trusted
         return None
     return accuracy if 0 <= accuracy <= 1 else None

@@ -67,6 +67,15 @@ def cache_dir(kind: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaekit" / kind
 
 
+def read_json_if_there(path: str | Path, what: str = "JSON file", max_bytes: int = 16 << 20) -> Any:
+    """A small JSON file vaekit wrote beside a run (metrics, a record), or None when it is missing,
+    unreadable, not a regular file or not JSON: such files inform, and never stop a command."""
+    try:
+        return json.loads(read_regular(path, what, max_bytes))
+    except (VaekitError, ValueError, RecursionError):
+        return None
+
+
 def file_size(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
 

@@ -5,13 +5,12 @@ as it is (YAML front matter first). Written after training and refreshed by ``va
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .checkpoint import load_config, read_history
-from .files import atomic_write
+from .files import atomic_write, read_json_if_there
 from .models.spatial import latent_channels, map_size
 
 CARD = "README.md"
@@ -33,26 +32,27 @@ DEFINITIONS = {
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+    return read_json_if_there(path, "run record")
 
 
 def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
-    """(name, value, definition) rows and where they come from: metrics.json (evaluate) or the last epoch."""
+    """(name, value, definition) rows and where they come from: metrics.json (evaluate) when it measured
+    the weights the run has now, else the last epoch (saying that the evaluation is older)."""
     metrics = _read_json(run_dir / METRICS)
-    if isinstance(metrics, dict):
+    history = read_history(run_dir)
+    epoch = history[-1]["epoch"] if history else None
+    if isinstance(metrics, dict) and metrics.get("epoch") == epoch:
         k = f", K = {metrics['iwae_k']}" if "iwae_k" in metrics else ""
         rows = [(n, float(metrics[n]), d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
         return rows, f"`vaekit evaluate` on the test split (epoch {metrics.get('epoch')}{k})"
-    history = read_history(run_dir)
     if not history:
         return [], "no epoch has finished yet"
     last = history[-1]
     rows = [(n, float(last[f"test_{n}"]), DEFINITIONS[n]) for n in ("loss", "recon", "kl")
             if isinstance(last.get(f"test_{n}"), (int, float))]
-    return rows, f"the test split after epoch {last['epoch']} (run `vaekit evaluate` for the IWAE estimate)"
+    older = (f"; `{METRICS}` is from epoch {metrics.get('epoch')}, before the run trained on: run `vaekit evaluate` "
+             "to measure it again" if isinstance(metrics, dict) else "; run `vaekit evaluate` for the IWAE estimate")
+    return rows, f"the test split after epoch {last['epoch']}{older}"
 
 
 def model_card(run_dir: str | Path) -> str:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .files import atomic_write
+from .files import atomic_write, read_regular
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
 
@@ -100,7 +100,7 @@ def build_report(
     figs = ""
     for name in PLOTS:
         if name in figures:
-            data = base64.b64encode(figures[name].read_bytes()).decode()
+            data = base64.b64encode(read_regular(figures[name], "plot")).decode()
             figs += (f'<figure id="{name}"><img alt="{name}" src="data:image/png;base64,{data}">'
                      f"<figcaption><b>{name}</b>: {html.escape(CAPTIONS.get(name, ''))}</figcaption></figure>\n")
     page = f"""<!doctype html>

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .errors import VaekitError
 from .explore import Explorer, RequestError
+from .files import read_regular
 from .samplers import DEFAULT_COMPONENTS
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -28,6 +29,7 @@ RUN_FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".json": "applicati
 MAX_BODY = 64 * 1024  # the largest request body: a code of a few thousand numbers
 MAX_RUN_FILE = 64 * 1024 * 1024
 HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+MAX_SERVED = 64 << 20  # a run's plots, JSON and text are far smaller
 
 
 def _need_web_stack() -> None:
@@ -105,7 +107,11 @@ def create_app(explorers: list[Explorer], host: str = "127.0.0.1") -> Any:
         found = _inside(e.path, request.path_params["path"])
         if isinstance(found, str):
             return error(404, found)
-        return Response(found.read_bytes(), media_type=RUN_FILE_TYPES[found.suffix.lower()], headers=HEADERS)
+        try:
+            body = read_regular(found, "run file", MAX_SERVED)
+        except VaekitError as err:  # replaced since it was checked, or too large to serve
+            return error(404, str(err))
+        return Response(body, media_type=RUN_FILE_TYPES[found.suffix.lower()], headers=HEADERS)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         reason = "method not allowed here" if exc.status_code == 405 else "no such page"

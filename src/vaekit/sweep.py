@@ -25,7 +25,7 @@ import torch
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig
 from .errors import ConfigError, VaekitError, one_line, show
-from .files import atomic_write, strict_json
+from .files import atomic_write, read_regular, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
            ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{}"), ("nll_iwae", "IWAE NLL", "{:.2f}"),
@@ -217,4 +217,4 @@ def _samples_figure(out: Path, runs: list[tuple[float, Path]]) -> None:
 
 
 def read_sweep(out: str | Path) -> list[dict[str, Any]]:
-    return json.loads((Path(out) / "sweep.json").read_text())
+    return json.loads(read_regular(Path(out) / "sweep.json", "sweep table"))

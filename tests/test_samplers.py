@@ -183,3 +183,21 @@ def test_a_mixture_fitted_before_more_training_is_fitted_again(tmp_path):
     assert "fitted to the codes of epoch 1, the run is at epoch 2" in lines[0] and again.info["epoch"] == 2
     assert not torch.equal(first.means, again.means)
     assert GaussianMixture.load(path / GMM_FILE, 3).info["epoch"] == 2
+
+
+def test_a_read_only_run_folder_still_samples_from_a_mixture(small_fs, tmp_path):
+    """On a real tmpfs remounted read-only: the mixture is fitted, used and said not to be kept."""
+    import subprocess
+
+    fs = small_fs(24 << 20)
+    cfg = RunConfig(seed=2, data=DataConfig(dataset="digits", test_fraction=0.2),
+                    model=ModelConfig(kind="ae", hidden=[32], latent_dim=3), train=TrainConfig(epochs=1, batch_size=64))
+    path = fit(cfg, fs / "r", **QUIET).path
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    try:
+        code, out, err = run("sample", str(path), "-n", "4", "--sampler", "gmm", "--components", "2",
+                             "-o", str(tmp_path / "s.npy"))
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+    assert code == 0 and "not kept" in out and "Read-only" in out, (out, err)
+    assert np.load(tmp_path / "s.npy").shape == (4, 1, 8, 8) and not (path / GMM_FILE).exists()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .errors import RunFolderError, VaekitError
+from .files import OutputError
 
 GMM_FILE = "sampler_gmm.safetensors"
 DEFAULT_COMPONENTS = 10
@@ -171,10 +172,14 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     else:
         gmm = fit_gmm(codes, components, run.config.seed)
     gmm.info["epoch"] = run.epoch  # the weights the codes came from: training on makes the mixture stale
-    with run_lock(run_dir, "sample"):
-        gmm.write(path)  # atomically, through checkpoint._save_tensors
+    try:
+        with run_lock(run_dir, "sample"):
+            gmm.write(path)  # atomically, through checkpoint._save_tensors
+        kept = f"saved as {path}"
+    except (RunFolderError, OutputError) as e:  # a read-only, full or busy folder: sample all the same
+        kept = f"not kept ({e}); it is fitted again next time"
     what = f" and one per class ({len(gmm.by_class)} classes)" if per_class else ""
-    log(f"fitted a {components}-component Gaussian mixture{what} to {len(codes):,} training codes; saved as {path}")
+    log(f"fitted a {components}-component Gaussian mixture{what} to {len(codes):,} training codes; {kept}")
     return gmm
 
 

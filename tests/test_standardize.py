@@ -158,3 +158,17 @@ def test_the_vampprior_of_a_standardising_model_starts_among_the_data(tmp_path):
     model = load_run(tmp_path / "run").model
     u = model.likelihood.data_from_input(model.prior.inputs()).detach()
     assert float((u - 1e6).abs().max()) < 10  # pseudo-inputs in the data's own place
+
+
+def test_a_standardising_run_resumes_bit_exactly_with_its_saved_statistics(wide_vectors, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--dataset", f"vectors:{wide_vectors}", "--likelihood", "gaussian", "--standardize", "--hidden", "16",
+              "--latent-dim", "2", "--batch-size", "100", "--no-progress"]
+    assert run("train", *common, "--epochs", "3", "--out", str(tmp_path / "once"))[0] == 0
+    assert run("train", *common, "--epochs", "1", "--out", str(tmp_path / "twice"))[0] == 0
+    code, _, err = run("train", "--resume", str(tmp_path / "twice"), "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    once, twice = load_file(tmp_path / "once" / "model.safetensors"), load_file(tmp_path / "twice" / "model.safetensors")
+    assert once.keys() == twice.keys() and any("shift" in k for k in once)
+    assert all(torch.equal(once[k], twice[k]) for k in once)

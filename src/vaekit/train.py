@@ -169,7 +169,8 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     torch.manual_seed(cfg.seed)
     samples = cfg.objective.iwae_samples if cfg.objective.kind == "iwae" else 1  # decoder rows per example
     model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
-    model.likelihood.fit_data(data.train_x, data.features)
+    if not resume:  # a resumed run's statistics come with its checkpoint
+        model.likelihood.fit_data(data.train_x, data.features)
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
     beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
     check_loggers(cfg.train.log)

@@ -499,6 +499,13 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
+    """``--sampler prior|gmm`` and ``--components K``, the same on every command that draws codes."""
+    parser.add_argument("--sampler", choices=["prior", "gmm"], default="prior", help=sampler_help)
+    parser.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
+                        help="gmm: mixture components (default 10)")
+
+
 def class_arg(text: str) -> int | str:
     """A class number 0..10000, or a class name (looked up in the run's data.json)."""
     if re.fullmatch(r"\s*[+-]?\d+\s*", text):
@@ -651,10 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also FID, precision and recall of generated examples against the test set")
     e.add_argument("--generation-n", type=int_in(10, 10**6), default=10_000, metavar="N",
                    help="generated examples for --generation (default 10000, at most the test set's size)")
-    e.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                   help="--generation draws codes from the prior or from the fitted Gaussian mixture "
-                        "(a conditional run's: each class's own)")
-    e.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K", help="gmm: mixture components")
+    _sampler_flags(e, "--generation draws codes from the prior or from the fitted Gaussian mixture "
+                      "(a conditional run's: each class's own)")
     e.set_defaults(func=cmd_evaluate)
 
     s = _sub(sub, "sample", help="decode draws from the prior (or a fitted mixture) into a PNG grid (or .npy)", parents=common)
@@ -663,12 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png (or .npy for raw values)")
     s.add_argument("--seed", type=SEED, default=0, help="seed for the draws (same seed, same samples)")
-    s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                   help="codes from the prior, or from a Gaussian mixture fitted to the training codes (for a "
-                        "conditional run one per class; fitted once and kept in RUN_DIR/sampler_gmm.safetensors; "
-                        "needs the training data the first time)")
-    s.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
-                   help="gmm: mixture components (default 10)")
+    _sampler_flags(s, "codes from the prior, or from a Gaussian mixture fitted to the training codes (for a "
+                      "conditional run one per class; fitted once and kept in RUN_DIR/sampler_gmm.safetensors; "
+                      "needs the training data the first time)")
     s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")
     s.add_argument("--label", type=class_arg, metavar="C",
                    help="a conditional model (--conditional): draw class C, a number or a class name such as "
@@ -735,12 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     sv.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    sv.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
-                    help="gmm: fit each run's Gaussian mixture to its training codes first (as `sample --sampler "
-                         "gmm`; kept in the run folder) and offer its samples beside the prior's; a run that "
-                         "already has one offers it anyway")
-    sv.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
-                    help="gmm: mixture components (default 10)")
+    _sampler_flags(sv, "gmm: fit each run's Gaussian mixture to its training codes first (as `sample --sampler "
+                       "gmm`; kept in the run folder) and offer its samples beside the prior's; a run that "
+                       "already has one offers it anyway")
     sv.set_defaults(func=cmd_serve)
 
     pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)

@@ -348,3 +348,18 @@ def test_decoded_folders_are_cached_and_the_cache_follows_the_contents(tmp_path,
         f.unlink()
         f.mkdir()  # the cache file cannot be written: decoded all the same
     assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
+
+
+def test_grey_images_saved_as_rgb_count_as_grey_when_choosing_a_model(tmp_path):
+    from PIL import Image
+
+    from vaekit.data.folder import detect_channels
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            _png(tmp_path / cls / f"{i}.png", (6, 6), 40 * i, "L")
+            Image.open(tmp_path / cls / f"{i}.png").convert("RGB").save(tmp_path / cls / f"{i}.png")
+    assert Image.open(tmp_path / "a" / "0.png").mode == "RGB" and detect_channels(str(tmp_path)) == 1
+    _png(tmp_path / "b" / "4.png", (6, 6), 100, "RGB")  # one real colour image, in the second class
+    assert detect_channels(str(tmp_path)) == 3

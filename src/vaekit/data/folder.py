@@ -82,21 +82,30 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+GREY_MODES = ("1", "L", "LA", "I", "F")
+CHANNEL_PROBES = 16  # images looked at, spread over the folder (so over its classes)
+
+
 def detect_channels(arg: str) -> int:
-    """3 when the folder's first image is in colour, else 1 (for choosing a model without a preset)."""
+    """3 when the folder holds colour images, else 1 (for choosing a model without a preset). An RGB
+    file whose three channels are equal everywhere is grey saved as RGB: it counts as grey."""
     from PIL import Image
 
     root = Path(arg).expanduser()
     if not root.is_dir():
         return 1
-    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES][:1]
-    if not files:
-        return 1
-    try:
-        with open_regular(files[0], "image file") as f, Image.open(f) as im:
-            return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    except Exception:  # the real load names the bad file
-        return 1
+    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
+    for f in files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]:
+        try:
+            with open_regular(f, "image file") as fh, Image.open(fh) as im:
+                if im.mode in GREY_MODES or im.mode.startswith("I;16"):
+                    continue
+                rgb = np.asarray(im.convert("RGB"))
+        except Exception:  # the real load names the bad file
+            continue
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+            return 3
+    return 1
 
 
 SPLIT_FOLDERS = ("train", "test")

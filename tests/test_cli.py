@@ -191,3 +191,16 @@ def test_a_dependencys_deprecation_of_its_own_code_is_not_shown(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["vaekit: warning: overflow in cast", "vaekit: warning: old keyword",
                    "vaekit: warning: called the old way"]
+
+
+def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path, monkeypatch, capsys):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--no-progress", "--out", "~/r"]) == 0
+    assert (home / "r" / "config.json").is_file() and not (cwd / "~").exists()
+    assert main(["sample", "~/r", "-n", "2", "-o", "~/s.npy"]) == 0 and (home / "s.npy").is_file()
+    assert main(["evaluate", "~/r"]) == 0
+    capsys.readouterr()

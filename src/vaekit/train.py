@@ -112,7 +112,7 @@ def fit(
     (judged by the epoch just finished); the run then resumes like any stopped one.
     Started by torchrun (``WORLD_SIZE`` > 1), the processes train one run together (distributed.py).
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = distributed.device_for(group, pick_device(cfg.train.device))

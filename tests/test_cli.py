@@ -204,3 +204,14 @@ def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path, mo
     assert main(["sample", "~/r", "-n", "2", "-o", "~/s.npy"]) == 0 and (home / "s.npy").is_file()
     assert main(["evaluate", "~/r"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["train", "--out", "", "--epochs", "1"], "--out"),
+    (["evaluate", ""], "RUN_DIR"),
+    (["train", "--data-dir", " ", "--epochs", "1"], "--data-dir"),
+])
+def test_an_empty_path_is_refused_not_read_as_the_default(argv, name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert f"{name}: an empty path" in capsys.readouterr().err and not list(tmp_path.iterdir())

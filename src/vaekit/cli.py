@@ -825,7 +825,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
-    _expand_home(args)
+    empty = _expand_home(args)
+    if empty:
+        _error(f"{empty}: an empty path; give a file or folder name")
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     args.argv = argv
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
@@ -844,14 +847,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 PATH_ARGS = ("run_dir", "run_dirs", "run_a", "run_b", "resume", "out", "o", "config", "data_dir", "labels")
 
 
-def _expand_home(args: argparse.Namespace) -> None:
+def _expand_home(args: argparse.Namespace) -> str | None:
     """A leading ``~`` in any path argument is the home folder, also where the shell left it alone
-    (quoted, or passed by a script): never a folder named ``~`` in the current one."""
+    (quoted, or passed by a script): never a folder named ``~`` in the current one. Returns the
+    argument given as an empty string (an unset shell variable, say), which no command accepts."""
     expand = lambda v: type(v)(os.path.expanduser(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
     for name in PATH_ARGS:
         value = getattr(args, name, None)
-        if value is not None:
-            setattr(args, name, [expand(v) for v in value] if isinstance(value, list) else expand(value))
+        if value is None:
+            continue
+        if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+            return name.upper() if name.startswith("run") else f"--{name.replace('_', '-')}"
+        setattr(args, name, [expand(v) for v in value] if isinstance(value, list) else expand(value))
+    return None
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from array import array
 import hashlib
 import io
 import os
 import re
 import warnings
+from array import array
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -272,4 +272,6 @@ def read_label_column(path: Path) -> tuple[np.ndarray, list[str] | None]:
                         labels.extend(iter(fields))
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the labels as UTF-8 or as .npy") from None
+        except csv.Error as e:
+            raise DataError(f"{path}: not one label per line ({brief(e)})") from None
     return labels.classes()

@@ -363,3 +363,19 @@ def test_grey_images_saved_as_rgb_count_as_grey_when_choosing_a_model(tmp_path):
     assert Image.open(tmp_path / "a" / "0.png").mode == "RGB" and detect_channels(str(tmp_path)) == 1
     _png(tmp_path / "b" / "4.png", (6, 6), 100, "RGB")  # one real colour image, in the second class
     assert detect_channels(str(tmp_path)) == 3
+
+
+def test_a_class_folder_named_by_a_number_is_sampled_by_that_name(tmp_path):
+    from conftest import run_cli
+
+    _folder_of_pngs(tmp_path / "imgs", ["1", "2", "3"], 6)
+    run = str(tmp_path / "run")
+    code, _, err = run_cli("train", "--dataset", f"folder:{tmp_path / 'imgs'}", "--conditional", "--arch", "mlp",
+                           "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--no-progress", "--out", run)
+    assert code == 0, err
+    code, out, err = run_cli("sample", run, "-n", "2", "--label", "3", "-o", str(tmp_path / "s.npy"))
+    assert code == 0 and 'class 2 "3"' in out, (out, err)  # the folder "3" is the third class, number 2
+    code, out, err = run_cli("sample", run, "-n", "2", "--label", "0", "-o", str(tmp_path / "s.npy"))
+    assert code == 0 and 'class 0 "1"' in out, (out, err)  # no class is named 0: the number
+    code, _, err = run_cli("sample", run, "--label", "7", "-o", str(tmp_path / "t.npy"))
+    assert code == 2 and "classes 0..2" in err

@@ -272,24 +272,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_label(label: int | str | None, classes: int, run_dir: Path) -> tuple[int | None, str]:
-    """``--label`` as a class number, given as a number or as a class name the run's data.json
-    recorded; and the name to show beside it."""
+def _class_label(text: str | None, classes: int, run_dir: Path) -> tuple[int | None, str]:
+    """``--label`` as a class number: a class name the run's data.json recorded (a class folder
+    named ``3`` is that folder's class, whatever its number), else a number; and the name to show."""
     from .checkpoint import recorded_class_names
 
-    if label is None:
+    if text is None:
         return None, ""
     if not classes:
-        raise VaekitError(f"--label {show(label)}: {run_dir} is not a conditional model (train it with --conditional)")
+        raise VaekitError(f"--label {show(text)}: {run_dir} is not a conditional model (train it with --conditional)")
     names = recorded_class_names(run_dir)
-    if isinstance(label, str):
-        if not names or label not in names:
-            known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
-            raise VaekitError(f"--label {show(label)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
-        label = names.index(label)
-    if label >= classes:
+    if names and text in names:
+        label = names.index(text)
+    elif re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
+        label = int(text)
+    else:
+        known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
+        raise VaekitError(f"--label {show(text)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
+    if not 0 <= label < classes:
         raise VaekitError(f"--label {label}: this model knows classes 0..{classes - 1}")
-    return label, f" \"{show(names[label], 60)}\"" if names and label < len(names) else ""
+    return label, f" \"{show(names[label], 60)}\"" if names and label < len(names) and names[label] != str(label) else ""
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -506,10 +508,8 @@ def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
                         help="gmm: mixture components (default 10)")
 
 
-def class_arg(text: str) -> int | str:
-    """A class number 0..10000, or a class name (looked up in the run's data.json)."""
-    if re.fullmatch(r"\s*[+-]?\d+\s*", text):
-        return int_in(0, 10**4)(text)
+def class_arg(text: str) -> str:
+    """A class name or number, resolved against the run when it is loaded (``_class_label``)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("give a class number or name")
     return text

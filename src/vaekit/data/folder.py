@@ -98,7 +98,7 @@ def detect_channels(arg: str) -> int:
     for f in files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]:
         try:
             with open_regular(f, "image file") as fh, Image.open(fh) as im:
-                if im.mode in GREY_MODES or im.mode.startswith("I;16"):
+                if im.mode in GREY_MODES or im.mode.startswith("I;16") or im.width * im.height > MAX_PIXELS:
                     continue
                 rgb = np.asarray(im.convert("RGB"))
         except Exception:  # the real load names the bad file

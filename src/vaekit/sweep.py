@@ -44,7 +44,9 @@ def parse_values(text: str) -> list[float]:
     return values
 
 
-MAY_DIFFER = {"train.epochs", "train.device", "train.log"}  # a kept run may differ in these (resume extends epochs)
+# What a kept run may differ in: resume extends the epochs; where the (checksummed) files are, the
+# device, the loggers and the evaluation batch do not change what is trained.
+MAY_DIFFER = {"train.epochs", "train.device", "train.log", "train.eval_batch_size", "data.data_dir"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

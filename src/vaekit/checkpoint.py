@@ -379,10 +379,8 @@ def save_data_record(run_dir: Path, cfg: RunConfig, data: Any) -> None:
 
 def recorded_class_names(run_dir: str | Path) -> list[str] | None:
     """The class names data.json recorded at training (None for older runs, unnamed classes or damage)."""
-    try:
-        names = json.loads(files.read_regular(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES))["class_names"]
-    except (VaekitError, ValueError, KeyError, TypeError, RecursionError):
-        return None
+    record = files.read_json_if_there(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES)
+    names = record.get("class_names") if isinstance(record, dict) else None
     return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
 
 

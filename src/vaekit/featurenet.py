@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset, fingerprint
-from .files import cache_dir, read_regular, write_cache
+from .files import cache_dir, write_cache
 
 FEATURES = 128
 EPOCHS = 4
@@ -106,13 +106,11 @@ def _save(net: nn.Module, path: Path, accuracy: float) -> None:
 
 def _load(net: nn.Module, path: Path) -> float | None:
     """The cached net's test accuracy, or None when there is no usable cache (it is then retrained)."""
-    from safetensors.torch import load
+    from .checkpoint import _read_tensors
 
     try:
-        raw = read_regular(path, "feature net cache")
-        n = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8: 8 + n]).get("__metadata__", {})
-        net.load_state_dict(load(raw))
+        tensors, meta = _read_tensors(path)
+        net.load_state_dict(tensors)
         accuracy = float(json.loads(meta["accuracy"]))
     except Exception:  # a missing, damaged or foreign cache is retrained, never trusted
         return None

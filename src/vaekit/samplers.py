@@ -158,9 +158,10 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     per_class = bool(run.model.classes)
     if path.exists() and not refit:
         gmm = GaussianMixture.load(path, run.model.latent_dim)
-        if len(gmm.weights) == components and bool(gmm.by_class) == per_class and _current(gmm, run):
+        current = _current(gmm, run)
+        if len(gmm.weights) == components and bool(gmm.by_class) == per_class and current:
             return gmm
-        if not _current(gmm, run):
+        if not current:
             log(f"{path}: fitted to the codes of epoch {gmm.info.get('epoch', '?')}, the run is at epoch {run.epoch}; "
                 "fitting it again")
     data = run_data(run, data_dir, progress=False)

@@ -77,6 +77,16 @@ def _rows(f: io.TextIOWrapper, delimiter: str | None) -> Iterator[tuple[int, lis
             yield reader.line_num, fields
 
 
+def _full_rows(f: io.TextIOWrapper, path: Path, delimiter: str | None, skip: int, width: int) -> Iterator[list[str]]:
+    """The fields of every data row after the header, each checked to have the header's width."""
+    for number, fields in _rows(f, delimiter):
+        if number <= skip:
+            continue
+        if len(fields) != width:
+            raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {width}")
+        yield fields
+
+
 def _fields(line: str, delimiter: str | None) -> list[str]:
     if delimiter is None:
         return line.split()
@@ -232,25 +242,16 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
             raise DataError(f"{path}: {where or brief(e)}{hint}") from None
     y, classes = None, None
     if len(columns) < len(names):  # numpy read some columns only; every row must still have them all
-        labels, width, counted = _Labels(path, names[label] if label is not None else ""), len(names), [0]
-
-        def label_texts(f: io.TextIOWrapper) -> Iterator[str]:
-            for number, fields in _rows(f, delimiter):
-                if number <= skip:
-                    continue
-                if len(fields) != width:
-                    raise DataError(f"{path}: line {number} has {len(fields)} columns, the header {width}")
-                counted[0] += 1
-                yield fields[label if label is not None else 0].strip().strip('"')
-
+        labels = _Labels(path, names[label] if label is not None else "")
         with _text(raw) as f:
-            if label is not None:
-                labels.extend(label_texts(f))
+            rows = _full_rows(f, path, delimiter, skip, len(names))
+            if label is None:
+                count = sum(1 for _ in rows)
             else:
-                for _ in label_texts(f):  # the widths alone
-                    pass
-        if counted[0] != len(x):
-            raise DataError(f"{path}: {counted[0]} rows of labels for {len(x)} rows of values; file changed?")
+                labels.extend(fields[label].strip().strip('"') for fields in rows)
+                count = len(labels.ids)
+        if count != len(x):
+            raise DataError(f"{path}: {count} rows of labels for {len(x)} rows of values; file changed?")
         if label is not None:
             y, classes = labels.classes()
     return x, y, classes

@@ -23,7 +23,7 @@ import torch
 from .checkpoint import load_run, read_history
 from .errors import VaekitError
 from .figures import RunView
-from .files import read_json_if_there
+from .modelcard import evaluation
 from .models.base import blend_labels
 from .plots import principal_plane, slerp
 from .samplers import DEFAULT_COMPONENTS, gmm_for_run, sample_codes, saved_gmm
@@ -223,11 +223,10 @@ class Explorer:
         """history.jsonl (the training curves) and metrics.json when the run has been evaluated at the
         epoch it has now (an evaluation of older weights is left out)."""
         keep = ("epoch", "train_loss", "test_loss", "train_recon", "test_recon", "train_kl", "test_kl", "beta", "lr")
-        history = [{k: r.get(k) for k in keep} for r in read_history(self.path)]
-        metrics = read_json_if_there(self.path / "metrics.json", "metrics file")
-        if not isinstance(metrics, dict) or not history or metrics.get("epoch") != history[-1]["epoch"]:
-            metrics = None
-        return {"history": history, "metrics": metrics}
+        records = read_history(self.path)
+        metrics, current = evaluation(self.path, records)
+        return {"history": [{k: r.get(k) for k in keep} for r in records],
+                "metrics": metrics if current and records else None}
 
     # -- helpers -----------------------------------------------------------------------------------
     def _labels(self, label: Any, n: int) -> torch.Tensor | None:

@@ -35,13 +35,21 @@ def _read_json(path: Path) -> Any:
     return read_json_if_there(path, "run record")
 
 
+def evaluation(run_dir: Path, history: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """metrics.json (``vaekit evaluate``), and whether it measured the weights the run has now (the
+    epoch ``history`` ends at); an evaluation of older weights is not the run's."""
+    metrics = _read_json(run_dir / METRICS)
+    if not isinstance(metrics, dict):
+        return None, False
+    return metrics, metrics.get("epoch") == (history[-1]["epoch"] if history else None)
+
+
 def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
     """(name, value, definition) rows and where they come from: metrics.json (evaluate) when it measured
     the weights the run has now, else the last epoch (saying that the evaluation is older)."""
-    metrics = _read_json(run_dir / METRICS)
     history = read_history(run_dir)
-    epoch = history[-1]["epoch"] if history else None
-    if isinstance(metrics, dict) and metrics.get("epoch") == epoch:
+    metrics, current = evaluation(run_dir, history)
+    if metrics is not None and current:
         k = f", K = {metrics['iwae_k']}" if "iwae_k" in metrics else ""
         rows = [(n, float(metrics[n]), d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
         return rows, f"`vaekit evaluate` on the test split (epoch {metrics.get('epoch')}{k})"
@@ -51,7 +59,7 @@ def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
     rows = [(n, float(last[f"test_{n}"]), DEFINITIONS[n]) for n in ("loss", "recon", "kl")
             if isinstance(last.get(f"test_{n}"), (int, float))]
     older = (f"; `{METRICS}` is from epoch {metrics.get('epoch')}, before the run trained on: run `vaekit evaluate` "
-             "to measure it again" if isinstance(metrics, dict) else "; run `vaekit evaluate` for the IWAE estimate")
+             "to measure it again" if metrics is not None else "; run `vaekit evaluate` for the IWAE estimate")
     return rows, f"the test split after epoch {last['epoch']}{older}"
 
 

@@ -93,7 +93,8 @@ def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int 
                                   "pass --overwrite to train it afresh, or choose another --out")
     pending = []
     for i, (beta, path, cfg) in enumerate(runs, 1):
-        done = read_history(path)[-1]["epoch"] if not overwrite and is_run_folder(path) and read_history(path) else 0
+        history = read_history(path) if not overwrite and is_run_folder(path) else []
+        done = history[-1]["epoch"] if history else 0
         if done >= cfg.train.epochs:
             log(f"sweep {i}/{len(runs)}: {path} has trained all {done} epochs; kept")
         else:

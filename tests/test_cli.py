@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from vaekit.cli import main
 
 FAST = ["--preset", "digits-mlp", "--epochs", "2", "--hidden", "32", "--latent-dim", "4", "--no-progress"]
@@ -80,9 +81,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert n in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(
-    "args,needles",
-    [
+BAD_INPUT = [
         (["train", "--preset", "nope"], ["nope", "vaekit presets"]),
         (["train", "--dataset", "cifar"], ["cifar"]),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/empty", "--no-download"],
@@ -104,9 +103,10 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         (["train", "--lr-min", "1", "--lr", "0.001"], ["train.lr_min"]),
         (["train", *FAST, "--out", "{tmp}/bad.npy/run"], ["bad.npy", "another --out"]),
         (["sample", "{tmp}/broken", "-o", "{tmp}/bad.npy/x.png"], ["model.safetensors"]),
-    ],
-)
-def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
+]
+
+
+def _bad_input_files(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     np.save(tmp_path / "bad.npy", np.zeros((3, 4, 5), np.float32))
     np.save(tmp_path / "nan.npy", np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32))
@@ -114,6 +114,22 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
     (tmp_path / "broken" / "config.json").write_text(json.dumps(
         json.loads((__import__("vaekit.presets").presets.get_preset("digits-mlp").to_json()))))
     (tmp_path / "broken" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+
+
+@pytest.mark.parametrize("args,needles", BAD_INPUT)
+def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, args, needles):
+    """In this process (the same `main` and error path as the command; a process costs ~3 s here)."""
+    _bad_input_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    _one_line_error(subprocess.CompletedProcess(args, code, out, err), *[n.replace("{tmp}", str(tmp_path))
+                                                                         for n in needles])
+
+
+@pytest.mark.parametrize("row", [0, 12, 14])
+def test_a_real_process_gives_the_same_one_line(tmp_path, row):
+    args, needles = BAD_INPUT[row]
+    _bad_input_files(tmp_path)
     proc = vaekit(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
     _one_line_error(proc, *[n.replace("{tmp}", str(tmp_path)) for n in needles])
 

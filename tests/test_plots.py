@@ -18,7 +18,7 @@ from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.figures import PLOTS, plot_run
 from vaekit.models import build_model
-from vaekit.report import build_report
+from vaekit.report import report_run
 from vaekit.train import fit
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -113,7 +113,7 @@ def test_plot_run_writes_every_plot(digits_run):
 
 
 def test_report_embeds_every_plot_and_metric(digits_run):
-    page = build_report(digits_run, iwae_k=20).read_text()
+    page = report_run(digits_run, iwae_k=20).read_text()
     assert page.count("data:image/png;base64,") == len(PLOTS)
     for name in PLOTS:
         assert f'id="{name}"' in page

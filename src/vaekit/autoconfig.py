@@ -1,6 +1,7 @@
-"""A model that fits the data, for `vaekit train --dataset D` without a preset.
+"""A model that fits the data, for `vaekit train --dataset D` without a preset (``config_for_data``).
 
-An image folder's channels follow its first image (colour: 3) unless --channels says otherwise.
+An image folder is colour (3 channels) when any of 16 images spread over it is, unless --channels
+says otherwise.
 The rules, in order (an explicit preset or flag always wins over them):
 - images (C, H, W) with sides divisible by 4 and at least 16: the conv architecture, two
   stride-2 layers of 32 and 64 channels (three, adding 128, from 64 px up); smaller or odd
@@ -21,8 +22,9 @@ The rules, in order (an explicit preset or flag always wins over them):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
+from .config import RunConfig
 from .data import Dataset
 from .models.spatial import map_size
 
@@ -106,3 +108,23 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
     why = (f"no --preset: chose {name} VAE ({', '.join(map(str, hidden))}; latent {latent}; {lik}) "
            f"for {what}; any flag or --preset overrides this")
     return overrides, why
+
+
+def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> tuple[RunConfig, Dataset]:
+    """What `vaekit train --dataset D` without a preset trains: the data loaded once, a model chosen to
+    fit them (``log`` gets the line saying what and why) with ``overrides`` (dotted keys) applied on
+    top; returns the config and the data, to hand to ``fit(cfg, run_dir, data=data)``."""
+    from .data import load_dataset
+
+    overrides = {**(overrides or {}), "data.dataset": dataset}
+    kind, _, arg = str(dataset).partition(":")
+    if kind == "folder" and "data.channels" not in overrides:
+        from .data.folder import detect_channels
+
+        overrides["data.channels"] = detect_channels(arg)
+    data_flags = {k: v for k, v in overrides.items() if k.startswith("data.")}
+    data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
+    chosen, why = choose_model(data, given=overrides)
+    log(why)
+    return RunConfig().with_overrides(chosen).with_overrides(overrides), data

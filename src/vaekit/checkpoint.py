@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -382,6 +383,28 @@ def recorded_class_names(run_dir: str | Path) -> list[str] | None:
     record = files.read_json_if_there(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES)
     names = record.get("class_names") if isinstance(record, dict) else None
     return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
+
+
+def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> tuple[int | None, str]:
+    """A class to draw as its number: a class name data.json recorded (a class folder named ``3`` is
+    that folder's class, whatever its number), else a number; and the name to show beside it."""
+    if label is None:
+        return None, ""
+    text = str(label)
+    if not classes:
+        raise VaekitError(f"--label {show(text)}: {run_dir} is not a conditional model (train it with --conditional)")
+    names = recorded_class_names(run_dir)
+    if names and text in names:
+        number = names.index(text)
+    elif isinstance(label, int) and not isinstance(label, bool) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
+        number = int(label) if isinstance(label, int) else int(text)
+    else:
+        known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
+        raise VaekitError(f"--label {show(text)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
+    if not 0 <= number < classes:
+        raise VaekitError(f"--label {number}: this model knows classes 0..{classes - 1}")
+    shown = names[number] if names and number < len(names) and names[number] != str(number) else None
+    return number, f" \"{show(shown, 60)}\"" if shown else ""
 
 
 def check_data_record(run_dir: Path, data: Any) -> None:

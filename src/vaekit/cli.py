@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import io
 import os
-import re
 import signal
 import sys
 import time
@@ -21,7 +20,6 @@ from . import __version__
 from .config import PRECISIONS
 from .errors import TrainingInterrupted, VaekitError, one_line, show
 from .files import strict_json
-from .runlock import writing_into
 
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
@@ -195,30 +193,12 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]):
 
     if args.config and args.preset:
         raise VaekitError("--config and --preset both say where to start; give one of them")
-    data = None
     if args.config or args.preset or "data.dataset" not in overrides:
         base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
-    else:
-        base, data = _model_for_data(overrides, not args.no_progress)
-    return base.with_overrides(overrides), data
+        return base.with_overrides(overrides), None
+    from .autoconfig import config_for_data
 
-
-def _model_for_data(overrides: dict[str, Any], progress: bool):
-    """No preset but a --dataset: load the data once and choose a model that fits them (printed)."""
-    from .autoconfig import choose_model
-    from .config import RunConfig
-    from .data import load_dataset
-
-    data_flags = {k: v for k, v in overrides.items() if k.startswith("data.")}
-    kind, _, arg = str(overrides["data.dataset"]).partition(":")
-    if kind == "folder" and "data.channels" not in data_flags:
-        from .data.folder import detect_channels
-
-        data_flags["data.channels"] = overrides["data.channels"] = detect_channels(arg)
-    data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
-    chosen, why = choose_model(data, given=overrides)
-    print(why)
-    return RunConfig().with_overrides(chosen), data
+    return config_for_data(overrides["data.dataset"], overrides, progress=not args.no_progress)
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -272,107 +252,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_label(text: str | None, classes: int, run_dir: Path) -> tuple[int | None, str]:
-    """``--label`` as a class number: a class name the run's data.json recorded (a class folder
-    named ``3`` is that folder's class, whatever its number), else a number; and the name to show."""
-    from .checkpoint import recorded_class_names
-
-    if text is None:
-        return None, ""
-    if not classes:
-        raise VaekitError(f"--label {show(text)}: {run_dir} is not a conditional model (train it with --conditional)")
-    names = recorded_class_names(run_dir)
-    if names and text in names:
-        label = names.index(text)
-    elif re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
-        label = int(text)
-    else:
-        known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
-        raise VaekitError(f"--label {show(text)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
-    if not 0 <= label < classes:
-        raise VaekitError(f"--label {label}: this model knows classes 0..{classes - 1}")
-    return label, f" \"{show(names[label], 60)}\"" if names and label < len(names) and names[label] != str(label) else ""
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from .grids import sample_run
 
-    from .checkpoint import load_run
-    from .files import write_via_buffer
-    from .grids import grid_codes, grid_layout, sample_grid, save_png
-    from .models import check_batch_budget
-    from .samplers import gmm_for_run, sample_codes
-
-    run = load_run(args.run_dir, args.device)
-    args.label, label_name = _class_label(args.label, run.model.classes, args.run_dir)
-    n, _ = grid_layout(run.model, args.n, args.label)  # a conditional model's grid: one row per class
-    check_batch_budget(run.model, n, f"sample -n {n}")
-    gmm = gmm_for_run(args.run_dir, args.components, args.data_dir, args.refit) if args.sampler == "gmm" else None
-    gen = torch.Generator(device=run.model.device).manual_seed(args.seed)
-    per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
-    codes, y, ncol = grid_codes(run.model, args.n, lambda k, y: sample_codes(run.model, k, args.sampler, gen, gmm, y),
-                                args.label, shared_style=not per_class)
-    what = args.sampler + (" per class" if per_class else "") + (
-        f"; {ncol} per class, class by class" if ncol else "" if args.label is None else f"; class {args.label}{label_name}")
-    if args.o.suffix == ".npy":
-        with torch.no_grad():
-            values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()
-        write_via_buffer(args.o, lambda buf: np.save(buf, values))
-    else:
-        save_png(sample_grid(run.model, n, args.seed, codes, y, ncol), args.o)
-    print(f"wrote {n} sample{'s' if n != 1 else ''} ({what}) to {args.o}")
+    done = sample_run(args.run_dir, args.o, args.n, seed=args.seed, sampler=args.sampler,
+                      components=args.components, refit=args.refit, label=args.label, data_dir=args.data_dir,
+                      device=args.device)
+    print(f"wrote {done['n']} sample{'s' if done['n'] != 1 else ''} ({done['codes']}) to {done['file']}")
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from .grids import reconstruct_run
 
-    from .figures import open_run
-    from .files import write_via_buffer
-    from .grids import reconstruction_grid, save_png
-
-    view = open_run(args.run_dir, data_dir=args.data_dir, device=args.device)
-    x, y = view.test_x(args.n), view.test_y(args.n)
-    if args.o.suffix == ".npy":  # (2, n, ...): the inputs, then their reconstructions
-        pair = torch.stack([x, view.model.reconstruct(x, y)]).cpu().numpy()
-        write_via_buffer(args.o, lambda buf: np.save(buf, pair))
-    else:
-        save_png(reconstruction_grid(view.model, x, y=y), args.o)
-    print(f"wrote {len(x)} test examples and their reconstructions to {args.o}")
+    done = reconstruct_run(args.run_dir, args.o, args.n, data_dir=args.data_dir, device=args.device)
+    print(f"wrote {done['n']} test examples and their reconstructions to {done['file']}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .figures import plot_run
 
+    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print, grid_dims=args.grid_dims)
     out = args.out or Path(args.run_dir) / "plots"
-    with writing_into(args.run_dir, [out], "plot"):
-        written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print,
-                           grid_dims=args.grid_dims)
     print(f"wrote {len(written)} plot{'s' if len(written) != 1 else ''} to {out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .report import report_run
 
-    with writing_into(args.run_dir, [args.run_dir], "report"):
-        path = build_report(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
+    path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
     print(f"report: {path}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .figures import compare_runs
+    from .figures import PLOTS_DIR, compare_runs
 
-    out = args.o or Path(args.run_a) / "plots" / "compare.png"
-    with writing_into(args.run_a, [out], "compare"):
-        stats = compare_runs(args.run_a, args.run_b, out, data_dir=args.data_dir)
+    stats = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir)
     for name, st in stats.items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
-    print(f"wrote {out}")
+    print(f"wrote {args.o or Path(args.run_a) / PLOTS_DIR / 'compare.png'}")
     return 0
 
 
@@ -394,10 +315,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
-    out = args.out or Path(args.run_dir) / args.format
-    with writing_into(args.run_dir, [out], "export"):
-        written = export_run(args.run_dir, args.format, out)
-    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+    written = export_run(args.run_dir, args.format, args.out)
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out or Path(args.run_dir) / args.format}")
     return 0
 
 
@@ -413,33 +332,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .downstream import probe
-    from .figures import open_run
+    from .downstream import probe_run
 
-    from .plots import confusion_matrix, save_figure
-
-    out = Path(args.o) if args.o else Path(args.run_dir) / "plots" / "probe-confusion.png"
-    with writing_into(args.run_dir, [out], "probe"):
-        view = open_run(args.run_dir, data_dir=args.data_dir)
-        full = probe(view.model, view.data, knn_k=args.k)
-        save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
-    result = {k: v for k, v in full.items() if k not in ("y_test", "linear_predicted")}
+    result = probe_run(args.run_dir, args.k, args.o, data_dir=args.data_dir)
     if args.json:
-        print(strict_json({**result, "plot": str(out)}))
+        print(strict_json(result))
     else:
         print(f"linear probe (logistic regression) accuracy {result['linear_accuracy']:.4f}, "
               f"{args.k}-NN accuracy {result['knn_accuracy']:.4f} (chance {result['chance']:.4f}); "
               f"fitted on {result['n_train']} train codes, scored on {result['n_test']} test codes; "
-              f"confusion matrix in {out}")
+              f"confusion matrix in {result['plot']}")
         if "note" in result:
             print(f"note: {result['note']}")
     return 0
 
 
 def cmd_anomaly(args: argparse.Namespace) -> int:
-    from .downstream import anomaly_scores
-    from .figures import open_run
-    from .plots import save_figure, score_histograms
+    from .downstream import anomaly_run
 
     run_dir = args.run_dir
     if run_dir is None:
@@ -447,20 +356,13 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
             raise VaekitError("give a RUN_DIR trained with --holdout-class, or --holdout-class C to train one")
         args.resume = None
         run_dir = _train(args).path
-    out = Path(args.o) if args.o else Path(run_dir) / "plots" / "anomaly-scores.png"
-    with writing_into(run_dir, [out], "anomaly"):
-        view = open_run(run_dir, data_dir=args.data_dir)
-        result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, args.iwae_k,
-                                view.seed, progress=not args.no_progress)
-        save_figure(score_histograms(result["scores"][~result["is_anomaly"]],
-                                     result["scores"][result["is_anomaly"]], result["auroc"], result["score"]), out)
-    summary = {k: v for k, v in result.items() if k not in ("scores", "is_anomaly")}
+    summary = anomaly_run(run_dir, args.iwae_k, args.o, data_dir=args.data_dir, progress=not args.no_progress)
     if args.json:
-        print(strict_json({**summary, "plot": str(out)}))
+        print(strict_json(summary))
     else:
         print(f"held-out class {summary['holdout_classes']} vs the rest, scored by {summary['score']}: "
               f"AUROC {summary['auroc']:.4f} ({summary['n_anomalous']} held-out, {summary['n_normal']} seen); "
-              f"histograms in {out}")
+              f"histograms in {summary['plot']}")
         if "note" in summary:
             print(f"note: {summary['note']}")
     return 0
@@ -509,7 +411,7 @@ def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
 
 
 def class_arg(text: str) -> str:
-    """A class name or number, resolved against the run when it is loaded (``_class_label``)."""
+    """A class name or number, resolved against the run when it is loaded (``checkpoint.class_label``)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("give a class number or name")
     return text
@@ -531,13 +433,13 @@ def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], flo
 
 
 def output_file(*suffixes: str) -> Callable[[str], Path]:
+    from .files import output_file as check
+
     def parse(text: str) -> Path:
-        path = Path(text)
-        if path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{show(text)}: write {' or '.join(suffixes)} (the file name says which)")
-        if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{show(text)} is a folder; give a file name")
-        return path
+        try:
+            return check(text, suffixes)
+        except VaekitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = "file name"
     return parse

@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError, VaekitError, show
@@ -237,6 +238,19 @@ class RunConfig:
         for ok, name, value, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={show(value)} {why}")
+
+
+def as_run_config(cfg: RunConfig | Mapping[str, Any] | str | Path, what: str = "cfg") -> RunConfig:
+    """A config as the Python API takes it: a RunConfig, a dict like config.json (keys left out take
+    their defaults) or the path of such a JSON file, as `--config` takes it."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return RunConfig.from_dict(dict(cfg), source=what)
+    if isinstance(cfg, (str, Path)):
+        return RunConfig.load(Path(cfg).expanduser())
+    raise ConfigError(f"{what}: a {type(cfg).__name__}; give a RunConfig (e.g. vaekit.get_preset(...)), "
+                      "a dict like config.json or a JSON file's path")
 
 
 def _finite(x: float) -> bool:

@@ -1,8 +1,11 @@
 """Uses of a trained latent space: how much label information the codes keep (linear and kNN
-probes) and anomaly detection with a held-out class (AUROC of the negative ELBO or IWAE NLL)."""
+probes) and anomaly detection with a held-out class (AUROC of the negative ELBO or IWAE NLL).
+``probe_run`` and ``anomaly_run`` are `vaekit probe` and `vaekit anomaly`: the same from a run
+folder, with their figure."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,3 +85,49 @@ def anomaly_scores(
         "mean_score_normal": float(scores[~is_anomaly].mean()),
         "scores": scores, "is_anomaly": is_anomaly,
     }
+
+
+def _figure_path(run_dir: Path, out: str | Path | None, name: str) -> Path:
+    from .files import output_file
+
+    return output_file(out, (".png",), "-o") if out is not None else run_dir / "plots" / name
+
+
+def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
+              data_dir: str | None = None) -> dict[str, Any]:
+    """`vaekit probe`: the probe's accuracies for a run, with its confusion matrix written to ``out``
+    (default RUN_DIR/plots/probe-confusion.png, named in the result as "plot")."""
+    from .figures import open_run
+    from .plots import confusion_matrix, save_figure
+    from .runlock import writing_into
+
+    run_dir = Path(run_dir).expanduser()
+    out = _figure_path(run_dir, out, "probe-confusion.png")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise VaekitError(f"-k {k!r}: give a whole number of neighbours, at least 1")
+    with writing_into(run_dir, [out], "probe"):
+        view = open_run(run_dir, data_dir=data_dir)
+        full = probe(view.model, view.data, knn_k=k)
+        save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
+    return {**{key: v for key, v in full.items() if key not in ("y_test", "linear_predicted")}, "plot": str(out)}
+
+
+def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = None,
+                data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """`vaekit anomaly RUN_DIR`: the AUROC of the classes a run held out of training (``holdout_classes``
+    in its config), with the score histograms written to ``out`` (default RUN_DIR/plots/anomaly-scores.png)."""
+    from .figures import open_run
+    from .plots import save_figure, score_histograms
+    from .runlock import writing_into
+
+    run_dir = Path(run_dir).expanduser()
+    out = _figure_path(run_dir, out, "anomaly-scores.png")
+    if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or iwae_k < 0:
+        raise VaekitError(f"--iwae-k {iwae_k!r}: give a whole number of samples (0: the negative ELBO)")
+    with writing_into(run_dir, [out], "anomaly"):
+        view = open_run(run_dir, data_dir=data_dir)
+        result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, iwae_k,
+                                view.seed, progress=progress)
+        scores, is_anomaly = result.pop("scores"), result.pop("is_anomaly")
+        save_figure(score_histograms(scores[~is_anomaly], scores[is_anomaly], result["auroc"], result["score"]), out)
+    return {**result, "plot": str(out)}

@@ -103,16 +103,20 @@ FORMATS: dict[str, tuple[Callable[[], None], Callable[[Run, Path], list[Path]]]]
 
 def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None) -> list[Path]:
     """Write the run's model in ``format`` into ``out`` (default RUN_DIR/<format>); returns the files."""
+    from .runlock import writing_into
+
     if format not in FORMATS:
         raise VaekitError(f"--format {format}: unknown; choose from {', '.join(sorted(FORMATS))}")
     need, write = FORMATS[format]
     need()
+    run_dir = Path(run_dir).expanduser()
     run = load_run(run_dir)  # a bad run folder is refused before anything is created
-    target = Path(out) if out is not None else Path(run_dir) / format
+    target = Path(out).expanduser() if out is not None else run_dir / format
     if target.exists() and not target.is_dir():
         raise VaekitError(f"--out {target}: exists and is not a folder")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VaekitError(f"--out {target}: cannot create this folder ({e.strerror})") from None
-    return write(run, target)
+    with writing_into(run_dir, [target], "export"):
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VaekitError(f"--out {target}: cannot create this folder ({e.strerror})") from None
+        return write(run, target)

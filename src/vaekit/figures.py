@@ -236,17 +236,25 @@ def plot_run(
 
     ``grid_dims`` puts the latent grid over two chosen dimensions instead of the PCA plane.
     """
+    from .runlock import writing_into
+
     unknown = sorted(set(only or []) - set(PLOTS))
     if unknown:
         raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
-    view = view or open_run(run_dir, data_dir=data_dir)
+    run_dir = Path(run_dir).expanduser()
+    out = Path(out_dir).expanduser() if out_dir else run_dir / PLOTS_DIR
+    with writing_into(run_dir, [out], "plot"):
+        return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir), log, grid_dims)
+
+
+def _plot_into(out: Path, only: list[str] | None, view: RunView, log: Callable[[str], None],
+               grid_dims: tuple[int, int] | None) -> dict[str, Path]:
     if grid_dims is not None:
         i, j = grid_dims
         d = view.surface.latent_dim
         if not (0 <= i < d and 0 <= j < d and i != j):
             raise VaekitError(f"--grid-dims {i} {j}: need two different dimensions in 0..{d - 1}")
         view.grid_dims = (i, j)
-    out = Path(out_dir) if out_dir else Path(run_dir) / PLOTS_DIR
     written = {}
     for name, make in PLOTS.items():
         if only and name not in only:
@@ -260,18 +268,27 @@ def plot_run(
     return written
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path, n: int = 8,
+def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = None, n: int = 8,
                  data_dir: str | None = None) -> dict[str, dict[str, float]]:
-    """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE).
+    """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE), as
+    ``out`` (default RUN_A/plots/compare.png). Both runs are encoded on run A's test data; returns
+    each one's latent range and std."""
+    from .files import output_file
+    from .runlock import writing_into
 
-    Both runs are encoded on run A's test data; returns each one's latent range and std.
-    """
+    run_a, run_b = Path(run_a).expanduser(), Path(run_b).expanduser()
+    out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
+    with writing_into(run_a, [out], "compare"):
+        return _compare_into(out, run_a, run_b, n, data_dir)
+
+
+def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | None) -> dict[str, dict[str, float]]:
     a = open_run(run_a, data_dir=data_dir)
     b = load_run(run_b)
     if b.data_shape != a.run.data_shape:
         raise VaekitError(f"{run_b}: its data have shape {b.data_shape}, {run_a} has {a.run.data_shape}; "
                           "compare runs on the same data")
-    names = [Path(run_a).name, Path(run_b).name]
+    names = [run_a.name, run_b.name]
     models = [a.model, b.model]
     codes = [latent_means(m, a.data, "test").cpu().numpy() for m in models]
     generated = None

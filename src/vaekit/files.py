@@ -161,6 +161,21 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
     _fsync_dir(path.parent)
 
 
+def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> Path:
+    """An output file's name, checked before any work: its suffix says the format, and it is no
+    folder. ``flag`` names the argument in the message (argparse names it itself)."""
+    text = os.fspath(path)
+    where = f"{flag} {show(text)}" if flag else show(text)
+    if not text.strip():
+        raise OutputError(f"{flag + ': ' if flag else ''}an empty path; give a file name")
+    out = Path(text).expanduser()
+    if out.is_dir():
+        raise OutputError(f"{where} is a folder; give a file name")
+    if out.suffix.lower() not in suffixes:
+        raise OutputError(f"{where}: write {' or '.join(suffixes)} (the file name says which)")
+    return out
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` (str as UTF-8) to ``path`` atomically; returns the path."""
     with atomic_output(path) as f:

@@ -1,12 +1,14 @@
 """Image grids as PNG files: samples from the prior and reconstructions beside their inputs.
 
-Pure functions of arrays and models, written with Pillow (no plotting library needed).
+The grids are pure functions of arrays and models, written with Pillow (no plotting library
+needed); ``sample_run`` and ``reconstruct_run`` (`vaekit sample`, `vaekit reconstruct`) make them,
+or the raw values as .npy, from a run folder.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,63 @@ def label_rows(picture: np.ndarray, labels: list[str], tile: int, pad: int = 2, 
         y = pad + i * (tile + pad) + tile // 2
         draw.text((4, y), text, fill=0 if canvas.mode == "L" else (0, 0, 0), font=font, anchor="lm")
     return np.asarray(canvas)
+
+
+OUTPUTS = (".png", ".npy")
+
+
+def _count(n: int, flag: str = "-n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise VaekitError(f"{flag} {n!r}: give a whole number of at least 1")
+    return n
+
+
+def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int = 0, sampler: str = "prior",
+               components: int = 10, refit: bool = False, label: int | str | None = None,
+               data_dir: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """`vaekit sample`: n decoded draws as a PNG grid, or their values as .npy (the suffix of ``out``
+    says which). ``label``: a conditional run's class (number or recorded name); without it such a
+    run's grid has one row per class. Returns the file, the count and where the codes came from."""
+    from .checkpoint import class_label, load_run
+    from .files import output_file
+    from .models import check_batch_budget
+    from .samplers import gmm_for_run, sample_codes
+
+    out, n = output_file(out, OUTPUTS, "-o"), _count(n)
+    run = load_run(Path(run_dir).expanduser(), device)
+    number, name = class_label(run.path, label, run.model.classes)
+    count, _ = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
+    check_batch_budget(run.model, count, f"sample -n {count}")
+    gmm = gmm_for_run(run.path, components, data_dir, refit) if sampler == "gmm" else None
+    gen = torch.Generator(device=run.model.device).manual_seed(seed)
+    per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
+    codes, y, ncol = grid_codes(run.model, n, lambda k, y: sample_codes(run.model, k, sampler, gen, gmm, y),
+                                number, shared_style=not per_class)
+    if out.suffix.lower() == ".npy":
+        with torch.no_grad():
+            values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()
+        write_via_buffer(out, lambda buf: np.save(buf, values))
+    else:
+        save_png(sample_grid(run.model, count, seed, codes, y, ncol), out)
+    source = sampler + (" per class" if per_class else "") + (
+        f"; {ncol} per class, class by class" if ncol else "" if number is None else f"; class {number}{name}")
+    return {"file": out, "n": count, "codes": source}
+
+
+def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_dir: str | None = None,
+                    device: str = "cpu") -> dict[str, Any]:
+    """`vaekit reconstruct`: the first n test examples above their reconstructions as a PNG, or as
+    .npy of shape (2, n, ...): the inputs, then the reconstructions. Returns the file and the count."""
+    from .figures import open_run
+    from .files import output_file
+
+    out, n = output_file(out, OUTPUTS, "-o"), _count(n)
+    view = open_run(Path(run_dir).expanduser(), data_dir=data_dir, device=device)
+    x, y = view.test_x(n), view.test_y(n)
+    if out.suffix.lower() == ".npy":
+        with torch.no_grad():
+            pair = torch.stack([x, view.model.reconstruct(x, y)]).cpu().numpy()
+        write_via_buffer(out, lambda buf: np.save(buf, pair))
+    else:
+        save_png(reconstruction_grid(view.model, x, y=y), out)
+    return {"file": out, "n": len(x)}

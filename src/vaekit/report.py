@@ -73,14 +73,21 @@ def reproduce_command(run_dir: Path) -> str:
     return f"vaekit train --config {run_dir}/config.json --out {run_dir}-again"
 
 
-def build_report(
+def report_run(
     run_dir: str | Path,
     iwae_k: int = DEFAULT_IWAE_K,
     data_dir: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
-    """Evaluate, plot, and write RUN_DIR/report.html; returns its path."""
-    run_dir = Path(run_dir)
+    """`vaekit report`: evaluate, plot, and write RUN_DIR/report.html; returns its path."""
+    from .runlock import writing_into
+
+    run_dir = Path(run_dir).expanduser()
+    with writing_into(run_dir, [run_dir], "report"):
+        return _report(run_dir, iwae_k, data_dir, log)
+
+
+def _report(run_dir: Path, iwae_k: int, data_dir: str | None, log: Callable[[str], None]) -> Path:
     view = open_run(run_dir, data_dir=data_dir)
     log(f"evaluating {run_dir} (IWAE k = {iwae_k}) ...")
     metrics = evaluate_model(view.model, view.data, iwae_k, seed=view.seed)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
 from .errors import RunFolderError
 
 LOCK = ".vaekit.lock"
+_held = threading.local()  # the run folders this thread holds: a command that calls another (report
+# calls plot) takes each folder's lock once
 
 try:
     import fcntl
@@ -35,8 +38,14 @@ def _holder(fd: int) -> str:
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
-    """Hold the run folder's write lock for the ``with`` block; a second writer gets a one-line error."""
+    """Hold the run folder's write lock for the ``with`` block; a second writer gets a one-line error.
+    Within one thread the lock is re-entrant."""
     run_dir = Path(run_dir)
+    held: set[str] = _held.__dict__.setdefault("folders", set())
+    key = os.path.realpath(run_dir)
+    if key in held:
+        yield
+        return
     try:
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -54,7 +63,11 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, f"{os.getpid()} vaekit {command}".encode())
-        yield
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
     finally:
         os.close(fd)  # releases the flock
 

@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import torch
 
 from .checkpoint import is_run_folder, load_config, load_run, read_history
-from .config import RunConfig
+from .config import RunConfig, as_run_config
 from .errors import ConfigError, VaekitError, one_line, show
 from .files import atomic_write, read_regular, strict_json
 
@@ -33,14 +34,16 @@ COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon
            ("linear_accuracy", "probe acc.", "{:.3f}")]
 
 
-def parse_values(text: str) -> list[float]:
-    """'0.5,1,2,4' -> [0.5, 1.0, 2.0, 4.0]; each must be a finite number >= 0, no repeats."""
+def parse_values(text: str | Sequence[float]) -> list[float]:
+    """'0.5,1,2,4' (or a list of numbers) -> [0.5, 1.0, 2.0, 4.0]; each a finite number >= 0, no repeats."""
+    shown = text if isinstance(text, str) else ",".join(map(str, text))
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--beta {text}: expected numbers separated by commas, e.g. 0.5,1,2,4") from None
+        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)
+                  if not isinstance(v, str) or v.strip()]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--beta {show(shown)}: expected numbers separated by commas, e.g. 0.5,1,2,4") from None
     if not values or any(not (v >= 0 and v < float("inf")) for v in values) or len(set(values)) != len(values):
-        raise ConfigError(f"--beta {text}: give distinct finite values >= 0, e.g. 0.5,1,2,4")
+        raise ConfigError(f"--beta {show(shown)}: give distinct finite values >= 0, e.g. 0.5,1,2,4")
     return values
 
 
@@ -69,18 +72,20 @@ def config_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
             if k not in MAY_DIFFER and a.get(k) != b.get(k)]
 
 
-def run_sweep(base: RunConfig, betas: list[float], out: str | Path, iwae_k: int = 100, generation_n: int = 2000,
+def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Sequence[float], out: str | Path,
+              iwae_k: int = 100, generation_n: int = 2000,
               data_dir: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
               jobs: int = 1, overwrite: bool = False) -> list[dict[str, Any]]:
     """Train (or finish) one run per beta and return one row of metrics per run; writes sweep.json,
     sweep.md and (for images) samples-by-beta.png into ``out``. ``jobs`` > 1 trains that many runs at
     once, each in its own process with its share of the cores (faster for small models: README,
     Generation). A run folder already there is kept or resumed only if it holds this config (up to
-    its epochs); ``overwrite`` trains every run afresh."""
+    its epochs); ``overwrite`` trains every run afresh. ``base`` is a config as ``fit`` takes it;
+    ``betas`` a list of values or text such as "0.5,1,2,4"."""
     from .downstream import probe
     from .evaluate import evaluate_run, run_data
 
-    out = Path(out)
+    base, betas, out = as_run_config(base), parse_values(betas), Path(out).expanduser()
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts
         if path.exists() and any(path.iterdir()) and not is_run_folder(path):

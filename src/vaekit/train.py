@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import MAX_CLASSES, RunConfig
+from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
 from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
@@ -69,13 +70,18 @@ def _epoch_line(rec: dict, epochs: int) -> str:
     )
 
 
-def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int | None,
-                overrides: dict[str, Any] | None) -> RunConfig:
-    """The config this call trains with: the saved one when resuming, changed in memory only."""
+def _run_config(cfg: RunConfig | Mapping[str, Any] | str | Path | None, run_dir: Path, resume: bool,
+                epochs: int | None, overrides: dict[str, Any] | None) -> RunConfig:
+    """The config this call trains with: the saved one when resuming, changed in memory only. A new
+    run's may be given as a RunConfig, a dict like config.json (keys left out take their defaults) or
+    the path of such a JSON file, as `--config` takes it."""
     if resume:  # a resumed run always continues with its saved config (a cfg passed along is not used)
         cfg = ckpt.load_config(run_dir)
     elif cfg is None:
-        raise ValueError("fit needs a RunConfig unless resume=True")
+        raise ConfigError("fit needs a config (a RunConfig, e.g. vaekit.get_preset(...), a dict or a JSON "
+                          "file) unless resume=True")
+    else:
+        cfg = as_run_config(cfg)
     changes = dict(overrides or {})
     if epochs is not None:
         changes["train.epochs"] = epochs
@@ -89,7 +95,7 @@ def _run_config(cfg: RunConfig | None, run_dir: Path, resume: bool, epochs: int 
 
 @cpu_matmul()
 def fit(
-    cfg: RunConfig | None,
+    cfg: RunConfig | Mapping[str, Any] | str | Path | None,
     run_dir: str | Path,
     *,
     resume: bool = False,

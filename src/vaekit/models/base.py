@@ -126,6 +126,8 @@ class LatentModel(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Decode n draws from the prior; returns expected images/vectors. A conditional model draws
         the classes ``y`` (default: ``default_labels``)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"sample: n = {n!r}; give a whole number of samples >= 0")
         z = self.prior.sample(n, self, generator)
         return self.mean(self.decode(z, self.default_labels(n) if y is None else y))
 

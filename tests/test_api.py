@@ -1,0 +1,130 @@
+"""The Python API does what the CLI does: one function per command, the same checks, the same lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import vaekit
+from vaekit.cli import build_parser
+from vaekit.errors import ConfigError, RunFolderError, VaekitError
+
+TINY = {"data": {"dataset": "digits"}, "model": {"hidden": [16], "latent_dim": 2, "conditional": True},
+        "train": {"epochs": 1, "batch_size": 256}}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A conditional digits VAE trained from a plain dict, as config.json holds it."""
+    return vaekit.fit(TINY, tmp_path_factory.mktemp("api") / "run", progress=False, log=lambda s: None).path
+
+
+def test_every_command_has_its_function_in_the_api():
+    commands = set(build_parser()._commands.choices)  # type: ignore[attr-defined]
+    assert commands == set(vaekit.COMMANDS), "a new command needs its Python function in vaekit.COMMANDS"
+    for command, name in vaekit.COMMANDS.items():
+        assert name in vaekit.__all__ and getattr(vaekit, name) is not None, command
+    assert {"importlib", "Any", "annotations"}.isdisjoint(dir(vaekit))
+
+
+def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
+    done = vaekit.sample_run(run, tmp_path / "s.npy", 12, label=3, seed=1)
+    assert done["n"] == 12 and "class 3" in done["codes"]
+    values = np.load(done["file"])
+    assert values.shape == (12, 1, 8, 8) and np.isfinite(values).all()
+    again = vaekit.sample_run(run, tmp_path / "t.npy", 12, label="3", seed=1)  # a class number as text
+    assert np.array_equal(np.load(again["file"]), values)
+    grid = vaekit.sample_run(run, tmp_path / "grid.png", 20)  # a conditional run: one row per class
+    assert grid["file"].stat().st_size > 0 and "per class" in grid["codes"]
+    pair = np.load(vaekit.reconstruct_run(run, tmp_path / "r.npy", 5)["file"])
+    assert pair.shape == (2, 5, 1, 8, 8)
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda r, t: vaekit.sample_run(r, t / "s.jpg"), ["-o", "s.jpg", ".png or .npy"]),
+    (lambda r, t: vaekit.sample_run(r, t, 4), ["is a folder"]),
+    (lambda r, t: vaekit.sample_run(r, t / "s.png", 0), ["-n 0"]),
+    (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label=12), ["--label 12", "classes 0..9"]),
+    (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label="pug"), ["--label pug", "not a class"]),
+    (lambda r, t: vaekit.reconstruct_run(r, t / "r.png", -3), ["-n -3"]),
+    (lambda r, t: vaekit.probe_run(r, 0), ["-k 0"]),
+    (lambda r, t: vaekit.anomaly_run(r), ["held no class out"]),
+    (lambda r, t: vaekit.compare_runs(r, r, t / "c.svg"), [".png"]),
+    (lambda r, t: vaekit.fit(42, t / "new"), ["RunConfig", "int"]),
+    (lambda r, t: vaekit.fit({"model": {"latent_dim": "two"}}, t / "new"), ["latent_dim"]),
+    (lambda r, t: vaekit.fit(t / "missing.json", t / "new"), ["missing.json"]),
+    (lambda r, t: vaekit.run_sweep(TINY, "a,b", t / "sweep"), ["--beta a,b"]),
+    (lambda r, t: vaekit.run_sweep(TINY, [1, 1], t / "sweep"), ["distinct"]),
+])
+def test_bad_arguments_are_vaekit_errors_before_any_work(run, tmp_path, call, words):
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(VaekitError) as e:
+        call(run, tmp_path)
+    assert all(w in str(e.value) for w in words), str(e.value)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "new").exists()
+
+
+def test_fit_takes_a_json_file_or_a_dict_like_config_json(run, tmp_path):
+    saved = json.loads((run / "config.json").read_text())
+    partial = tmp_path / "mine.json"
+    partial.write_text(json.dumps({"data": {"dataset": "blobs:3"}, "model": {"hidden": [8], "latent_dim": 2, "likelihood": "gaussian"},
+                                   "train": {"epochs": 1}}))
+    assert vaekit.fit(partial, tmp_path / "a", progress=False, log=lambda s: None).config.data.dataset == "blobs:3"
+    again = vaekit.fit(saved, tmp_path / "b", progress=False, log=lambda s: None)
+    assert again.config.to_dict() == saved
+    with pytest.raises(ConfigError, match="unless resume=True"):
+        vaekit.fit(None, tmp_path / "c")
+
+
+def test_config_for_data_is_train_without_a_preset(tmp_path):
+    said = []
+    cfg, data = vaekit.config_for_data("blobs:12", {"train.epochs": 1}, progress=False, log=said.append)
+    assert said and "no --preset" in said[0] and "12" in said[0]
+    assert cfg.data.dataset == "blobs:12" and cfg.train.epochs == 1 and data.shape == (12,)
+    assert vaekit.fit(cfg, tmp_path / "r", data=data, progress=False, log=lambda s: None).epoch == 1
+
+
+def test_probe_plot_and_compare_write_into_the_run_folder(run):
+    result = vaekit.probe_run(run, 3)
+    assert 0 <= result["linear_accuracy"] <= 1 and result["knn_k"] == 3 and "y_test" not in result
+    assert (run / "plots" / "probe-confusion.png").is_file() and result["plot"].endswith("probe-confusion.png")
+    written = vaekit.plot_run(run, only=["curves"])
+    assert list(written) == ["curves"] and written["curves"].is_file()
+    stats = vaekit.compare_runs(run, run)
+    assert (run / "plots" / "compare.png").is_file() and len(stats) == 1  # the same name twice
+
+
+def test_an_api_writer_is_refused_while_another_process_holds_the_run(run, tmp_path):
+    """The lock is the library's, not the CLI's: a Python caller meets it as the command does."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from vaekit.runlock import run_lock\n"
+        f"with run_lock({str(run)!r}, 'train'):\n"
+        "    print('held', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+        for call in (lambda: vaekit.plot_run(run, only=["curves"]), lambda: vaekit.probe_run(run),
+                     lambda: vaekit.compare_runs(run, run), lambda: vaekit.report_run(run, iwae_k=0),
+                     lambda: vaekit.export_run(run, out=run / "onnx"),
+                     lambda: vaekit.fit(None, run, resume=True, epochs=2, progress=False)):
+            with pytest.raises(RunFolderError, match=f"in use by another vaekit process \\(pid {holder.pid}"):
+                call()
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+        outside = vaekit.compare_runs(run, run, tmp_path / "c.png")  # a figure outside the folder needs no lock
+        assert (tmp_path / "c.png").is_file() and outside
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_command_that_calls_another_takes_the_lock_once(run):
+    """report plots under its own lock: the lock is re-entrant within a thread, not a self-refusal."""
+    t0 = time.monotonic()
+    page = vaekit.report_run(run, iwae_k=0)
+    assert page.is_file() and (run / "plots" / "curves.png").is_file() and time.monotonic() - t0 < 120

@@ -209,6 +209,23 @@ def test_a_dependencys_deprecation_of_its_own_code_is_not_shown(capsys):
                    "vaekit: warning: called the old way"]
 
 
+def test_class_names_the_font_cannot_draw_are_one_warning_line_not_one_per_character(tmp_path, monkeypatch):
+    """matplotlib warns once per glyph its font lacks; the user gets one line from that place."""
+    rng = np.random.default_rng(0)
+    for name in ["猫咪", "犬", "café", "🐍"]:
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(tmp_path / "pets" / name / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("train", "--dataset", "folder:pets", "--epochs", "1", "--hidden", "16", "--latent-dim", "3",
+                           "--no-progress", "--out", "run")
+    assert code == 0, err
+    code, _, err = run_cli("plot", "run", "--only", "latent-scatter")
+    assert code == 0, err
+    glyphs = [line for line in err.splitlines() if "missing from font" in line]
+    assert len(glyphs) == 1 and "(and 3 more like it)" in glyphs[0], err
+
+
 def test_a_quoted_tilde_is_the_home_folder_not_a_folder_named_tilde(tmp_path, monkeypatch, capsys):
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir()

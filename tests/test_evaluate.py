@@ -9,7 +9,7 @@ import torch
 
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data import Dataset, load_dataset
-from vaekit.evaluate import active_units, evaluate_model, iwae_nll
+from vaekit.evaluate import active_units, elbo_per_example, evaluate_model, iwae_nll
 from vaekit.models import build_model
 from vaekit.models.distributions import standard_normal_log_prob
 from vaekit.objectives import elbo_parts, iwae_log_px, loss_from_parts
@@ -124,6 +124,11 @@ def test_vae_metric_dict():
     assert m["bits_per_dim"] == pytest.approx(m["nll_iwae"] / (64 * math.log(2)))
     assert len(m["kl_per_dim"]) == 6 and sum(m["kl_per_dim"]) == pytest.approx(m["kl"])
     assert 0 <= m["active_units"] <= 6 and m["mse_min"] <= m["mse_median"] <= m["mse_max"]
+    recon, kl, _ = elbo_per_example(model, data, "test")
+    per = (recon + kl).numpy()
+    assert m["loss_se"] == pytest.approx(per.std(ddof=1) / math.sqrt(len(per))) and m["loss_se"] > 0
+    nll = iwae_nll(model, data, 50, progress=False).numpy()  # the same seed: the same estimates
+    assert m["nll_iwae_se"] == pytest.approx(nll.std(ddof=1) / math.sqrt(len(nll)))
 
 
 def test_ae_metric_dict_has_no_bound_metrics():

@@ -224,9 +224,12 @@ def format_metrics(m: dict[str, Any]) -> str:
              f"epoch {m.get('epoch', '?')}"]
     for label, key, unit in rows:
         if key in m:
-            v = m[key]
-            lines.append(f"  {label:<28} {v:>12.4f}  {unit}" if isinstance(v, float) else
+            v, se = m[key], m.get(f"{key}_se")
+            spread = f" ± {se:.4f}" if isinstance(se, float) else ""  # the standard error over the test examples
+            lines.append(f"  {label:<28} {v:>12.4f}{spread}  {unit}" if isinstance(v, float) else
                          f"  {label:<28} {v:>12}  {unit}")
+    if "loss_se" in m:
+        lines.append("  (± : standard error of the mean over the test examples, std / sqrt(n))")
     if "kl_per_layer" in m:
         lines.append("  KL per latent layer (bottom first) " + " ".join(f"{v:.2f}" for v in m["kl_per_layer"])
                      + f"; active units {m['active_units_per_layer']}")

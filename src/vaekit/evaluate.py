@@ -72,14 +72,20 @@ def elbo_per_example(
 def elbo_metrics(
     model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Mean per-example ``loss`` (= recon + KL, the negative ELBO), ``recon``, ``kl``, ``n`` and
-    ``kl_per_dim``."""
+    """Mean per-example ``loss`` (= recon + KL, the negative ELBO) with its standard error
+    ``loss_se``, ``recon``, ``kl``, ``n`` and ``kl_per_dim``."""
     recon, kl, kl_dims = elbo_per_example(model, data, split, batch_size, seed)
     r, k = float(recon.mean()), float(kl.mean())
-    metrics = {"loss": r + k, "recon": r, "kl": k, "n": len(recon)}
+    metrics = {"loss": r + k, "loss_se": standard_error(recon + kl), "recon": r, "kl": k, "n": len(recon)}
     if kl_dims is not None:
         metrics["kl_per_dim"] = kl_dims.mean(0).tolist()
     return metrics
+
+
+def standard_error(values: Tensor) -> float:
+    """The standard error of the mean of per-example values (sample std / sqrt(n)): how far the test
+    set's finite size alone may move a mean; 0 for fewer than two values."""
+    return float(values.double().std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 @torch.no_grad()
@@ -167,8 +173,9 @@ def evaluate_model(
     if density:
         metrics["elbo_bits_per_dim"] = elbo["loss"] / (dims * math.log(2))
     if iwae_k > 0:
-        nll = float(iwae_nll(model, data, iwae_k, "test", seed=seed, progress=progress).mean())
-        metrics.update(nll_iwae=nll, iwae_k=iwae_k)
+        per_example = iwae_nll(model, data, iwae_k, "test", seed=seed, progress=progress)
+        nll = float(per_example.mean())
+        metrics.update(nll_iwae=nll, nll_iwae_se=standard_error(per_example), iwae_k=iwae_k)
         if density:
             metrics["bits_per_dim"] = nll / (dims * math.log(2))
     codes = latent_means(model, data, "test", batch_size)

@@ -96,8 +96,19 @@ def test_probe_plot_and_compare_write_into_the_run_folder(run):
     assert (run / "plots" / "probe-confusion.png").is_file() and result["plot"].endswith("probe-confusion.png")
     written = vaekit.plot_run(run, only=["curves"])
     assert list(written) == ["curves"] and written["curves"].is_file()
-    stats = vaekit.compare_runs(run, run)
-    assert (run / "plots" / "compare.png").is_file() and len(stats) == 1  # the same name twice
+    same = vaekit.compare_runs(run, run)
+    assert (run / "plots" / "compare.png").is_file() and len(same["latents"]) == 1  # the same name twice
+    assert same["negative_elbo"]["difference"] == 0
+
+
+def test_compare_tells_two_latent_sizes_apart_on_the_same_examples(run, tmp_path):
+    """Runs of other latent sizes are compared too (the figure then decodes no shared z)."""
+    wider = vaekit.fit({**TINY, "model": {**TINY["model"], "latent_dim": 5}}, tmp_path / "wider", progress=False,
+                       log=lambda s: None).path
+    result = vaekit.compare_runs(run, wider, tmp_path / "c.png")
+    e = result["negative_elbo"]
+    assert (tmp_path / "c.png").is_file() and e["n"] == json.loads((run / "data.json").read_text())["n_test"] and e["difference"] == pytest.approx(e["a"] - e["b"])
+    assert 0 < e["difference_se"] and set(result["latents"]) == {"run", "wider"}
 
 
 def test_an_api_writer_is_refused_while_another_process_holds_the_run(run, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data import Dataset, load_dataset
-from vaekit.evaluate import active_units, elbo_per_example, evaluate_model, iwae_nll
+from vaekit.evaluate import active_units, elbo_per_example, evaluate_model, iwae_nll, paired_loss
 from vaekit.models import build_model
 from vaekit.models.distributions import standard_normal_log_prob
 from vaekit.objectives import elbo_parts, iwae_log_px, loss_from_parts
@@ -143,3 +143,26 @@ def test_iwae_nll_per_example_on_a_dataset():
     small = Dataset("d", data.train_x, None, data.test_x[:10], None, scale=data.scale)
     nll = iwae_nll(model, small, 20, progress=False)
     assert nll.shape == (10,) and torch.isfinite(nll).all() and (nll > 0).all()
+
+
+def test_paired_loss_cancels_what_the_examples_share():
+    """Two models on the same examples: the difference's standard error comes from the per-example
+    differences, far below either mean's own; a model against itself differs by exactly 0."""
+    model, data = _digits("vae")
+    torch.manual_seed(1)
+    other = build_model(ModelConfig(kind="vae", hidden=[64], latent_dim=6), data.shape)
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    same = paired_loss(model, model, data)
+    assert same["difference"] == 0 and same["difference_se"] == 0 and same["n"] == len(data.test_x)
+    pair = paired_loss(model, other, data)
+    la = sum(elbo_per_example(model, data, "test")[:2]).numpy()
+    lb = sum(elbo_per_example(other, data, "test")[:2]).numpy()
+    assert pair["a"] == pytest.approx(la.mean()) and pair["b"] == pytest.approx(lb.mean())
+    assert pair["difference"] == pytest.approx((la - lb).mean())
+    assert pair["difference_se"] == pytest.approx((la - lb).std(ddof=1) / math.sqrt(len(la)))
+    assert pair["difference_se"] < 0.5 * la.std(ddof=1) / math.sqrt(len(la))
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        paired_loss(model, other, data, 0)  # a seed where the split goes is an error, not the training split

@@ -29,6 +29,8 @@ ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E[z|x]
 
 
 def _split(data: Dataset, split: str) -> Tensor:
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r}: 'train' or 'test'")
     return data.test_x if split == "test" else data.train_x
 
 
@@ -86,6 +88,16 @@ def standard_error(values: Tensor) -> float:
     """The standard error of the mean of per-example values (sample std / sqrt(n)): how far the test
     set's finite size alone may move a mean; 0 for fewer than two values."""
     return float(values.double().std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def paired_loss(model_a: LatentModel, model_b: LatentModel, data: Dataset, split: str = "test",
+                seed: int = 0) -> dict[str, Any]:
+    """Both models' negative ELBO (β = 1) on the same examples and the mean of their per-example
+    differences with its standard error: the examples' own difficulty cancels, so a difference far
+    smaller than either mean's standard error can still be told apart."""
+    la, lb = (sum(elbo_per_example(m, data, split, seed=seed)[:2]) for m in (model_a, model_b))
+    return {"a": float(la.mean()), "b": float(lb.mean()), "difference": float((la - lb).mean()),
+            "difference_se": standard_error(la - lb), "n": len(la)}
 
 
 @torch.no_grad()

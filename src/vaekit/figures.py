@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from . import plots
 from .checkpoint import Run, load_run, read_history
 from .data import Dataset
 from .errors import VaekitError
-from .evaluate import elbo_metrics, labels_for, latent_means, reconstruction_errors, run_data
+from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 
 PLOTS_DIR = "plots"
 
@@ -269,10 +269,11 @@ def _plot_into(out: Path, only: list[str] | None, view: RunView, log: Callable[[
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = None, n: int = 8,
-                 data_dir: str | None = None) -> dict[str, dict[str, float]]:
+                 data_dir: str | None = None) -> dict[str, Any]:
     """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE), as
-    ``out`` (default RUN_A/plots/compare.png). Both runs are encoded on run A's test data; returns
-    each one's latent range and std."""
+    ``out`` (default RUN_A/plots/compare.png). Both runs are encoded on run A's test data. Returns
+    each run's latent range and std (``latents``) and, for two VAEs with a density, both negative
+    ELBOs on that test set with their paired difference (``negative_elbo``)."""
     from .files import output_file
     from .runlock import writing_into
 
@@ -282,23 +283,25 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
         return _compare_into(out, run_a, run_b, n, data_dir)
 
 
-def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | None) -> dict[str, dict[str, float]]:
+def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | None) -> dict[str, Any]:
     a = open_run(run_a, data_dir=data_dir)
     b = load_run(run_b)
     if b.data_shape != a.run.data_shape:
         raise VaekitError(f"{run_b}: its data have shape {b.data_shape}, {run_a} has {a.run.data_shape}; "
                           "compare runs on the same data")
-    names = [run_a.name, run_b.name]
+    if b.model.classes and a.data.test_y is None:
+        raise VaekitError(f"{run_b}: a conditional model, and {run_a}'s test data have no labels to give it")
+    names = [run_a.name, run_b.name] if run_a.name != run_b.name else [str(run_a), str(run_b)]
     models = [a.model, b.model]
     codes = [latent_means(m, a.data, "test").cpu().numpy() for m in models]
     generated = None
-    if a.images:
-        if a.model.latent_dim != b.model.latent_dim:
-            raise VaekitError(f"latent sizes differ ({a.model.latent_dim} vs {b.model.latent_dim}); "
-                              "decoding the same z needs equal latent sizes")
+    if a.images and a.model.latent_dim == b.model.latent_dim:  # other sizes cannot decode the same z
         z = torch.randn(n, a.model.latent_dim, generator=torch.Generator().manual_seed(a.seed))
         generated = [m.mean(m.decode(z, m.default_labels(n))).detach().cpu().numpy() for m in models]
     fig = plots.compare_latents(codes, generated, names, a.labels, a.data.class_names)
     plots.save_figure(fig, out)
-    return {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}
-            for name, c in zip(names, codes)}
+    result: dict[str, Any] = {"latents": {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}
+                                          for name, c in zip(names, codes)}}
+    if all(m.variational and m.likelihood.is_density for m in models):
+        result["negative_elbo"] = paired_loss(a.model, b.model, a.data, seed=a.seed)
+    return result

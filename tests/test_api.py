@@ -48,6 +48,7 @@ def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
 @pytest.mark.parametrize("call,words", [
     (lambda r, t: vaekit.sample_run(r, t / "s.jpg"), ["-o", "s.jpg", ".png or .npy"]),
     (lambda r, t: vaekit.sample_run(r, t, 4), ["is a folder"]),
+    (lambda r, t: vaekit.sample_run(r, t / ("9" * 300 + ".png")), ["File name too long"]),
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 0), ["-n 0"]),
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label=12), ["--label 12", "classes 0..9"]),
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label="pug"), ["--label pug", "not a class"]),

@@ -169,7 +169,11 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> 
     if not text.strip():
         raise OutputError(f"{flag + ': ' if flag else ''}an empty path; give a file name")
     out = Path(text).expanduser()
-    if out.is_dir():
+    try:
+        folder = out.is_dir()
+    except OSError as e:  # a name too long for the filesystem, say
+        raise OutputError(f"{where}: {e.strerror or e}") from None
+    if folder:
         raise OutputError(f"{where} is a folder; give a file name")
     if out.suffix.lower() not in suffixes:
         raise OutputError(f"{where}: write {' or '.join(suffixes)} (the file name says which)")

@@ -116,6 +116,66 @@ def test_download_from_mirror_verifies_and_falls_back(mirror, tmp_path, monkeypa
     assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
 
 
+@pytest.fixture
+def broken_server():
+    """A real loopback HTTP server that misbehaves: ``short`` promises 100,000 bytes and sends 1,000,
+    ``stall`` answers nothing at all."""
+    import socket
+    import time
+
+    servers = []
+
+    def start(behaviour: str) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        servers.append(sock)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                conn.recv(65536)
+                if behaviour == "short":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+                else:
+                    time.sleep(3)
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/file.gz"
+
+    yield start
+    for sock in servers:
+        sock.close()
+
+
+@pytest.mark.parametrize("behaviour", ["short", "stall"])
+def test_a_download_cut_short_or_stalled_is_one_line_and_leaves_nothing(broken_server, tmp_path, monkeypatch,
+                                                                         behaviour):
+    from vaekit.data import download
+
+    monkeypatch.setattr(download, "TIMEOUT_S", 1.0)
+    url = broken_server(behaviour)
+    with pytest.raises(DataError) as e:
+        download.fetch(url, tmp_path / "file.gz", progress=False)
+    assert url in str(e.value) and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_larger_than_the_budget_is_refused_as_it_comes(mirror, tmp_path):
+    from vaekit import budget
+    from vaekit.data import download
+    from vaekit.errors import BudgetError
+
+    url, _ = mirror
+    with budget.limits(max_bytes=100_000), pytest.raises(BudgetError, match="memory budget"):
+        download.fetch(url + "train-images-idx3-ubyte.gz", tmp_path / "x.gz", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_idx_header_checks(tmp_path):
     good = b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") * 2 + bytes(range(18))
     p = tmp_path / "x-idx3-ubyte"

@@ -53,6 +53,8 @@ def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label=12), ["--label 12", "classes 0..9"]),
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, label="pug"), ["--label pug", "not a class"]),
     (lambda r, t: vaekit.reconstruct_run(r, t / "r.png", -3), ["-n -3"]),
+    (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, sampler="gmm", components=0), ["--components 0"]),
+    (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, sampler="best"), ["--sampler best"]),
     (lambda r, t: vaekit.probe_run(r, 0), ["-k 0"]),
     (lambda r, t: vaekit.anomaly_run(r), ["held no class out"]),
     (lambda r, t: vaekit.compare_runs(r, r, t / "c.svg"), [".png"]),
@@ -140,3 +142,26 @@ def test_a_command_that_calls_another_takes_the_lock_once(run):
     t0 = time.monotonic()
     page = vaekit.report_run(run, iwae_k=0)
     assert page.is_file() and (run / "plots" / "curves.png").is_file() and time.monotonic() - t0 < 120
+
+
+def test_every_function_reads_a_tilde_as_the_home_folder(run, tmp_path, monkeypatch):
+    """As the CLI does for every path argument: a run folder given as ~/... from Python."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(run, home / "r")
+    monkeypatch.setenv("HOME", str(home))
+    assert vaekit.load_run("~/r").epoch == 1
+    metrics = vaekit.evaluate_run("~/r", iwae_k=0, progress=False)
+    assert "not_saved" not in metrics and (home / "r" / "metrics.json").is_file()
+    assert vaekit.sample_run("~/r", "~/s.npy", 3, label=1)["file"] == home / "s.npy"
+    assert vaekit.reconstruct_run("~/r", "~/rec.png", 3)["file"].is_file()
+    assert vaekit.probe_run("~/r")["plot"] == str(home / "r" / "plots" / "probe-confusion.png")
+    assert vaekit.plot_run("~/r", only=["curves"])["curves"] == home / "r" / "plots" / "curves.png"
+    assert vaekit.compare_runs("~/r", "~/r", "~/c.png") and (home / "c.png").is_file()
+    assert "# r:" in vaekit.model_card("~/r")
+    explorer = vaekit.Explorer("~/r", log=lambda s: None)
+    assert explorer.path == home / "r" and explorer.samples(2)["samples"]
+    assert vaekit.sample_run("~/r", "~/g.npy", 3, label=0, sampler="gmm", components=2)["file"].is_file()
+    assert (home / "r" / "sampler_gmm.safetensors").is_file() and not (tmp_path / "~").exists()
+    assert vaekit.fit(None, "~/r", resume=True, epochs=2, progress=False, log=lambda s: None).epoch == 2

@@ -236,6 +236,11 @@ def evaluate_run(
     a folder that cannot be written (read-only copy) only loses that. With ``generation``, also FID,
     precision and recall of ``generation_n`` samples (from the prior or the fitted mixture: ``sampler``).
     """
+    from .samplers import check_sampler
+
+    if generation:
+        check_sampler(sampler, components)
+    run_dir = Path(run_dir).expanduser()
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
@@ -244,7 +249,7 @@ def evaluate_run(
     if generation:
         metrics.update(_generation(run, data, generation_n, sampler, components, data_dir, progress))
     if save:
-        why = save_metrics(Path(run_dir), metrics)
+        why = save_metrics(run_dir, metrics)
         if why:
             metrics["not_saved"] = why
     return metrics

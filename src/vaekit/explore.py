@@ -26,7 +26,7 @@ from .figures import RunView
 from .modelcard import evaluation
 from .models.base import blend_labels
 from .plots import principal_plane, slerp
-from .samplers import DEFAULT_COMPONENTS, gmm_for_run, sample_codes, saved_gmm
+from .samplers import DEFAULT_COMPONENTS, check_sampler, gmm_for_run, sample_codes, saved_gmm
 
 MAP_POINTS = 2000  # test codes drawn on the map (the first ones of the test split)
 MAX_BATCH = 64  # images per request (samples, interpolation steps)
@@ -74,7 +74,8 @@ class Explorer:
                  log: Callable[[str], None] = print) -> None:
         from .evaluate import run_data
 
-        self.path = Path(run_dir)
+        check_sampler(sampler, components)
+        self.path = run_dir = Path(run_dir).expanduser()
         run = load_run(run_dir, device)
         run.model.train(False)
         self.note = ""

@@ -171,9 +171,10 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .checkpoint import class_label, load_run
     from .files import output_file
     from .models import check_batch_budget
-    from .samplers import gmm_for_run, sample_codes
+    from .samplers import check_sampler, gmm_for_run, sample_codes
 
     out, n = output_file(out, OUTPUTS, "-o"), _count(n)
+    check_sampler(sampler, components)
     run = load_run(Path(run_dir).expanduser(), device)
     number, name = class_label(run.path, label, run.model.classes)
     count, _ = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class

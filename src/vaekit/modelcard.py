@@ -67,7 +67,7 @@ def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
 
 def model_card(run_dir: str | Path) -> str:
     """The card's Markdown text for the run in ``run_dir``."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     cfg = load_config(run_dir)
     data = _read_json(run_dir / "data.json") or {}
     history = read_history(run_dir)
@@ -145,4 +145,4 @@ def model_card(run_dir: str | Path) -> str:
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write (or refresh) README.md in the run folder, atomically."""
-    return atomic_write(Path(run_dir) / CARD, model_card(run_dir))
+    return atomic_write(Path(run_dir).expanduser() / CARD, model_card(run_dir))

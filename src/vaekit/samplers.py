@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .errors import RunFolderError, VaekitError
+from .errors import RunFolderError, VaekitError, show
 from .files import OutputError
 
 GMM_FILE = "sampler_gmm.safetensors"
@@ -115,10 +115,19 @@ class GaussianMixture:
         return cls(w, mu, torch.tril(chol), info)
 
 
+def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS) -> None:
+    """Refuse an unknown sampler or a mixture of no components, before anything is loaded or fitted."""
+    if sampler not in SAMPLER_FUNCTIONS:
+        raise VaekitError(f"--sampler {show(str(sampler))}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
+    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+        raise VaekitError(f"--components {components!r}: give a whole number of at least 1")
+
+
 def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> GaussianMixture:
     """Fit a full-covariance mixture to codes (rows) by EM (scikit-learn), reproducibly."""
     from sklearn.mixture import GaussianMixture as SkGMM
 
+    check_sampler("gmm", components)
     x = codes.detach().double().cpu().numpy()
     if len(x) < 2 * components:
         raise VaekitError(f"--components {components}: {len(x)} training codes are too few to fit that many")
@@ -152,7 +161,7 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     from .evaluate import latent_means, run_data
     from .runlock import run_lock
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     run = load_run(run_dir)
     path = run_dir / GMM_FILE
     per_class = bool(run.model.classes)
@@ -225,6 +234,5 @@ def sample_codes(model: Any, n: int, sampler: str = "prior", generator: torch.Ge
                  gmm: GaussianMixture | None = None, y: Tensor | None = None) -> Tensor:
     """n latent codes from the named sampler (``SAMPLER_FUNCTIONS``), on the model's device; ``y``: the
     classes the codes will be decoded as (a mixture fitted per class draws each from its own)."""
-    if sampler not in SAMPLER_FUNCTIONS:
-        raise VaekitError(f"--sampler {sampler}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
+    check_sampler(sampler)
     return SAMPLER_FUNCTIONS[sampler](model, n, generator, gmm, y)

@@ -183,12 +183,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, data_dir: str | None = None,
-          log: Callable[[str], None] = print, sampler: str = "prior", components: int = DEFAULT_COMPONENTS) -> None:
-    """Load the runs and answer the explorer's page until interrupted (Ctrl+C). ``sampler="gmm"``
-    fits each run's Gaussian mixture first where the run folder has none (a saved one is always offered)."""
+def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port: int = 8000,
+          data_dir: str | None = None, log: Callable[[str], None] = print, sampler: str = "prior",
+          components: int = DEFAULT_COMPONENTS) -> None:
+    """Load the runs (one, or a list of two to compare) and answer the explorer's page until interrupted
+    (Ctrl+C). ``sampler="gmm"`` fits each run's Gaussian mixture first where the run folder has none (a
+    saved one is always offered)."""
     _need_web_stack()
     import uvicorn
+
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
 
     if not 1 <= len(run_dirs) <= 2:
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")

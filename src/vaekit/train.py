@@ -107,7 +107,8 @@ def fit(
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
 ) -> ckpt.Run:
-    """Train (or, with ``resume``, continue) the run in ``run_dir`` and return it loaded.
+    """Train (or, with ``resume``, continue) the run in ``run_dir`` and return it loaded. ``cfg`` is a
+    RunConfig, a dict like config.json (keys left out take their defaults) or a JSON file's path.
 
     Everything that can be refused (config, device, data, model size, free space, the folder)
     is checked before the run folder is touched, so a refused call changes nothing. The folder

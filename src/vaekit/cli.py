@@ -703,13 +703,14 @@ def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
     """One line per place in the code that warned: the first message from there, and how many more
     it gave (matplotlib warns once per character a font lacks: one line, not one per glyph)."""
     sites: dict[tuple[str, int, type], list[str]] = {}
+    seen: set[str] = set()  # the same text from two places is one line too
     for w in caught:
         if issubclass(w.category, _DEPRECATIONS) and not os.path.realpath(w.filename).startswith(_PACKAGE_DIR):
             continue
-        texts = sites.setdefault((w.filename, w.lineno, w.category), [])
         text = one_line(str(w.message), 300)
-        if text not in texts:
-            texts.append(text)
+        if text not in seen:
+            seen.add(text)
+            sites.setdefault((w.filename, w.lineno, w.category), []).append(text)
     return [texts[0] + (f" (and {len(texts) - 1} more like it)" if len(texts) > 1 else "") for texts in sites.values()]
 
 

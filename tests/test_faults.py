@@ -155,11 +155,12 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
     proc = _start_training(tiny_cfg(200), out, tmp_path)
     try:
         _wait_for(out / ckpt.HISTORY, proc)
-        line = one_line(vaekit("train", "--resume", str(out), "--no-progress"), "in use by another vaekit process",
+        # the second writers in this process: the holder is another one, which is what the lock is about
+        line = one_line(cli("train", "--resume", str(out), "--no-progress"), "in use by another vaekit process",
                         f"pid {proc.pid}")
         assert str(out) in line
-        one_line(vaekit("plot", str(out)), f"pid {proc.pid}")
-        one_line(vaekit("train", "--out", str(out), "--overwrite", "--no-progress"), f"pid {proc.pid}")
+        one_line(cli("plot", str(out)), f"pid {proc.pid}")
+        one_line(cli("train", "--out", str(out), "--overwrite", "--no-progress"), f"pid {proc.pid}")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err

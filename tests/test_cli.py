@@ -209,6 +209,14 @@ def test_a_dependencys_deprecation_of_its_own_code_is_not_shown(capsys):
                    "vaekit: warning: called the old way"]
 
 
+def test_every_command_takes_the_flags_scripts_pass_to_all():
+    from vaekit.cli import build_parser
+
+    for name, sub in build_parser()._commands.choices.items():  # type: ignore[attr-defined]
+        for flag in ("--no-progress", "--max-memory", "--max-ratio", "--help"):
+            assert flag in sub._option_string_actions, (name, flag)
+
+
 def test_class_names_the_font_cannot_draw_are_one_warning_line_not_one_per_character(tmp_path, monkeypatch):
     """matplotlib warns once per glyph its font lacks; the user gets one line from that place."""
     rng = np.random.default_rng(0)

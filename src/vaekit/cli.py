@@ -226,8 +226,8 @@ def format_metrics(m: dict[str, Any]) -> str:
         if key in m:
             v, se = m[key], m.get(f"{key}_se")
             spread = f" ± {se:.4f}" if isinstance(se, float) else ""  # the standard error over the test examples
-            lines.append(f"  {label:<28} {v:>12.4f}{spread}  {unit}" if isinstance(v, float) else
-                         f"  {label:<28} {v:>12}  {unit}")
+            lines.append((f"  {label:<28} {v:>12.4f}{spread}  {unit}" if isinstance(v, float) else
+                          f"  {label:<28} {v:>12}  {unit}").rstrip())
     if "loss_se" in m:
         lines.append("  (± : standard error of the mean over the test examples, std / sqrt(n))")
     if "kl_per_layer" in m:
@@ -248,7 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, iwae_k=args.iwae_k,
                      generation=args.generation, generation_n=args.generation_n, sampler=args.sampler,
-                     components=args.components)
+                     components=args.components, progress=not args.no_progress)
     print(strict_json(m) if args.json else format_metrics(m))
     if "not_saved" in m:
         print(f"vaekit: note: metrics.json not written ({one_line(m['not_saved'])})", file=sys.stderr)
@@ -285,7 +285,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_run
 
-    path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print)
+    path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print, progress=not args.no_progress)
     print(f"report: {path}")
     return 0
 
@@ -498,7 +498,6 @@ def _add_train_arguments(t: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     t.add_argument("--no-download", action="store_true", help="never download; read local files only")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config field, e.g. --set data.split_seed=1 (repeatable)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--max-minutes", type=MINUTES, metavar="M",
                    help="stop after the last epoch that fits in M minutes (resume later with --resume)")
 
@@ -524,6 +523,7 @@ def _common() -> argparse.ArgumentParser:
     c.add_argument("--max-memory", type=size_flag, metavar="SIZE",
                    help="memory budget for what files and flags ask for, e.g. 16G "
                         "(default: half the machine's memory, or $VAEKIT_MAX_MEMORY)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (every command takes it)")
     c.add_argument("--max-ratio", type=ratio_flag, metavar="R",
                    help="largest compression ratio accepted in .gz/.npz input (default 200, or $VAEKIT_MAX_RATIO)")
     return c

@@ -12,9 +12,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError, VaekitError, show

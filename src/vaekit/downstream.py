@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data import Dataset
-from .errors import VaekitError
+from .errors import VaekitError, whole_number
 from .evaluate import elbo_per_example, iwae_nll, latent_means
 from .models import LatentModel
 
@@ -103,8 +103,7 @@ def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
 
     run_dir = Path(run_dir).expanduser()
     out = _figure_path(run_dir, out, "probe-confusion.png")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise VaekitError(f"-k {k!r}: give a whole number of neighbours, at least 1")
+    whole_number(k, "-k")
     with writing_into(run_dir, [out], "probe"):
         view = open_run(run_dir, data_dir=data_dir)
         full = probe(view.model, view.data, knn_k=k)
@@ -122,8 +121,7 @@ def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = N
 
     run_dir = Path(run_dir).expanduser()
     out = _figure_path(run_dir, out, "anomaly-scores.png")
-    if isinstance(iwae_k, bool) or not isinstance(iwae_k, int) or iwae_k < 0:
-        raise VaekitError(f"--iwae-k {iwae_k!r}: give a whole number of samples (0: the negative ELBO)")
+    whole_number(iwae_k, "--iwae-k", lo=0)
     with writing_into(run_dir, [out], "anomaly"):
         view = open_run(run_dir, data_dir=data_dir)
         result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, iwae_k,

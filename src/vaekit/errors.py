@@ -36,6 +36,15 @@ class TrainingInterrupted(Exception):
         self.signal_name = signal_name
 
 
+def whole_number(value: Any, name: str, lo: int = 1, hi: int | None = None) -> int:
+    """A count given to a Python function, checked as the CLI checks its flag ``name``: a whole
+    number in [lo, hi], else a one-line error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        within = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+        raise VaekitError(f"{name} {value!r}: give a whole number, {within}")
+    return value
+
+
 def _escape(text: str) -> str:
     """Control characters (newlines, escapes, NUL ...) as visible escapes: one line, no terminal tricks."""
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from . import plots
 from .checkpoint import Run, load_run, read_history
 from .data import Dataset
-from .errors import VaekitError
+from .errors import VaekitError, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 
 PLOTS_DIR = "plots"
@@ -277,8 +277,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     from .files import output_file
     from .runlock import writing_into
 
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
-        raise VaekitError(f"n = {n!r}: decode 1 to 64 shared codes")
+    whole_number(n, "n", hi=64)
     run_a, run_b = Path(run_a).expanduser(), Path(run_b).expanduser()
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
     with writing_into(run_a, [out], "compare"):

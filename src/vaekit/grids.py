@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import budget
-from .errors import VaekitError
+from .errors import VaekitError, whole_number
 from .files import write_via_buffer
 from .models import LatentModel
 
@@ -156,12 +156,6 @@ def label_rows(picture: np.ndarray, labels: list[str], tile: int, pad: int = 2, 
 OUTPUTS = (".png", ".npy")
 
 
-def _count(n: int, flag: str = "-n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise VaekitError(f"{flag} {n!r}: give a whole number of at least 1")
-    return n
-
-
 def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int = 0, sampler: str = "prior",
                components: int = 10, refit: bool = False, label: int | str | None = None,
                data_dir: str | None = None, device: str = "cpu") -> dict[str, Any]:
@@ -173,7 +167,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .models import check_batch_budget
     from .samplers import check_sampler, gmm_for_run, sample_codes
 
-    out, n = output_file(out, OUTPUTS, "-o"), _count(n)
+    out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
     check_sampler(sampler, components)
     run = load_run(Path(run_dir).expanduser(), device)
     number, name = class_label(run.path, label, run.model.classes)
@@ -202,7 +196,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
     from .figures import open_run
     from .files import output_file
 
-    out, n = output_file(out, OUTPUTS, "-o"), _count(n)
+    out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
     view = open_run(Path(run_dir).expanduser(), data_dir=data_dir, device=device)
     x, y = view.test_x(n), view.test_y(n)
     if out.suffix.lower() == ".npy":

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .errors import RunFolderError, VaekitError, show
+from .errors import RunFolderError, VaekitError, show, whole_number
 from .files import OutputError
 
 GMM_FILE = "sampler_gmm.safetensors"
@@ -119,8 +119,7 @@ def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS) -> None:
     """Refuse an unknown sampler or a mixture of no components, before anything is loaded or fitted."""
     if sampler not in SAMPLER_FUNCTIONS:
         raise VaekitError(f"--sampler {show(str(sampler))}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
-    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-        raise VaekitError(f"--components {components!r}: give a whole number of at least 1")
+    whole_number(components, "--components")
 
 
 def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> GaussianMixture:

@@ -290,8 +290,9 @@ def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | N
     if b.data_shape != a.run.data_shape:
         raise VaekitError(f"{run_b}: its data have shape {b.data_shape}, {run_a} has {a.run.data_shape}; "
                           "compare runs on the same data")
-    if b.model.classes and a.data.test_y is None:
-        raise VaekitError(f"{run_b}: a conditional model, and {run_a}'s test data have no labels to give it")
+    if b.model.classes and (a.data.test_y is None or int(a.data.test_y.max()) >= b.model.classes):
+        raise VaekitError(f"{run_b}: a conditional model of {b.model.classes} classes, and {run_a}'s test data "
+                          "have no labels it knows to give it")
     names = [run_a.name, run_b.name] if run_a.name != run_b.name else [str(run_a), str(run_b)]
     models = [a.model, b.model]
     codes = [latent_means(m, a.data, "test").cpu().numpy() for m in models]

@@ -63,6 +63,7 @@ def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
     (lambda r, t: vaekit.fit(t / "missing.json", t / "new"), ["missing.json"]),
     (lambda r, t: vaekit.run_sweep(TINY, "a,b", t / "sweep"), ["--beta a,b"]),
     (lambda r, t: vaekit.run_sweep(TINY, [1, 1], t / "sweep"), ["distinct"]),
+    (lambda r, t: vaekit.run_sweep(TINY, [1, 2], t / "sweep", jobs=0), ["--jobs 0"]),
 ])
 def test_bad_arguments_are_vaekit_errors_before_any_work(run, tmp_path, call, words):
     before = sorted(p.name for p in run.rglob("*"))

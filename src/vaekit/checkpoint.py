@@ -396,7 +396,7 @@ def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> t
     names = recorded_class_names(run_dir)
     if names and text in names:
         number = names.index(text)
-    elif isinstance(label, int) and not isinstance(label, bool) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
+    elif (isinstance(label, int) and not isinstance(label, bool)) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
         number = int(label) if isinstance(label, int) else int(text)
     else:
         known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"

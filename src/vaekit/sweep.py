@@ -17,15 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig, as_run_config
-from .errors import ConfigError, VaekitError, one_line, show
+from .errors import ConfigError, VaekitError, one_line, show, whole_number
 from .files import atomic_write, read_regular, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -86,6 +86,8 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     from .evaluate import evaluate_run, run_data
 
     base, betas, out = as_run_config(base), parse_values(betas), Path(out).expanduser()
+    whole_number(iwae_k, "--iwae-k", lo=0), whole_number(generation_n, "--generation-n", lo=10)
+    whole_number(jobs, "--jobs", hi=64)
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts
         if path.exists() and any(path.iterdir()) and not is_run_folder(path):

@@ -135,3 +135,19 @@ def test_readme_and_presets_speak_to_outsiders():
     pattern = re.compile(r"\bissue [0-9]|\bseed[ -]00[0-4]|seed system|\bthe spec\b", re.I)
     assert not pattern.findall(readme)
     assert not [p.summary for p in PRESETS.values() if pattern.search(p.summary)]
+
+
+def test_the_readme_layout_names_every_module_and_every_command_function():
+    """A reader finds where a thing lives from the README: each module is in its layout, and each
+    command's Python function in its API table."""
+    from pathlib import Path
+
+    import vaekit
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    modules = [p.name for p in (root / "src" / "vaekit").glob("*.py") if not p.name.startswith("__")]
+    assert [m for m in modules if f"  {m}" not in layout] == []
+    api = readme[readme.index("## Python API"):readme.index("## Conventions")]
+    assert [f for f in vaekit.COMMANDS.values() if f"`{f}" not in api] == []

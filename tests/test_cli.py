@@ -217,6 +217,22 @@ def test_every_command_takes_the_flags_scripts_pass_to_all():
             assert flag in sub._option_string_actions, (name, flag)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_every_command_on_a_run_folder_takes_a_device_and_refuses_one_that_is_not_there(run_dir, tmp_path):
+    """--device is on every command that runs a run folder's model; cpu and auto run here, and cuda
+    on a machine without a GPU is one line naming it, before anything is written."""
+    commands = [["evaluate", str(run_dir)], ["sample", str(run_dir), "-o", str(tmp_path / "s.png")],
+                ["reconstruct", str(run_dir), "-o", str(tmp_path / "r.png")], ["plot", str(run_dir), "--only", "curves"],
+                ["report", str(run_dir), "--iwae-k", "0"], ["compare", str(run_dir), str(run_dir)],
+                ["probe", str(run_dir)], ["serve", str(run_dir), "--port", "0"]]
+    for argv in commands:
+        code, _, err = run_cli(*argv, "--device", "cuda")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "cuda" in err, (argv, err)
+    for argv in commands[:-1]:
+        code, _, err = run_cli(*argv, "--device", "auto" if argv[0] == "plot" else "cpu")
+        assert code == 0, (argv, err)
+
+
 def test_class_names_the_font_cannot_draw_are_one_warning_line_not_one_per_character(tmp_path, monkeypatch):
     """matplotlib warns once per glyph its font lacks; the user gets one line from that place."""
     rng = np.random.default_rng(0)

@@ -86,3 +86,24 @@ def test_evaluate_on_the_gpu(tmp_path):
     gpu = evaluate_run(run.path, device="cuda", iwae_k=50, progress=False, save=False)
     assert gpu["loss"] == pytest.approx(cpu["loss"], rel=0.01)
     assert gpu["nll_iwae"] == pytest.approx(cpu["nll_iwae"], rel=0.01)
+
+
+def test_every_command_runs_a_run_folder_on_the_gpu(tmp_path):
+    """A conditional conv run trained on the CPU, then each command's function with device="cuda":
+    every tensor a command makes must meet the model on its device."""
+    import vaekit
+
+    conditional = cfg("conv", epochs=1, device="cpu")
+    conditional = conditional.with_overrides({"model.conditional": True})
+    run = fit(conditional, tmp_path / "run", **QUIET).path
+    vaekit.sample_run(run, tmp_path / "s.png", 20, device="cuda")
+    vaekit.sample_run(run, tmp_path / "g.npy", 4, label=3, sampler="gmm", components=2, device="cuda")
+    vaekit.reconstruct_run(run, tmp_path / "r.npy", 4, device="cuda")
+    assert len(vaekit.plot_run(run, device="cuda")) >= 8
+    assert vaekit.compare_runs(run, run, tmp_path / "c.png", device="cuda")["negative_elbo"]["difference"] == 0
+    assert vaekit.probe_run(run, device="cuda")["linear_accuracy"] > 0.1
+    assert vaekit.report_run(run, iwae_k=5, progress=False, device="cuda").is_file()
+    e = vaekit.Explorer(run, device="cuda", log=lambda s: None)
+    assert e.samples(4, label=2)["samples"] and e.decode_map(0.1, -0.2, label=1)["png"]
+    assert e.example(0)["decoded"] and len(e.interpolate(0, 1, 4)["steps"]) == 4
+    assert e.decode([0.0] * e.latent_dim, label=5)["png"]

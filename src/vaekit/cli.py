@@ -276,7 +276,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from .figures import plot_run
 
-    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print, grid_dims=args.grid_dims)
+    written = plot_run(args.run_dir, args.out, args.only, data_dir=args.data_dir, log=print, grid_dims=args.grid_dims,
+                       device=args.device)
     out = args.out or Path(args.run_dir) / "plots"
     print(f"wrote {len(written)} plot{'s' if len(written) != 1 else ''} to {out}")
     return 0
@@ -285,7 +286,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_run
 
-    path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print, progress=not args.no_progress)
+    path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print, progress=not args.no_progress,
+                      device=args.device)
     print(f"report: {path}")
     return 0
 
@@ -293,7 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .figures import PLOTS_DIR, compare_runs
 
-    result = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir)
+    result = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir, device=args.device)
     for name, st in result["latents"].items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     if "negative_elbo" in result:
@@ -332,7 +334,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         serve(args.run_dirs, host=args.host, port=args.port, data_dir=args.data_dir,
-              log=lambda line: print(line, flush=True), sampler=args.sampler, components=args.components)
+              log=lambda line: print(line, flush=True), sampler=args.sampler, components=args.components,
+              device=args.device)
     except KeyboardInterrupt:
         print("vaekit serve: stopped", flush=True)
     return 0
@@ -341,7 +344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .downstream import probe_run
 
-    result = probe_run(args.run_dir, args.k, args.o, data_dir=args.data_dir)
+    result = probe_run(args.run_dir, args.k, args.o, data_dir=args.data_dir, device=args.device)
     if args.json:
         print(strict_json(result))
     else:
@@ -363,7 +366,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
             raise VaekitError("give a RUN_DIR trained with --holdout-class, or --holdout-class C to train one")
         args.resume = None
         run_dir = _train(args).path
-    summary = anomaly_run(run_dir, args.iwae_k, args.o, data_dir=args.data_dir, progress=not args.no_progress)
+    summary = anomaly_run(run_dir, args.iwae_k, args.o, data_dir=args.data_dir, progress=not args.no_progress,
+                          device=args.device or "cpu")
     if args.json:
         print(strict_json(summary))
     else:
@@ -408,6 +412,11 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device``, the same on every command that runs a model on a run folder's weights."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
 
 
 def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
@@ -562,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
                    help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
     e.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    _device_flag(e)
     e.add_argument("--generation", action="store_true",
                    help="also FID, precision and recall of generated examples against the test set")
     e.add_argument("--generation-n", type=int_in(10, 10**6), default=10_000, metavar="N",
@@ -585,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a conditional model (--conditional): draw class C, a number or a class name such as "
                         "a class folder's (default: one row per class)")
     s.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    _device_flag(s)
     s.set_defaults(func=cmd_sample)
 
     r = _sub(sub, "reconstruct", help="test examples above their reconstructions, as a PNG (or .npy)",
@@ -595,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output .png grid, or .npy of shape (2, n, ...): inputs, then reconstructions")
     r.add_argument("-n", type=int_in(1, 10**5), default=32, help="number of test examples (default 32)")
     r.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    _device_flag(r)
     r.set_defaults(func=cmd_reconstruct)
 
     pl = _sub(sub, "plot", help="write every plot of a run as PNG files", parents=common)
@@ -605,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     pl.add_argument("--grid-dims", nargs=2, type=int_in(0, 65535), metavar=("I", "J"),
                     help="latent grid over dimensions I and J (default: top two principal directions)")
+    _device_flag(pl)
     pl.set_defaults(func=cmd_plot)
 
     rp = _sub(sub, "report", help="one self-contained HTML page: config, metrics, every plot", parents=common)
@@ -612,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
                     help="importance samples for the NLL estimate (0 skips it)")
     rp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    _device_flag(rp)
     rp.set_defaults(func=cmd_report)
 
     cp = _sub(sub, "compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
@@ -620,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    _device_flag(cp)
     cp.set_defaults(func=cmd_compare)
 
     sw = _sub(sub, "sweep", help="one run per beta, then a table and a figure comparing them (beta-VAE)",
@@ -649,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_flags(sv, "gmm: fit each run's Gaussian mixture to its training codes first (as `sample --sampler "
                        "gmm`; kept in the run folder) and offer its samples beside the prior's; a run that "
                        "already has one offers it anyway")
+    _device_flag(sv)
     sv.set_defaults(func=cmd_serve)
 
     pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
@@ -658,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
     pr.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    _device_flag(pr)
     pr.set_defaults(func=cmd_probe)
 
     an = _sub(sub, "anomaly", help="AUROC of a held-out class scored by negative ELBO (or IWAE)", parents=common)

@@ -94,7 +94,7 @@ def _figure_path(run_dir: Path, out: str | Path | None, name: str) -> Path:
 
 
 def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
-              data_dir: str | None = None) -> dict[str, Any]:
+              data_dir: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """`vaekit probe`: the probe's accuracies for a run, with its confusion matrix written to ``out``
     (default RUN_DIR/plots/probe-confusion.png, named in the result as "plot")."""
     from .figures import open_run
@@ -105,14 +105,14 @@ def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
     out = _figure_path(run_dir, out, "probe-confusion.png")
     whole_number(k, "-k")
     with writing_into(run_dir, [out], "probe"):
-        view = open_run(run_dir, data_dir=data_dir)
+        view = open_run(run_dir, data_dir=data_dir, device=device)
         full = probe(view.model, view.data, knn_k=k)
         save_figure(confusion_matrix(full["y_test"], full["linear_predicted"], view.data.class_names), out)
     return {**{key: v for key, v in full.items() if key not in ("y_test", "linear_predicted")}, "plot": str(out)}
 
 
 def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = None,
-                data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+                data_dir: str | None = None, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """`vaekit anomaly RUN_DIR`: the AUROC of the classes a run held out of training (``holdout_classes``
     in its config), with the score histograms written to ``out`` (default RUN_DIR/plots/anomaly-scores.png)."""
     from .figures import open_run
@@ -123,7 +123,7 @@ def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = N
     out = _figure_path(run_dir, out, "anomaly-scores.png")
     whole_number(iwae_k, "--iwae-k", lo=0)
     with writing_into(run_dir, [out], "anomaly"):
-        view = open_run(run_dir, data_dir=data_dir)
+        view = open_run(run_dir, data_dir=data_dir, device=device)
         result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, iwae_k,
                                 view.seed, progress=progress)
         scores, is_anomaly = result.pop("scores"), result.pop("is_anomaly")

@@ -85,7 +85,7 @@ class Explorer:
             data = None
             self.note = f"test data not found ({e}); the map shows draws from the prior instead"
         self._lock = threading.Lock()
-        self.view = RunView(run, data.to(device) if data is not None else None, seed=run.config.seed)  # type: ignore[arg-type]
+        self.view = RunView(run, data.to(run.model.device) if data is not None else None, seed=run.config.seed)  # type: ignore[arg-type]
         self.n = min(map_points, len(data.test_x)) if data is not None else min(map_points, 500)
         self.gmm = gmm_for_run(run_dir, components, data_dir, log=log) if sampler == "gmm" else saved_gmm(run_dir, run)
         self.samplers = ["prior", "gmm"] if self.gmm is not None else ["prior"]
@@ -210,7 +210,7 @@ class Explorer:
         if sampler not in self.samplers:
             fit = " (this run has no fitted mixture: start `vaekit serve --sampler gmm`)" if sampler == "gmm" else ""
             raise RequestError(f"sampler: {json.dumps(sampler)[:40]} is not one of {', '.join(self.samplers)}{fit}")
-        y = None if label is None else self._labels(label, k)
+        y = None if label is None else self._labels(label, k).to(self.model.device)
         gen = torch.Generator(device=self.model.device).manual_seed(s)
         with self._lock, torch.no_grad():
             if sampler == "prior":

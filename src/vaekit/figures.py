@@ -220,7 +220,7 @@ def open_run(run_dir: str | Path, data: Dataset | None = None, data_dir: str | N
              device: str = "cpu") -> RunView:
     run = load_run(run_dir, device)
     data = data or run_data(run, data_dir, progress=False)
-    return RunView(run, data.to(device), seed=run.config.seed)
+    return RunView(run, data.to(run.model.device), seed=run.config.seed)
 
 
 def plot_run(
@@ -231,6 +231,7 @@ def plot_run(
     data_dir: str | None = None,
     log: Callable[[str], None] = lambda s: None,
     grid_dims: tuple[int, int] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Path]:
     """Write every plot (or those in ``only``) as ``<out_dir>/<name>.png``; default out: RUN_DIR/plots.
 
@@ -244,7 +245,7 @@ def plot_run(
     run_dir = Path(run_dir).expanduser()
     out = Path(out_dir).expanduser() if out_dir else run_dir / PLOTS_DIR
     with writing_into(run_dir, [out], "plot"):
-        return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir), log, grid_dims)
+        return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 
 
 def _plot_into(out: Path, only: list[str] | None, view: RunView, log: Callable[[str], None],
@@ -269,7 +270,7 @@ def _plot_into(out: Path, only: list[str] | None, view: RunView, log: Callable[[
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = None, n: int = 8,
-                 data_dir: str | None = None) -> dict[str, Any]:
+                 data_dir: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE), as
     ``out`` (default RUN_A/plots/compare.png). Both runs are encoded on run A's test data. Returns
     each run's latent range and std (``latents``) and, for two VAEs with a density, both negative
@@ -281,12 +282,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     run_a, run_b = Path(run_a).expanduser(), Path(run_b).expanduser()
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
     with writing_into(run_a, [out], "compare"):
-        return _compare_into(out, run_a, run_b, n, data_dir)
+        return _compare_into(out, run_a, run_b, n, data_dir, device)
 
 
-def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | None) -> dict[str, Any]:
-    a = open_run(run_a, data_dir=data_dir)
-    b = load_run(run_b)
+def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | None,
+                  device: str) -> dict[str, Any]:
+    a = open_run(run_a, data_dir=data_dir, device=device)
+    b = load_run(run_b, device)
     if b.data_shape != a.run.data_shape:
         raise VaekitError(f"{run_b}: its data have shape {b.data_shape}, {run_a} has {a.run.data_shape}; "
                           "compare runs on the same data")
@@ -299,7 +301,7 @@ def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | N
     generated = None
     if a.images and a.model.latent_dim == b.model.latent_dim:  # other sizes cannot decode the same z
         z = torch.randn(n, a.model.latent_dim, generator=torch.Generator().manual_seed(a.seed))
-        generated = [m.mean(m.decode(z, m.default_labels(n))).detach().cpu().numpy() for m in models]
+        generated = [m.mean(m.decode(z.to(m.device), m.default_labels(n))).detach().cpu().numpy() for m in models]
     fig = plots.compare_latents(codes, generated, names, a.labels, a.data.class_names)
     plots.save_figure(fig, out)
     result: dict[str, Any] = {"latents": {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}

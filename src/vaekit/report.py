@@ -81,17 +81,19 @@ def report_run(
     data_dir: str | None = None,
     log: Callable[[str], None] = lambda s: None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> Path:
     """`vaekit report`: evaluate, plot, and write RUN_DIR/report.html; returns its path."""
     from .runlock import writing_into
 
     run_dir = Path(run_dir).expanduser()
     with writing_into(run_dir, [run_dir], "report"):
-        return _report(run_dir, iwae_k, data_dir, log, progress)
+        return _report(run_dir, iwae_k, data_dir, log, progress, device)
 
 
-def _report(run_dir: Path, iwae_k: int, data_dir: str | None, log: Callable[[str], None], progress: bool) -> Path:
-    view = open_run(run_dir, data_dir=data_dir)
+def _report(run_dir: Path, iwae_k: int, data_dir: str | None, log: Callable[[str], None], progress: bool,
+            device: str) -> Path:
+    view = open_run(run_dir, data_dir=data_dir, device=device)
     log(f"evaluating {run_dir} (IWAE k = {iwae_k}) ...")
     metrics = evaluate_model(view.model, view.data, iwae_k, seed=view.seed, progress=progress)
     metrics["epoch"] = view.run.epoch

@@ -185,7 +185,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port: int = 8000,
           data_dir: str | None = None, log: Callable[[str], None] = print, sampler: str = "prior",
-          components: int = DEFAULT_COMPONENTS) -> None:
+          components: int = DEFAULT_COMPONENTS, device: str = "cpu") -> None:
     """Load the runs (one, or a list of two to compare) and answer the explorer's page until interrupted
     (Ctrl+C). ``sampler="gmm"`` fits each run's Gaussian mixture first where the run folder has none (a
     saved one is always offered)."""
@@ -199,7 +199,7 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
     sock = bind(host, port)
     try:
-        explorers = [Explorer(d, data_dir, sampler=sampler, components=components, log=log) for d in run_dirs]
+        explorers = [Explorer(d, data_dir, device, sampler=sampler, components=components, log=log) for d in run_dirs]
         for e in explorers:
             e.map_points()  # the codes are computed before the first visitor waits for them
         app = create_app(explorers, host)

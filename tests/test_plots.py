@@ -155,6 +155,9 @@ def test_compare_ae_and_vae(digits_run, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "ae"), str(digits_run), "-o", str(tmp_path / "cmp.png")]) == 0
     out = capsys.readouterr().out
     assert "latent range" in out and "std" in out and out.count("latent range") == 2
+    assert main(["compare", str(digits_run), str(digits_run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["negative_elbo"]["difference"] == 0 and result["plot"].endswith("compare.png")
     assert _png_size(tmp_path / "cmp.png")[0] == 1400
 
 

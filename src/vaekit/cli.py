@@ -296,13 +296,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .figures import PLOTS_DIR, compare_runs
 
     result = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir, device=args.device)
+    figure = args.o or Path(args.run_a) / PLOTS_DIR / "compare.png"
+    if args.json:
+        print(strict_json({**result, "plot": str(figure)}))
+        return 0
     for name, st in result["latents"].items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     if "negative_elbo" in result:
         e = result["negative_elbo"]
         print(f"negative ELBO (beta = 1) on RUN_A's {e['n']} test examples: A {e['a']:.4f}, B {e['b']:.4f}; "
               f"A - B = {e['difference']:.4f} ± {e['difference_se']:.4f} (paired standard error)")
-    print(f"wrote {args.o or Path(args.run_a) / PLOTS_DIR / 'compare.png'}")
+    print(f"wrote {figure}")
     return 0
 
 
@@ -631,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="the figure to write (default: RUN_A/plots/compare.png)")
     cp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    cp.add_argument("--json", action="store_true", help="print one JSON object (strict JSON)")
     _device_flag(cp)
     cp.set_defaults(func=cmd_compare)
 

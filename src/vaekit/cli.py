@@ -629,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_flag(rp)
     rp.set_defaults(func=cmd_report)
 
-    cp = _sub(sub, "compare", help="two runs' latent spaces side by side, decoding the same z", parents=common)
+    cp = _sub(sub, "compare", help="two runs' latent spaces side by side, decoding the same z; two VAEs' paired "
+                                   "test loss", parents=common)
     cp.add_argument("run_a", metavar="RUN_A", help="first run (its test data are used for both)")
     cp.add_argument("run_b", metavar="RUN_B", help="second run, trained on data of the same shape")
     cp.add_argument("-o", type=output_file(".png"), metavar="FILE.png",

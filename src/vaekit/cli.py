@@ -293,12 +293,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .figures import PLOTS_DIR, compare_runs
+    from .figures import compare_runs
 
     result = compare_runs(args.run_a, args.run_b, args.o, data_dir=args.data_dir, device=args.device)
-    figure = args.o or Path(args.run_a) / PLOTS_DIR / "compare.png"
     if args.json:
-        print(strict_json({**result, "plot": str(figure)}))
+        print(strict_json(result))
         return 0
     for name, st in result["latents"].items():
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
@@ -306,7 +305,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         e = result["negative_elbo"]
         print(f"negative ELBO (beta = 1) on RUN_A's {e['n']} test examples: A {e['a']:.4f}, B {e['b']:.4f}; "
               f"A - B = {e['difference']:.4f} ± {e['difference_se']:.4f} (paired standard error)")
-    print(f"wrote {figure}")
+    print(f"wrote {result['plot']}")
     return 0
 
 

@@ -273,8 +273,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
                  data_dir: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Latent scatters of two runs side by side and both decoding the same z (e.g. AE vs VAE), as
     ``out`` (default RUN_A/plots/compare.png). Both runs are encoded on run A's test data. Returns
-    each run's latent range and std (``latents``) and, for two VAEs with a density, both negative
-    ELBOs on that test set with their paired difference (``negative_elbo``)."""
+    each run's latent range and std (``latents``), the figure's path (``plot``) and, for two VAEs with a
+    density, both negative ELBOs on that test set with their paired difference (``negative_elbo``)."""
     from .files import output_file
     from .runlock import writing_into
 
@@ -305,7 +305,7 @@ def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | N
     fig = plots.compare_latents(codes, generated, names, a.labels, a.data.class_names)
     plots.save_figure(fig, out)
     result: dict[str, Any] = {"latents": {name: {"min": float(c.min()), "max": float(c.max()), "std": float(c.std())}
-                                          for name, c in zip(names, codes)}}
+                                          for name, c in zip(names, codes)}, "plot": str(out)}
     if all(m.variational and m.likelihood.is_density for m in models):
         result["negative_elbo"] = paired_loss(a.model, b.model, a.data, seed=a.seed)
     return result

@@ -51,11 +51,10 @@ def test_every_command_handles_a_vamp_run(vamp_run, tmp_path):
     code, out, err = run("evaluate", str(vamp_run), "--json", "--iwae-k", "20")
     m = json.loads(out)
     assert code == 0 and "kl_per_dim" not in m and m["nll_iwae"] <= m["loss"] + 1e-6 and m["kl"] > 0
-    code, out, err = run("plot", str(vamp_run))
-    assert code == 0 and "kl-per-dim: not applicable" in out and (vamp_run / "plots" / "traversals.png").is_file()
     assert run("sample", str(vamp_run), "-n", "8", "-o", str(tmp_path / "s.npy"))[0] == 0
     assert np.load(tmp_path / "s.npy").shape == (8, 1, 8, 8)
-    assert run("report", str(vamp_run), "--iwae-k", "5")[0] == 0
+    code, out, err = run("report", str(vamp_run), "--iwae-k", "5")  # draws every plot, as `plot` does
+    assert code == 0 and "kl-per-dim: not applicable" in out and (vamp_run / "plots" / "traversals.png").is_file()
 
 
 def test_a_vamp_run_resumes_exactly(vamp_run, tmp_path):

@@ -233,6 +233,25 @@ def test_every_command_on_a_run_folder_takes_a_device_and_refuses_one_that_is_no
         assert code == 0, (argv, err)
 
 
+def test_a_class_to_hold_out_may_be_named(tmp_path, monkeypatch):
+    """--holdout-class dog on a folder of class folders: the config keeps dog's number; a name the
+    data do not have is one line listing theirs, before any run folder exists."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["cat", "dog", "bird"]):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.clip(rng.normal(60 + 70 * k, 20, (8, 8)), 0, 255).astype(np.uint8)).save(
+                tmp_path / "pets" / name / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    small = ["--dataset", "folder:pets", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--no-progress"]
+    code, out, err = run_cli("anomaly", *small, "--holdout-class", "dog", "--out", "a", "--json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["data"]["holdout_classes"] == [2]  # bird, cat, dog
+    assert json.loads(out.strip().splitlines()[-1])["holdout_classes"] == [2]
+    code, _, err = run_cli("train", *small, "--holdout-class", "fish", "--out", "b")
+    assert code == 2 and "bird, cat, dog" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
 def test_class_names_the_font_cannot_draw_are_one_warning_line_not_one_per_character(tmp_path, monkeypatch):
     """matplotlib warns once per glyph its font lacks; the user gets one line from that place."""
     rng = np.random.default_rng(0)

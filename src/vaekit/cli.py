@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import signal
 import sys
 import time
@@ -20,6 +21,15 @@ from . import __version__
 from .config import PRECISIONS
 from .errors import TrainingInterrupted, VaekitError, one_line, show
 from .files import strict_json
+
+
+def class_arg(text: str) -> str:
+    """A class name or number: resolved against the run when it is loaded (``checkpoint.class_label``),
+    or against the data (``--holdout-class``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a class number or name")
+    return text
+
 
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
@@ -97,7 +107,8 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
     ("--seed", "seed", dict(type=int, help="seeds weights, batches and sampling")),
     ("--holdout-class", lambda v: {"data.holdout_classes": str(v)},
-     dict(type=int, metavar="C", help="leave class C out of training (for `vaekit anomaly`)")),
+     dict(type=class_arg, metavar="C", help="leave class C (a number, or a name such as a class folder's) out of "
+                                            "training (for `vaekit anomaly`)")),
 ]
 
 
@@ -193,12 +204,32 @@ def _new_config(args: argparse.Namespace, overrides: dict[str, Any]):
 
     if args.config and args.preset:
         raise VaekitError("--config and --preset both say where to start; give one of them")
-    if args.config or args.preset or "data.dataset" not in overrides:
-        base = RunConfig.load(args.config) if args.config else get_preset(args.preset or DEFAULT_PRESET)
+    chosen = not (args.config or args.preset) and "data.dataset" in overrides  # a model chosen from the data
+    base = RunConfig() if chosen else RunConfig.load(args.config) if args.config else get_preset(
+        args.preset or DEFAULT_PRESET)
+    overrides = _holdout_number(base, overrides, not args.no_progress)
+    if not chosen:
         return base.with_overrides(overrides), None
     from .autoconfig import config_for_data
 
     return config_for_data(overrides["data.dataset"], overrides, progress=not args.no_progress)
+
+
+def _holdout_number(base: Any, overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``--holdout-class`` given as a class's name (a class folder's, a label column's): the data are
+    read once to find its number, which the config keeps."""
+    name = overrides.get("data.holdout_classes")
+    if name is None or re.fullmatch(r"\s*\[?[\d,\s]*\]?\s*", str(name)):
+        return overrides
+    from .data import load_dataset
+
+    rest = {k: v for k, v in overrides.items() if k != "data.holdout_classes"}
+    data = load_dataset(base.with_overrides(rest).data, progress=progress)
+    names = data.class_names or []
+    if name not in names:
+        known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
+        raise VaekitError(f"--holdout-class {show(name)}: not a class of {data.name}; {known} (or give a number)")
+    return {**overrides, "data.holdout_classes": str(names.index(name))}
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -427,13 +458,6 @@ def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
     parser.add_argument("--sampler", choices=["prior", "gmm"], default="prior", help=sampler_help)
     parser.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
                         help="gmm: mixture components (default 10)")
-
-
-def class_arg(text: str) -> str:
-    """A class name or number, resolved against the run when it is loaded (``checkpoint.class_label``)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("give a class number or name")
-    return text
 
 
 def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:

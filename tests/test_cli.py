@@ -247,7 +247,10 @@ def test_a_class_to_hold_out_may_be_named(tmp_path, monkeypatch):
     code, out, err = run_cli("anomaly", *small, "--holdout-class", "dog", "--out", "a", "--json")
     assert code == 0, err
     assert json.loads((tmp_path / "a" / "config.json").read_text())["data"]["holdout_classes"] == [2]  # bird, cat, dog
-    assert json.loads(out.strip().splitlines()[-1])["holdout_classes"] == [2]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["holdout_classes"] == [2] and result["holdout_names"] == ["dog"]
+    code, out, err = run_cli("anomaly", "a")
+    assert code == 0 and "held-out class [2] (dog) vs the rest" in out, err
     code, _, err = run_cli("train", *small, "--holdout-class", "fish", "--out", "b")
     assert code == 2 and "bird, cat, dog" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
 

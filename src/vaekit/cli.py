@@ -405,7 +405,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
     if args.json:
         print(strict_json(summary))
     else:
-        print(f"held-out class {summary['holdout_classes']} vs the rest, scored by {summary['score']}: "
+        named = f" ({', '.join(map(show, summary['holdout_names']))})" if "holdout_names" in summary else ""
+        print(f"held-out class {summary['holdout_classes']}{named} vs the rest, scored by {summary['score']}: "
               f"AUROC {summary['auroc']:.4f} ({summary['n_anomalous']} held-out, {summary['n_normal']} seen); "
               f"histograms in {summary['plot']}")
         if "note" in summary:

@@ -80,6 +80,9 @@ def anomaly_scores(
         **note,
         "auroc": float(roc_auc_score(is_anomaly, scores)),
         "score": name, "holdout_classes": list(holdout),
+        **({"holdout_names": [data.class_names[c] for c in holdout]}  # where the data name their classes
+           if data.class_names and all(c < len(data.class_names) and data.class_names[c] != str(c) for c in holdout)
+           else {}),
         "n_anomalous": int(is_anomaly.sum()), "n_normal": int((~is_anomaly).sum()),
         "mean_score_anomalous": float(scores[is_anomaly].mean()),
         "mean_score_normal": float(scores[~is_anomaly].mean()),

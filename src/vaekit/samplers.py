@@ -126,7 +126,7 @@ def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) 
     """Fit a full-covariance mixture to codes (rows) by EM (scikit-learn), reproducibly."""
     from sklearn.mixture import GaussianMixture as SkGMM
 
-    check_sampler("gmm", components)
+    whole_number(components, "--components")
     x = codes.detach().double().cpu().numpy()
     if len(x) < 2 * components:
         raise VaekitError(f"--components {components}: {len(x)} training codes are too few to fit that many")

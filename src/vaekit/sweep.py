@@ -86,7 +86,8 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     from .evaluate import evaluate_run, run_data
 
     base, betas, out = as_run_config(base), parse_values(betas), Path(out).expanduser()
-    whole_number(iwae_k, "--iwae-k", lo=0), whole_number(generation_n, "--generation-n", lo=10)
+    whole_number(iwae_k, "--iwae-k", lo=0)
+    whole_number(generation_n, "--generation-n", lo=10)
     whole_number(jobs, "--jobs", hi=64)
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts

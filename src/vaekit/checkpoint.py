@@ -385,6 +385,11 @@ def recorded_class_names(run_dir: str | Path) -> list[str] | None:
     return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
 
 
+def known_classes(names: list[str] | None) -> str:
+    """The class names a message offers when it was given one it does not know."""
+    return f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
+
+
 def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> tuple[int | None, str]:
     """A class to draw as its number: a class name data.json recorded (a class folder named ``3`` is
     that folder's class, whatever its number), else a number; and the name to show beside it."""
@@ -399,8 +404,8 @@ def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> t
     elif (isinstance(label, int) and not isinstance(label, bool)) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
         number = int(label) if isinstance(label, int) else int(text)
     else:
-        known = f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
-        raise VaekitError(f"--label {show(text)}: not a class of {run_dir}; {known} (or give a number 0..{classes - 1})")
+        raise VaekitError(f"--label {show(text)}: not a class of {run_dir}; {known_classes(names)} (or give a number "
+                          f"0..{classes - 1})")
     if not 0 <= number < classes:
         raise VaekitError(f"--label {number}: this model knows classes 0..{classes - 1}")
     shown = names[number] if names and number < len(names) and names[number] != str(number) else None

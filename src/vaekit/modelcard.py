@@ -33,14 +33,10 @@ DEFINITIONS = {
 }
 
 
-def _read_json(path: Path) -> Any:
-    return read_json_if_there(path, "run record")
-
-
 def evaluation(run_dir: Path, history: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
     """metrics.json (``vaekit evaluate``), and whether it measured the weights the run has now (the
     epoch ``history`` ends at); an evaluation of older weights is not the run's."""
-    metrics = _read_json(run_dir / METRICS)
+    metrics = read_json_if_there(run_dir / METRICS, "metrics record")
     if not isinstance(metrics, dict):
         return None, False
     return metrics, metrics.get("epoch") == (history[-1]["epoch"] if history else None)
@@ -69,7 +65,7 @@ def model_card(run_dir: str | Path) -> str:
     """The card's Markdown text for the run in ``run_dir``."""
     run_dir = Path(run_dir).expanduser()
     cfg = load_config(run_dir)
-    data = _read_json(run_dir / "data.json") or {}
+    data = read_json_if_there(run_dir / "data.json", "data record") or {}
     history = read_history(run_dir)
     m, o, t = cfg.model, cfg.objective, cfg.train
     rows, source = _metric_rows(run_dir)

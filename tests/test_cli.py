@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -166,6 +167,23 @@ def test_output_piped_into_head_is_not_an_error():
     proc = subprocess.run(f"{sys.executable} -m vaekit walkthrough | head -1", shell=True, capture_output=True,
                           text=True)
     assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1
+
+
+def test_standard_output_that_fails_or_lacks_characters_is_one_line_or_escaped(tmp_path):
+    """Real streams: a full device (``> /dev/full``) is an error naming standard output, a closed
+    stdout is no error, and an ASCII-only encoding escapes a non-ASCII path instead of crashing."""
+    run = lambda cmd, **env: subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=tmp_path,  # noqa: E731
+                                            env={**os.environ, **env})
+    full = run(f"{sys.executable} -m vaekit walkthrough > /dev/full")
+    assert full.returncode == 2 and full.stderr.strip().splitlines() == [
+        "vaekit: error: standard output: No space left on device; what was printed is incomplete"]
+    closed = run(f"{sys.executable} -m vaekit walkthrough >&-")
+    assert closed.returncode == 0 and closed.stderr == ""
+    ascii_out = run(f"{sys.executable} -m vaekit train --preset tiny-4-8-2 --epochs 1 --out \u00e9t\u00e9 --no-progress",
+                    PYTHONIOENCODING="ascii")
+    assert ascii_out.returncode == 0, ascii_out.stderr
+    assert "done: 1 epoch. Results in" in ascii_out.stdout and "\\xe9t\\xe9" in ascii_out.stdout
+    assert (tmp_path / "\u00e9t\u00e9" / "model.safetensors").is_file()
 
 
 def test_flag_choices_are_the_registries():

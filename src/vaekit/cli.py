@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = _train(args)
     if group.writer:
         files = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
-        print(f"done: {run.epoch} epochs. Results in {run.path}/ ({', '.join(files)})")
+        print(f"done: {run.epoch} epoch{'s' if run.epoch != 1 else ''}. Results in {run.path}/ ({', '.join(files)})")
     return 0
 
 
@@ -773,6 +773,65 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
+class _StandardOutput(io.TextIOBase):
+    """stdout as the commands see it: a write that fails (``> /dev/full``, a full disk) is an
+    error naming standard output; a reader that went away (``| head``) stays a BrokenPipeError."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            from .files import OutputError
+
+            raise OutputError(f"standard output: {e.strerror or e}; what was printed is incomplete") from None
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda: self.stream.write(text))
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+@contextlib.contextmanager
+def _standard_streams() -> Iterator[None]:
+    """Printing never fails for a character or a missing stream: an encoding that lacks a character
+    (``PYTHONIOENCODING=ascii``, say) gets it escaped, a closed stdout or stderr (``>&-``) is a
+    sink, and a failed write to stdout names it."""
+    saved = sys.stdout, sys.stderr
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, _Discard())
+        elif isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+    sys.stdout = _StandardOutput(sys.stdout)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        sys.stdout, sys.stderr = saved
+
+
 def _error(text: str) -> None:
     print(f"{_ERROR_PREFIX}: error: {one_line(text)}", file=sys.stderr)
 
@@ -780,6 +839,11 @@ def _error(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr with exit code 2 (130 when interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    with _standard_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     if not argv:
         print(commands_text())
         return 0

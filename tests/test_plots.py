@@ -202,3 +202,20 @@ def test_curves_show_the_learning_rate_when_recorded():
     assert len(with_lr.axes) == len(without.axes) + 1
     twin = with_lr.axes[-1]
     assert twin.get_ylabel() == "learning rate" and twin.lines[0].get_ydata()[0] == pytest.approx(1e-3)
+
+
+def test_plots_of_arrays_with_non_finite_values_leave_them_out_and_say_so(tmp_path):
+    """A model can meet inputs that overflow it: the histograms and the latent map draw the finite
+    values and count the others in their title instead of failing."""
+    errors = np.array([1.0, np.inf, 2.0, np.nan, 3.0] * 20)
+    codes = np.random.default_rng(0).normal(size=(100, 5))
+    codes[3, 1], codes[7, 0] = np.nan, -np.inf
+    figs = {"hist": plots.error_histogram(errors), "none": plots.error_histogram(np.array([np.inf, np.nan])),
+            "scatter": plots.latent_scatter(codes, np.arange(100) % 3, tsne_points=50),
+            "scatter2": plots.latent_scatter(codes[:, :2], np.arange(100) % 3)}
+    for name, fig in figs.items():
+        assert _png_size(plots.save_figure(fig, tmp_path / f"{name}.png"))[0] > 300
+    assert "40 of 100 not finite" in figs["hist"].axes[0].get_title()
+    assert "2 of 2 not finite" in figs["none"].axes[0].get_title()
+    assert "2 of 100 not finite" in figs["scatter"].axes[0].get_title()
+    assert "2 of 100 not finite" in figs["scatter2"].axes[0].get_title()

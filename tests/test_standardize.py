@@ -172,3 +172,21 @@ def test_a_standardising_run_resumes_bit_exactly_with_its_saved_statistics(wide_
     once, twice = load_file(tmp_path / "once" / "model.safetensors"), load_file(tmp_path / "twice" / "model.safetensors")
     assert once.keys() == twice.keys() and any("shift" in k for k in once)
     assert all(torch.equal(once[k], twice[k]) for k in once)
+
+
+def test_vectors_of_values_near_float32s_limit_evaluate_plot_and_report(tmp_path):
+    """Raw values of 1e30 train standardised; their squared errors (1e60) overflow float32, so the
+    per-example MSE is computed in float64, printed as 4 significant digits and drawn as a histogram."""
+    data = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32) * np.float32(1e30)
+    np.save(tmp_path / "huge.npy", data)
+    out = tmp_path / "run"
+    code, _, err = run("train", "--dataset", f"vectors:{tmp_path / 'huge.npy'}", "--epochs", "1", "--no-progress",
+                       "--out", str(out))
+    assert code == 0, err
+    code, text, err = run("evaluate", str(out), "--iwae-k", "2", "--no-progress")
+    assert code == 0, err
+    mse = next(line for line in text.splitlines() if "per-example MSE: mean" in line).split()[-1]
+    assert "e+" in mse and 1e58 < float(mse) < 1e62 and len(mse) <= 12
+    code, _, err = run("report", str(out), "--iwae-k", "2", "--no-progress")
+    assert code == 0, err
+    assert (out / "plots" / "error-histogram.png").is_file() and "internal error" not in err

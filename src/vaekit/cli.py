@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .config import PRECISIONS
-from .errors import TrainingInterrupted, VaekitError, one_line, show
+from .errors import TrainingInterrupted, VaekitError, figure, one_line, show
 from .files import strict_json
 
 
@@ -257,9 +257,8 @@ def format_metrics(m: dict[str, Any]) -> str:
     for label, key, unit in rows:
         if key in m:
             v, se = m[key], m.get(f"{key}_se")
-            spread = f" ± {se:.4f}" if isinstance(se, float) else ""  # the standard error over the test examples
-            lines.append((f"  {label:<28} {v:>12.4f}{spread}  {unit}" if isinstance(v, float) else
-                          f"  {label:<28} {v:>12}  {unit}").rstrip())
+            spread = f" ± {figure(se)}" if isinstance(se, float) else ""  # the standard error over the test examples
+            lines.append(f"  {label:<28} {figure(v) if isinstance(v, float) else v:>12}{spread}  {unit}".rstrip())
     if "loss_se" in m:
         lines.append("  (± : standard error of the mean over the test examples, std / sqrt(n))")
     if "kl_per_layer" in m:
@@ -335,8 +334,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     if "negative_elbo" in result:
         e = result["negative_elbo"]
-        print(f"negative ELBO (beta = 1) on RUN_A's {e['n']} test examples: A {e['a']:.4f}, B {e['b']:.4f}; "
-              f"A - B = {e['difference']:.4f} ± {e['difference_se']:.4f} (paired standard error)")
+        print(f"negative ELBO (beta = 1) on RUN_A's {e['n']} test examples: A {figure(e['a'])}, B {figure(e['b'])}; "
+              f"A - B = {figure(e['difference'])} ± {figure(e['difference_se'])} (paired standard error)")
     print(f"wrote {result['plot']}")
     return 0
 

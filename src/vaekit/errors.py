@@ -3,6 +3,7 @@ and the helpers that keep every message to one short line."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MESSAGE_LIMIT = 600  # characters of one error line (values inside it are shortened first)
@@ -65,7 +66,14 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return f"{text[:head]} ... {text[-tail:]}"
 
 
+def figure(v: float) -> str:
+    """A number for a table or a message: four decimals, or four significant digits where four
+    decimals would take more than 12 characters (squared errors of raw data reach 1e60)."""
+    return f"{v:.4f}" if abs(v) < 1e7 else f"{v:.4g}"
+
+
 def brief(e: BaseException) -> str:
     """The first line of an exception from a dependency, shortened: what went wrong, for a message."""
-    text = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
-    return show(text, 100)
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = re.sub(r"\s*<[A-Za-z_][\w.]* [^<>]*>", "", text).strip()  # an object's repr: <_io.BufferedReader name=3>
+    return show(text or type(e).__name__, 100)

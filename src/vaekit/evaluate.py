@@ -111,12 +111,14 @@ def latent_means(model: LatentModel, data: Dataset, split: str = "test", batch_s
 
 @torch.no_grad()
 def reconstruction_errors(model: LatentModel, data: Dataset, split: str = "test", batch_size: int = 1000) -> Tensor:
-    """Per-example mean squared error between x and its reconstruction from the posterior mean."""
+    """Per-example mean squared error between x and its reconstruction from the posterior mean
+    (float64: squares of large raw values overflow float32)."""
     stored = _split(data, split)
     errors = []
     for s in range(0, len(stored), batch_size):
         x = data.features(stored[s : s + batch_size])
-        errors.append((model.reconstruct(x, labels_for(model, data, split, s, s + batch_size)) - x).pow(2).flatten(1).mean(1))
+        x_hat = model.reconstruct(x, labels_for(model, data, split, s, s + batch_size))
+        errors.append((x_hat.double() - x.double()).pow(2).flatten(1).mean(1))
     return torch.cat(errors)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import __version__
 from .checkpoint import load_config, read_history
+from .errors import figure
 from .files import atomic_write, read_json_if_there
 from .models.spatial import latent_channels, map_size
 
@@ -104,7 +105,7 @@ def model_card(run_dir: str | Path) -> str:
     ]
     if rows:
         lines += ["| metric | value | definition |", "|---|---:|---|"]
-        lines += [f"| {n} | {v:.4f} | {d} |" for n, v, d in rows]
+        lines += [f"| {n} | {figure(v)} | {d} |" for n, v, d in rows]
     else:
         lines.append("No metrics yet.")
     lines += [

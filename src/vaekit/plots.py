@@ -189,9 +189,14 @@ def latent_scatter(
     tsne_points: int = 2000,
     seed: int = 0,
 ) -> Figure:
-    """2-d codes directly; otherwise PCA and t-SNE side by side (t-SNE on a fixed subsample)."""
+    """2-d codes directly; otherwise PCA and t-SNE side by side (t-SNE on a fixed subsample). Codes
+    with a non-finite value are counted in the title, not drawn."""
     codes = _np(codes).astype(np.float64)
     lab = None if labels is None else _np(labels)
+    finite = np.isfinite(codes).all(1)
+    if not finite.all():
+        title = f"{title} ({int((~finite).sum())} of {len(codes)} not finite, left out)"
+        codes, lab = codes[finite], None if lab is None else lab[finite]
     if codes.shape[1] <= 2:
         fig = Figure(figsize=(7, 6.5), layout="constrained")
         ax = fig.subplots()
@@ -292,8 +297,13 @@ def reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, labels: 
 
 
 def error_histogram(errors: Tensor | np.ndarray, title: str = "per-example reconstruction error (test)") -> Figure:
-    """Histogram of per-example MSE with mean and median marked."""
+    """Histogram of per-example MSE with mean and median marked; non-finite errors are counted in
+    the title, not drawn."""
     e = _np(errors).astype(float)
+    finite = np.isfinite(e)
+    if not finite.all():
+        title = f"{title}; {int((~finite).sum())} of {e.size} not finite, left out"
+        e = e[finite] if finite.any() else np.zeros(1)
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     ax.hist(e, bins=50, color="#7f9fbf", edgecolor="black", lw=0.3)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import figure
 from .files import atomic_write, read_regular
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
@@ -65,7 +66,7 @@ figcaption{color:#555;font-size:.92em}
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return figure(v)
     if isinstance(v, list):
         return " ".join(str(x) if isinstance(x, int) else f"{x:.2f}" for x in v)
     return html.escape(str(v))

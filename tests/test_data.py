@@ -318,7 +318,8 @@ def test_vectors_npy_npz_and_labels(tmp_path):
     "array,match",
     [
         (np.zeros((4, 3, 2), np.float32), "expected a 2-d array"),
-        (np.array([[1.0, np.nan], [0.0, 1.0]], np.float32), "non-finite"),
+        (np.array([[1.0, 2.0], [0.0, 1.0], [1.0, np.nan]], np.float32), r"1 non-finite .* row 2 \(rows counted from 0\)"),
+        (np.array([[1.0, 2.0], [1e300, -1e300]]), r"2 values beyond float32's range \(3.4e38\), the first in row 1"),
         (np.zeros((0, 5), np.float32), "too few rows"),
         (np.array([["a", "b"], ["c", "d"]]), "not numeric"),
     ],

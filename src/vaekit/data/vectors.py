@@ -105,11 +105,15 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
     if x.shape[0] < 2 or x.shape[1] < 1:
         raise DataError(f"{path}: array of shape {x.shape} has too few rows or columns (need N >= 2, D >= 1)")
     budget.check(x.size * 4 * 3, f"{path} as float32 (train and test copies)")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{path}: {int(bad.sum())} non-finite values (NaN/inf), first in row {row}; clean the data")
+    with np.errstate(over="ignore"):  # the overflow is found and named below
+        raw, x = x, x.astype(np.float32)
+    for values, what in ((raw, "non-finite values (NaN/inf)"), (x, "values beyond float32's range (3.4e38)")):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{path}: {int(bad.sum())} {what}, the first in row {row} (rows counted from 0); "
+                            "clean or rescale the data")
+    del raw
     if cfg.labels:
         labels = Path(cfg.labels).expanduser()
         if is_text_table(labels):

@@ -113,6 +113,18 @@ def test_resume_with_fewer_epochs_is_refused_and_changes_nothing(run_copy, capsy
     assert snapshot(run_copy) == before
 
 
+def test_resume_without_the_training_state_is_refused_and_keeps_the_trained_weights(run_copy, capsys):
+    """Starting over would overwrite what the run learned: with its training state removed (to save
+    space, say) a run is refused for --resume, and every file stays; the weights still evaluate."""
+    (run_copy / "training_state.safetensors").unlink()
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "training_state.safetensors: missing" in err and "cannot be resumed" in err and "--overwrite" in err
+    assert snapshot(run_copy) == before
+    assert main(["evaluate", str(run_copy), "--iwae-k", "2", "--no-progress"]) == 0
+
+
 def test_torn_last_history_line_is_repaired_on_resume_with_a_warning(run_copy, capsys):
     path = run_copy / ckpt.HISTORY
     text = path.read_text()

@@ -269,9 +269,15 @@ def save_checkpoint(
 
 
 def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
-    """(epoch, data shape) of the saved training state, or None when there is none yet."""
+    """(epoch, data shape) of the saved training state, or None when there is none yet. A run that
+    has weights but no training state (removed to save space, say) cannot be resumed: starting it
+    again would overwrite what it learned."""
     path = run_dir / STATE
     if not path.exists():
+        if (run_dir / MODEL).exists():
+            raise RunFolderError(f"{path}: missing, so {run_dir} cannot be resumed (its {MODEL} is kept: "
+                                 "evaluate, plot and the other commands still use it); to train this config "
+                                 f"again from the start, give a new --out or --overwrite instead of --resume")
         return None
     _, meta = _read_tensors(path)
     return _int_meta(path, meta, "epoch"), saved_data_shape(path, meta)

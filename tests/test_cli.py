@@ -163,20 +163,31 @@ def test_every_option_of_every_command_has_help_and_train_names_its_defaults():
     assert "(default: cpu)" in parser._commands.choices["sample"].format_help()
 
 
-def test_output_piped_into_head_is_not_an_error():
+def test_output_piped_into_head_is_not_an_error_and_the_work_goes_on(tmp_path):
     proc = subprocess.run(f"{sys.executable} -m vaekit walkthrough | head -1", shell=True, capture_output=True,
                           text=True)
     assert proc.stderr == "" and len(proc.stdout.splitlines()) == 1
+    # unbuffered, so the reader is gone after the first epoch's line: training still runs to the end
+    proc = subprocess.run(f"{sys.executable} -m vaekit train --preset tiny-4-8-2 --epochs 30 --out run --no-progress"
+                          " | head -1; exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("epoch   1/30")
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 30
 
 
 def test_standard_output_that_fails_or_lacks_characters_is_one_line_or_escaped(tmp_path):
-    """Real streams: a full device (``> /dev/full``) is an error naming standard output, a closed
-    stdout is no error, and an ASCII-only encoding escapes a non-ASCII path instead of crashing."""
+    """Real streams: a full device (``> /dev/full``) is an error naming standard output once the work
+    is done, a closed stdout is no error, and an ASCII-only encoding escapes a non-ASCII path
+    instead of crashing."""
     run = lambda cmd, **env: subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=tmp_path,  # noqa: E731
                                             env={**os.environ, **env})
     full = run(f"{sys.executable} -m vaekit walkthrough > /dev/full")
     assert full.returncode == 2 and full.stderr.strip().splitlines() == [
-        "vaekit: error: standard output: No space left on device; what was printed is incomplete"]
+        "vaekit: error: standard output: No space left on device; what was printed is incomplete; the command's "
+        "work is done"]
+    full = run(f"{sys.executable} -m vaekit train --preset tiny-4-8-2 --epochs 3 --out full --no-progress > /dev/full")
+    assert full.returncode == 2 and "standard output: No space left on device" in full.stderr
+    assert len((tmp_path / "full" / "history.jsonl").read_text().splitlines()) == 3
     closed = run(f"{sys.executable} -m vaekit walkthrough >&-")
     assert closed.returncode == 0 and closed.stderr == ""
     ascii_out = run(f"{sys.executable} -m vaekit train --preset tiny-4-8-2 --epochs 1 --out \u00e9t\u00e9 --no-progress",

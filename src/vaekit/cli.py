@@ -772,34 +772,37 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
-class _StandardOutput(io.TextIOBase):
-    """stdout as the commands see it: a write that fails (``> /dev/full``, a full disk) is an
-    error naming standard output; a reader that went away (``| head``) stays a BrokenPipeError."""
+class _Stream(io.TextIOBase):
+    """stdout or stderr as the commands see them: a write that fails (a reader that went away,
+    ``| head``; ``> /dev/full``; a full disk) never stops the work. The stream becomes a sink and
+    ``failed`` keeps the error, which the command reports once its work is done."""
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
+        self.failed: OSError | None = None
 
-    def _guard(self, call: Callable[[], Any]) -> Any:
+    def _guard(self, call: Callable[[], Any], default: Any) -> Any:
+        if self.failed is not None:
+            return default
         try:
             return call()
-        except BrokenPipeError:
-            raise
         except OSError as e:
-            from .files import OutputError
-
-            raise OutputError(f"standard output: {e.strerror or e}; what was printed is incomplete") from None
+            self.failed = e
+            with contextlib.suppress(OSError, ValueError):  # the interpreter's last flush finds a sink too
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            return default
 
     def write(self, text: str) -> int:
-        return self._guard(lambda: self.stream.write(text))
+        return self._guard(lambda: self.stream.write(text), len(text))
 
     def flush(self) -> None:
-        self._guard(self.stream.flush)
+        self._guard(self.stream.flush, None)
 
     def fileno(self) -> int:
         return self.stream.fileno()
 
     def isatty(self) -> bool:
-        return self.stream.isatty()
+        return self.failed is None and self.stream.isatty()
 
     def writable(self) -> bool:
         return True
@@ -811,24 +814,33 @@ class _StandardOutput(io.TextIOBase):
 
 @contextlib.contextmanager
 def _standard_streams() -> Iterator[None]:
-    """Printing never fails for a character or a missing stream: an encoding that lacks a character
-    (``PYTHONIOENCODING=ascii``, say) gets it escaped, a closed stdout or stderr (``>&-``) is a
-    sink, and a failed write to stdout names it."""
+    """Printing never stops a command: an encoding that lacks a character (``PYTHONIOENCODING=ascii``,
+    say) gets it escaped, a closed stdout or stderr (``>&-``) is a sink, and a stream that fails
+    is one (see ``_Stream``)."""
     saved = sys.stdout, sys.stderr
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None:
-            setattr(sys, name, _Discard())
+            stream = _Discard()
         elif isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             with contextlib.suppress(Exception):
                 stream.reconfigure(errors="backslashreplace")
-    sys.stdout = _StandardOutput(sys.stdout)
+        setattr(sys, name, _Stream(stream))
     try:
         yield
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         sys.stdout, sys.stderr = saved
+
+
+def _output_lost() -> str | None:
+    """Why standard output is incomplete (a full device, say), or None: a reader that went away
+    (``| head``) had all it wanted."""
+    failed = getattr(sys.stdout, "failed", None)
+    if failed is None or isinstance(failed, BrokenPipeError):
+        return None
+    return f"standard output: {failed.strerror or failed}; what was printed is incomplete"
 
 
 def _error(text: str) -> None:
@@ -898,14 +910,14 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
             code = func(args)
             ok[0] = True
         sys.stdout.flush()
+        lost = _output_lost()
+        if lost:
+            _error(lost + ("; the command's work is done" if code == 0 else ""))
+            return 2
         return code
     except VaekitError as e:
         _error(str(e))
         return 2
-    except BrokenPipeError:  # `vaekit ... | head`: the reader has all it wanted
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except OSError as e:  # a path the user gave that cannot be read or written
         where = f"{e.filename}: " if e.filename else ""
         _error(f"{where}{e.strerror or e}; check the path and its permissions")

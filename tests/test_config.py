@@ -73,6 +73,8 @@ def test_strict_parsing_of_config_files(tmp_path):
         RunConfig.from_dict({**d, "model": {**d["model"], "colour": 1}})
     with pytest.raises(ConfigError, match="'train.epochs' must be int"):
         RunConfig.from_dict({**d, "train": {**d["train"], "epochs": "ten"}})
+    with pytest.raises(ConfigError, match="'model.latent_dim' must be int, got the string '8'$"):
+        RunConfig.from_dict({**d, "model": {**d["model"], "latent_dim": "8"}})
     path = tmp_path / "config.json"
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):

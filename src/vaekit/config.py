@@ -304,7 +304,8 @@ def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
     if ftype is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {show(value)}")
+        given = f"the string {show(repr(value))}" if isinstance(value, str) else show(value)
+        raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {given}")
     return value
 
 

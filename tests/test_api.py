@@ -145,6 +145,46 @@ def test_a_command_that_calls_another_takes_the_lock_once(run):
     assert page.is_file() and (run / "plots" / "curves.png").is_file() and time.monotonic() - t0 < 120
 
 
+PATH_ARGUMENTS = {
+    "evaluate_run": lambda r, t, p: vaekit.evaluate_run(p),
+    "evaluate_run data_dir": lambda r, t, p: vaekit.evaluate_run(r, data_dir=p),
+    "load_run": lambda r, t, p: vaekit.load_run(p),
+    "sample_run": lambda r, t, p: vaekit.sample_run(p, t / "s.png"),
+    "sample_run out": lambda r, t, p: vaekit.sample_run(r, p),
+    "reconstruct_run out": lambda r, t, p: vaekit.reconstruct_run(r, p),
+    "plot_run": lambda r, t, p: vaekit.plot_run(p),
+    "plot_run out_dir": lambda r, t, p: vaekit.plot_run(r, p),
+    "report_run": lambda r, t, p: vaekit.report_run(p),
+    "compare_runs run_b": lambda r, t, p: vaekit.compare_runs(r, p),
+    "probe_run": lambda r, t, p: vaekit.probe_run(p),
+    "anomaly_run": lambda r, t, p: vaekit.anomaly_run(p),
+    "export_run out": lambda r, t, p: vaekit.export_run(r, "onnx", out=p),
+    "model_card": lambda r, t, p: vaekit.model_card(p),
+    "Explorer": lambda r, t, p: vaekit.Explorer(p),
+    "fit run_dir": lambda r, t, p: vaekit.fit(TINY, p),
+    "fit cfg": lambda r, t, p: vaekit.fit(p, t / "new"),
+    "run_sweep out": lambda r, t, p: vaekit.run_sweep(TINY, [1, 2], p),
+}
+
+
+OPTIONAL = ("evaluate_run data_dir", "plot_run out_dir", "export_run out")  # None is their default
+
+
+@pytest.mark.parametrize("name,bad", [
+    (name, bad) for name in PATH_ARGUMENTS for bad in (None, 3, "", b"r")
+    if not (bad is None and name in OPTIONAL) and not (name == "fit cfg" and bad != "")  # fit takes configs too
+])
+def test_a_path_argument_that_is_no_path_is_a_vaekit_error_naming_it(run, tmp_path, monkeypatch, name, bad):
+    """Not a TypeError from deep inside, and an empty path is never read as the current folder (here,
+    the run folder itself)."""
+    monkeypatch.chdir(run)
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(VaekitError) as e:
+        PATH_ARGUMENTS[name](run, tmp_path, bad)
+    assert "empty path" in str(e.value) if bad == "" else "give a path" in str(e.value), str(e.value)
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "new").exists()
+
+
 def test_every_function_reads_a_tilde_as_the_home_folder(run, tmp_path, monkeypatch):
     """As the CLI does for every path argument: a run folder given as ~/... from Python."""
     import shutil

@@ -195,7 +195,7 @@ def save_config(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def load_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir).expanduser()
+    run_dir = files.user_path(run_dir, "run_dir")
     if not run_dir.is_dir():
         what = "a file, not a run folder" if run_dir.exists() else "no such run folder"
         raise RunFolderError(f"{run_dir}: {what}")
@@ -355,7 +355,7 @@ def load_training_state(run_dir: Path, model: LatentModel, optimizer: torch.opti
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild the model from config.json and load its weights; nothing but the folder is needed."""
-    run_dir = Path(run_dir).expanduser()
+    run_dir = files.user_path(run_dir, "run_dir")
     device = pick_device(device) if isinstance(device, str) else device
     cfg = load_config(run_dir)
     tensors, meta = _read_tensors(run_dir / MODEL)

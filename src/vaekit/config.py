@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, VaekitError, show
+from .files import user_path
 
 FORMAT_VERSION = 1
 MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
@@ -248,7 +249,7 @@ def as_run_config(cfg: RunConfig | Mapping[str, Any] | str | Path, what: str = "
     if isinstance(cfg, Mapping):
         return RunConfig.from_dict(dict(cfg), source=what)
     if isinstance(cfg, (str, Path)):
-        return RunConfig.load(Path(cfg).expanduser())
+        return RunConfig.load(user_path(cfg, what))
     raise ConfigError(f"{what}: a {type(cfg).__name__}; give a RunConfig (e.g. vaekit.get_preset(...)), "
                       "a dict like config.json or a JSON file's path")
 

@@ -14,6 +14,7 @@ import torch
 from .data import Dataset
 from .errors import VaekitError, whole_number
 from .evaluate import elbo_per_example, iwae_nll, latent_means
+from .files import user_path
 from .models import LatentModel
 
 
@@ -104,7 +105,7 @@ def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
     from .plots import confusion_matrix, save_figure
     from .runlock import writing_into
 
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     out = _figure_path(run_dir, out, "probe-confusion.png")
     whole_number(k, "-k")
     with writing_into(run_dir, [out], "probe"):
@@ -122,7 +123,7 @@ def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = N
     from .plots import save_figure, score_histograms
     from .runlock import writing_into
 
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     out = _figure_path(run_dir, out, "anomaly-scores.png")
     whole_number(iwae_k, "--iwae-k", lo=0)
     with writing_into(run_dir, [out], "anomaly"):

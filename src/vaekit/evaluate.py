@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
+from .errors import RunFolderError, whole_number
+from .files import OutputError, atomic_write, strict_json, user_path
 from .matmul import cpu_matmul
 from .models import LatentModel, rows_within
 from .objectives import iwae_log_px
@@ -240,9 +242,11 @@ def evaluate_run(
     """
     from .samplers import check_sampler
 
+    whole_number(iwae_k, "--iwae-k", lo=0)
     if generation:
+        whole_number(generation_n, "--generation-n", lo=10)
         check_sampler(sampler, components)
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
@@ -292,9 +296,6 @@ def generate_for_test(model: LatentModel, data: Dataset, n: int, sampler: str, g
 def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> str | None:
     """metrics.json and a refreshed model card, under the run's lock; the reason where they could not
     be written (a read-only copy, a folder in use by training): the metrics themselves are not lost."""
-    from .errors import RunFolderError
-    from .files import OutputError
-    from .files import atomic_write, strict_json
     from .modelcard import METRICS, write_model_card
     from .runlock import run_lock
 

@@ -23,6 +23,7 @@ import torch
 from .checkpoint import load_run, read_history
 from .errors import VaekitError
 from .figures import RunView
+from .files import user_path
 from .modelcard import evaluation
 from .models.base import blend_labels
 from .plots import principal_plane, slerp
@@ -75,7 +76,7 @@ class Explorer:
         from .evaluate import run_data
 
         check_sampler(sampler, components)
-        self.path = run_dir = Path(run_dir).expanduser()
+        self.path = run_dir = user_path(run_dir, "run_dir")
         run = load_run(run_dir, device)
         run.model.train(False)
         self.note = ""

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Run, load_run
 from .errors import VaekitError
-from .files import atomic_write, write_via_buffer
+from .files import atomic_write, user_path, write_via_buffer
 
 ONNX_DIR = "onnx"
 OPSET = 17
@@ -109,9 +109,9 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
         raise VaekitError(f"--format {format}: unknown; choose from {', '.join(sorted(FORMATS))}")
     need, write = FORMATS[format]
     need()
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir)  # a bad run folder is refused before anything is created
-    target = Path(out).expanduser() if out is not None else run_dir / format
+    target = user_path(out, "out") if out is not None else run_dir / format
     if target.exists() and not target.is_dir():
         raise VaekitError(f"--out {target}: exists and is not a folder")
     with writing_into(run_dir, [target], "export"):

@@ -18,6 +18,7 @@ from .checkpoint import Run, load_run, read_history
 from .data import Dataset
 from .errors import VaekitError, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
+from .files import user_path
 
 PLOTS_DIR = "plots"
 
@@ -226,24 +227,26 @@ def open_run(run_dir: str | Path, data: Dataset | None = None, data_dir: str | N
 def plot_run(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
-    only: list[str] | None = None,
+    only: str | list[str] | None = None,
     view: RunView | None = None,
     data_dir: str | None = None,
     log: Callable[[str], None] = lambda s: None,
     grid_dims: tuple[int, int] | None = None,
     device: str = "cpu",
 ) -> dict[str, Path]:
-    """Write every plot (or those in ``only``) as ``<out_dir>/<name>.png``; default out: RUN_DIR/plots.
+    """Write every plot (or those in ``only``: one name or a list) as ``<out_dir>/<name>.png``;
+    default out: RUN_DIR/plots.
 
     ``grid_dims`` puts the latent grid over two chosen dimensions instead of the PCA plane.
     """
     from .runlock import writing_into
 
-    unknown = sorted(set(only or []) - set(PLOTS))
+    only = [only] if isinstance(only, str) else only
+    unknown = sorted(set(only or []) - set(PLOTS), key=str)
     if unknown:
         raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
-    run_dir = Path(run_dir).expanduser()
-    out = Path(out_dir).expanduser() if out_dir else run_dir / PLOTS_DIR
+    run_dir = user_path(run_dir, "run_dir")
+    out = user_path(out_dir, "out_dir") if out_dir is not None else run_dir / PLOTS_DIR
     with writing_into(run_dir, [out], "plot"):
         return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 
@@ -279,7 +282,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     from .runlock import writing_into
 
     whole_number(n, "n", hi=64)
-    run_a, run_b = Path(run_a).expanduser(), Path(run_b).expanduser()
+    run_a, run_b = user_path(run_a, "run_a"), user_path(run_b, "run_b")
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
     with writing_into(run_a, [out], "compare"):
         return _compare_into(out, run_a, run_b, n, data_dir, device)

@@ -161,14 +161,22 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
     _fsync_dir(path.parent)
 
 
+def user_path(value: Any, what: str) -> Path:
+    """A path a caller gave (a run folder, an output, a data folder): a str or path-like, not empty
+    (never read as the current folder), ``~`` expanded. Anything else is a one-line error naming
+    ``what`` (the argument or flag)."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(text := os.fspath(value), bytes):
+        raise VaekitError(f"{what} {show(value)}: give a path (a str or pathlib.Path)")
+    if not text.strip():
+        raise VaekitError(f"{what}: an empty path; give a file or folder name")
+    return Path(text).expanduser()
+
+
 def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> Path:
     """An output file's name, checked before any work: its suffix says the format, and it is no
     folder. ``flag`` names the argument in the message (argparse names it itself)."""
-    text = os.fspath(path)
-    where = f"{flag} {show(text)}" if flag else show(text)
-    if not text.strip():
-        raise OutputError(f"{flag + ': ' if flag else ''}an empty path; give a file name")
-    out = Path(text).expanduser()
+    out = user_path(path, flag or "output")
+    where = f"{flag} {show(os.fspath(path))}" if flag else show(os.fspath(path))
     try:
         folder = out.is_dir()
     except OSError as e:  # a name too long for the filesystem, say
@@ -229,4 +237,4 @@ def strict_json(obj: Any, indent: int | None = None) -> str:
 
 
 __all__ = ["OutputError", "atomic_output", "atomic_write", "file_size", "open_regular", "read_regular",
-           "show", "strict_json", "write_via_buffer"]
+           "show", "strict_json", "user_path", "write_via_buffer"]

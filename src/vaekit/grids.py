@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import budget
 from .errors import VaekitError, whole_number
-from .files import write_via_buffer
+from .files import user_path, write_via_buffer
 from .models import LatentModel
 
 MIN_TILE = 56  # small images (8x8 digits) are enlarged so a grid is readable
@@ -169,7 +169,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
     check_sampler(sampler, components)
-    run = load_run(Path(run_dir).expanduser(), device)
+    run = load_run(user_path(run_dir, "run_dir"), device)
     number, name = class_label(run.path, label, run.model.classes)
     count, _ = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
     check_batch_budget(run.model, count, f"sample -n {count}")
@@ -197,7 +197,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
     from .files import output_file
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
-    view = open_run(Path(run_dir).expanduser(), data_dir=data_dir, device=device)
+    view = open_run(user_path(run_dir, "run_dir"), data_dir=data_dir, device=device)
     x, y = view.test_x(n), view.test_y(n)
     if out.suffix.lower() == ".npy":
         with torch.no_grad():

@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .checkpoint import load_config, read_history
 from .errors import figure
-from .files import atomic_write, read_json_if_there
+from .files import atomic_write, read_json_if_there, user_path
 from .models.spatial import latent_channels, map_size
 
 CARD = "README.md"
@@ -64,7 +64,7 @@ def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
 
 def model_card(run_dir: str | Path) -> str:
     """The card's Markdown text for the run in ``run_dir``."""
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     cfg = load_config(run_dir)
     data = read_json_if_there(run_dir / "data.json", "data record") or {}
     history = read_history(run_dir)
@@ -142,4 +142,4 @@ def model_card(run_dir: str | Path) -> str:
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write (or refresh) README.md in the run folder, atomically."""
-    return atomic_write(Path(run_dir).expanduser() / CARD, model_card(run_dir))
+    return atomic_write(user_path(run_dir, "run_dir") / CARD, model_card(run_dir))

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import figure
-from .files import atomic_write, read_regular
+from .errors import figure, whole_number
+from .files import atomic_write, read_regular, user_path
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
 
@@ -87,7 +87,8 @@ def report_run(
     """`vaekit report`: evaluate, plot, and write RUN_DIR/report.html; returns its path."""
     from .runlock import writing_into
 
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
+    whole_number(iwae_k, "--iwae-k", lo=0)
     with writing_into(run_dir, [run_dir], "report"):
         return _report(run_dir, iwae_k, data_dir, log, progress, device)
 

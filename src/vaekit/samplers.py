@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .errors import RunFolderError, VaekitError, show, whole_number
-from .files import OutputError
+from .files import OutputError, user_path
 
 GMM_FILE = "sampler_gmm.safetensors"
 DEFAULT_COMPONENTS = 10
@@ -160,7 +160,7 @@ def gmm_for_run(run_dir: str | Path, components: int = DEFAULT_COMPONENTS, data_
     from .evaluate import latent_means, run_data
     from .runlock import run_lock
 
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir)
     path = run_dir / GMM_FILE
     per_class = bool(run.model.classes)

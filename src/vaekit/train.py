@@ -24,6 +24,7 @@ from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted,
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
+from .files import user_path
 from .grids import reconstruction_grid, sample_grid, save_png
 from .loggers import Loggers, check_loggers
 from .matmul import cpu_matmul
@@ -119,7 +120,7 @@ def fit(
     (judged by the epoch just finished); the run then resumes like any stopped one.
     Started by torchrun (``WORLD_SIZE`` > 1), the processes train one run together (distributed.py).
     """
-    run_dir = Path(run_dir).expanduser()
+    run_dir = user_path(run_dir, "run_dir")
     group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = distributed.device_for(group, pick_device(cfg.train.device))

@@ -17,6 +17,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError, show
+from ..files import user_path
 from .bundled import load_blobs, load_digits
 from .cifar import load_cifar10
 from .dataset import Dataset
@@ -90,6 +91,8 @@ def resolve_paths(cfg: DataConfig) -> DataConfig:
 def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     """Where a run's data are on this machine: ``data_dir`` holds the IDX files, or (for folder: and
     vectors: data) the moved folder or file under its old name (or is that folder or file itself)."""
+    if data_dir is not None:
+        data_dir = str(user_path(data_dir, "data_dir"))
     kind, _, arg = cfg.dataset.partition(":")
     if kind not in FILE_SOURCES or not arg:
         return resolve_paths(dataclasses.replace(cfg, data_dir=data_dir)) if data_dir else cfg

@@ -45,6 +45,24 @@ def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
     assert pair.shape == (2, 5, 1, 8, 8)
 
 
+def test_many_samples_are_decoded_a_chunk_at_a_time_within_the_budget(run, tmp_path, monkeypatch):
+    """`sample -n` to .npy needs the memory of one chunk's activations plus the samples themselves,
+    so FID-sized sets fit; the values are those of decoding everything at once, labels included."""
+    import torch
+
+    from vaekit import budget, grids
+
+    whole = np.load(vaekit.sample_run(run, tmp_path / "whole.npy", 40, seed=2)["file"])
+    monkeypatch.setattr(grids, "SAMPLE_CHUNK", 7)
+    chunked = np.load(vaekit.sample_run(run, tmp_path / "chunked.npy", 40, seed=2)["file"])
+    assert np.allclose(chunked, whole, atol=1e-6) and chunked.shape == whole.shape
+    with budget.limits(max_bytes=3_000_000):  # 10,000 samples at once need ~7.8 MB of activations
+        assert np.load(vaekit.sample_run(run, tmp_path / "many.npy", 10_000)["file"]).shape == (10_000, 1, 8, 8)
+        with pytest.raises(VaekitError, match="the codes and the samples"):
+            vaekit.sample_run(run, tmp_path / "more.npy", 20_000)
+    assert torch.is_grad_enabled()
+
+
 @pytest.mark.parametrize("call,words", [
     (lambda r, t: vaekit.sample_run(r, t / "s.jpg"), ["-o", "s.jpg", ".png or .npy"]),
     (lambda r, t: vaekit.sample_run(r, t, 4), ["is a folder"]),

@@ -154,6 +154,7 @@ def label_rows(picture: np.ndarray, labels: list[str], tile: int, pad: int = 2, 
 
 
 OUTPUTS = (".png", ".npy")
+SAMPLE_CHUNK = 1000  # samples decoded at once for .npy output: memory stays that of one chunk
 
 
 def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int = 0, sampler: str = "prior",
@@ -172,15 +173,21 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     run = load_run(user_path(run_dir, "run_dir"), device)
     number, name = class_label(run.path, label, run.model.classes)
     count, _ = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
-    check_batch_budget(run.model, count, f"sample -n {count}")
+    chunk = min(count, SAMPLE_CHUNK)  # decoded this many at a time
+    check_batch_budget(run.model, chunk, f"sample -n {count}")
+    budget.check(count * (math.prod(run.model.data_shape) + run.model.latent_dim) * 4,
+                 f"sample -n {count} (the codes and the samples, float32)")
     gmm = gmm_for_run(run.path, components, data_dir, refit) if sampler == "gmm" else None
     gen = torch.Generator(device=run.model.device).manual_seed(seed)
     per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
     codes, y, ncol = grid_codes(run.model, n, lambda k, y: sample_codes(run.model, k, sampler, gen, gmm, y),
                                 number, shared_style=not per_class)
     if out.suffix.lower() == ".npy":
+        values = np.empty((count, *run.model.data_shape), dtype=np.float32)
         with torch.no_grad():
-            values = run.model.mean(run.model.decode(codes, y)).cpu().numpy()
+            for i in range(0, count, chunk):
+                part = slice(i, i + chunk)
+                values[part] = run.model.mean(run.model.decode(codes[part], None if y is None else y[part])).cpu()
         write_via_buffer(out, lambda buf: np.save(buf, values))
     else:
         save_png(sample_grid(run.model, count, seed, codes, y, ncol), out)

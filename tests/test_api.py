@@ -45,22 +45,31 @@ def test_sample_and_reconstruct_write_what_the_commands_write(run, tmp_path):
     assert pair.shape == (2, 5, 1, 8, 8)
 
 
-def test_many_samples_are_decoded_a_chunk_at_a_time_within_the_budget(run, tmp_path, monkeypatch):
-    """`sample -n` to .npy needs the memory of one chunk's activations plus the samples themselves,
-    so FID-sized sets fit; the values are those of decoding everything at once, labels included."""
+def test_many_samples_and_reconstructions_are_decoded_a_chunk_at_a_time_within_the_budget(run, tmp_path,
+                                                                                         monkeypatch):
+    """`sample -n` and `reconstruct -n` to .npy need the memory of one chunk's activations plus the
+    values themselves, so FID-sized sets fit; the values are those of decoding all at once, labels
+    included. A reconstruction grid too large is refused before any work, with the -n that fits."""
     import torch
 
     from vaekit import budget, grids
 
     whole = np.load(vaekit.sample_run(run, tmp_path / "whole.npy", 40, seed=2)["file"])
+    whole_pair = np.load(vaekit.reconstruct_run(run, tmp_path / "whole-r.npy", 30)["file"])
     monkeypatch.setattr(grids, "SAMPLE_CHUNK", 7)
     chunked = np.load(vaekit.sample_run(run, tmp_path / "chunked.npy", 40, seed=2)["file"])
     assert np.allclose(chunked, whole, atol=1e-6) and chunked.shape == whole.shape
+    pair = np.load(vaekit.reconstruct_run(run, tmp_path / "chunked-r.npy", 30)["file"])
+    assert np.allclose(pair, whole_pair, atol=1e-6) and pair.shape == (2, 30, 1, 8, 8)
     with budget.limits(max_bytes=3_000_000):  # 10,000 samples at once need ~7.8 MB of activations
         assert np.load(vaekit.sample_run(run, tmp_path / "many.npy", 10_000)["file"]).shape == (10_000, 1, 8, 8)
         with pytest.raises(VaekitError, match="the codes and the samples"):
             vaekit.sample_run(run, tmp_path / "more.npy", 20_000)
     assert torch.is_grad_enabled()
+    monkeypatch.setattr(grids, "MAX_GRID_PIXELS", 40 * 58 * 58)  # 40 tiles of 8x8 digits, enlarged to 56
+    with pytest.raises(VaekitError, match="a grid of 60 images .* use -n 20 or fewer"):
+        vaekit.reconstruct_run(run, tmp_path / "r.png", 30)  # each example above its reconstruction
+    assert not (tmp_path / "r.png").exists()
 
 
 @pytest.mark.parametrize("call,words", [

@@ -42,9 +42,11 @@ def image_grid(images: Tensor | np.ndarray, ncol: int | None = None, pad: int = 
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 
-def check_grid(n: int, shape: tuple[int, ...], ncol: int | None = None, pad: int = 2) -> tuple[int, int, int]:
+def check_grid(n: int, shape: tuple[int, ...], ncol: int | None = None, pad: int = 2,
+               per_item: int = 1) -> tuple[int, int, int]:
     """(columns, rows, zoom) of a grid of n images of ``shape``; refuses, before anything is decoded,
-    a grid too large for image viewers or for the memory budget."""
+    a grid too large for image viewers or for the memory budget. ``per_item``: images per item of
+    ``-n`` (2 for an input above its reconstruction), for the largest -n the message suggests."""
     c, h, w = shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
@@ -52,7 +54,7 @@ def check_grid(n: int, shape: tuple[int, ...], ncol: int | None = None, pad: int
     th, tw = h * zoom, w * zoom
     pixels = (nrow * (th + pad) + pad) * (ncol * (tw + pad) + pad)
     if pixels > MAX_GRID_PIXELS:
-        most = MAX_GRID_PIXELS // ((th + pad) * (tw + pad))
+        most = MAX_GRID_PIXELS // ((th + pad) * (tw + pad)) // per_item
         raise VaekitError(f"a grid of {n:,} images would be a {pixels / 1e6:.0f}-megapixel PNG, more than image viewers "
                           f"open; use -n {most:,} or fewer, or write -o FILE.npy for many samples")
     budget.check(5 * c * pixels, f"a grid of {n:,} images")
@@ -207,9 +209,14 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
     view = open_run(user_path(run_dir, "run_dir"), data_dir=data_dir, device=device)
     x, y = view.test_x(n), view.test_y(n)
     if out.suffix.lower() == ".npy":
+        pair = np.empty((2, *x.shape), dtype=np.float32)
+        pair[0] = x.cpu()
         with torch.no_grad():
-            pair = torch.stack([x, view.model.reconstruct(x, y)]).cpu().numpy()
+            for i in range(0, len(x), SAMPLE_CHUNK):
+                part = slice(i, i + SAMPLE_CHUNK)
+                pair[1, part] = view.model.reconstruct(x[part], None if y is None else y[part]).cpu()
         write_via_buffer(out, lambda buf: np.save(buf, pair))
     else:
+        check_grid(2 * len(x), view.model.data_shape, 8, per_item=2)
         save_png(reconstruction_grid(view.model, x, y=y), out)
     return {"file": out, "n": len(x)}

@@ -217,6 +217,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
                 pair[1, part] = view.model.reconstruct(x[part], None if y is None else y[part]).cpu()
         write_via_buffer(out, lambda buf: np.save(buf, pair))
     else:
+        _need_images(view.model, "reconstruction grid")
         check_grid(2 * len(x), view.model.data_shape, 8, per_item=2)
         save_png(reconstruction_grid(view.model, x, y=y), out)
     return {"file": out, "n": len(x)}

@@ -68,6 +68,17 @@ def test_a_moved_run_works_from_anywhere_with_data_dir(kind, tmp_path, monkeypat
     assert (tmp_path / "moved-run" / "plots" / "curves.png").is_file()
 
 
+def test_a_renamed_vectors_file_is_found_by_its_new_name_and_a_wrong_place_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32))
+    assert run("train", "--dataset", "vectors:emb.npy", *SMALL, "--out", "r")[0] == 0
+    (tmp_path / "emb.npy").rename(tmp_path / "embeddings-v2.npy")
+    code, out, err = run("evaluate", "r", "--data-dir", "embeddings-v2.npy", "--iwae-k", "2")
+    assert code == 0 and "warning" not in err, err  # the same data under a new name
+    code, _, err = run("evaluate", "r", "--data-dir", str(tmp_path / "nowhere"))
+    assert code == 2 and "this run's data ('emb.npy') are not in" in err and "or the file itself" in err
+
+
 def test_changed_contents_of_the_same_shape_give_a_warning(tmp_path, monkeypatch):
     _vectors(tmp_path / "data")
     monkeypatch.chdir(tmp_path)

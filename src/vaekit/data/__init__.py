@@ -90,7 +90,8 @@ def resolve_paths(cfg: DataConfig) -> DataConfig:
 
 def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     """Where a run's data are on this machine: ``data_dir`` holds the IDX files, or (for folder: and
-    vectors: data) the moved folder or file under its old name (or is that folder or file itself)."""
+    vectors: data) the moved folder or file under its old name, or is that folder itself, or that
+    file, renamed or not (the run's data record then tells whether they are the same data)."""
     if data_dir is not None:
         data_dir = str(user_path(data_dir, "data_dir"))
     kind, _, arg = cfg.dataset.partition(":")
@@ -99,7 +100,8 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     old = Path(arg)
     if data_dir:
         root = Path(data_dir).expanduser()
-        moved = root / old.name if (root / old.name).exists() or root.name != old.name else root
+        itself = root.name == old.name or (kind == "vectors" and root.is_file() and root.suffix == old.suffix)
+        moved = root if itself and not (root / old.name).exists() else root / old.name
         labels = cfg.labels
         if labels and not Path(labels).exists() and (root / Path(labels).name).exists():
             labels = str(root / Path(labels).name)
@@ -107,8 +109,9 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     path = Path(cfg.dataset.partition(":")[2])
     if not path.exists():
         where = f"not in {data_dir}" if data_dir else "not there any more"
+        renamed = " (or that folder itself, if it still has that name)" if kind == "folder" else " (or the file itself)"
         raise DataError(f"{kind}:{show(str(path))}: this run's data ('{show(old.name)}') are {where}; pass --data-dir "
-                        f"DIR (Python: data_dir=DIR) with the folder that now holds '{show(old.name)}'")
+                        f"DIR (Python: data_dir=DIR) with the folder that now holds '{show(old.name)}'{renamed}")
     return cfg
 
 

@@ -70,7 +70,7 @@ def _wait_for_history(out: Path, lines: int, proc: subprocess.Popen, timeout: fl
     raise AssertionError("training did not get going")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])  # SIGHUP: the terminal closed
 def test_signal_saves_a_checkpoint_mid_epoch_and_resume_is_exact(sig, straight, tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(small_cfg(8).to_json())
@@ -87,6 +87,22 @@ def test_signal_saves_a_checkpoint_mid_epoch_and_resume_is_exact(sig, straight, 
     state = ckpt.load_training_state(out, load_run(out).model, torch.optim.Adam(load_run(out).model.parameters()))
     assert state.epoch >= 2
     fit(None, out, resume=True, **QUIET)
+    _same_run(straight, out)
+
+
+def test_a_run_started_under_nohup_ignores_the_hangup_and_finishes(straight, tmp_path):
+    """nohup (SIGHUP ignored) is the user's choice to keep training after the terminal closes."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(small_cfg(8).to_json())
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "train", "--config", str(cfg), "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _wait_for_history(out, 2, proc)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
     _same_run(straight, out)
 
 

@@ -759,7 +759,7 @@ def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # so SIGTERM, like Ctrl-C, unwinds: temporary files are removed, locks released
+    raise KeyboardInterrupt  # so SIGTERM and SIGHUP, like Ctrl-C, unwind: temporary files are removed, locks released
 
 
 _ERROR_PREFIX = "vaekit"
@@ -874,12 +874,13 @@ def _main(argv: list[str]) -> int:
         sys.stdout = _Discard()
         global _ERROR_PREFIX
         _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's stays ignored
     try:
         return _run(func, args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 PATH_ARGS = ("run_dir", "run_dirs", "run_a", "run_b", "resume", "out", "o", "config", "data_dir", "labels")

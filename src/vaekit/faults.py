@@ -39,13 +39,14 @@ def set_rng_state(state: dict[str, torch.Tensor], gen: torch.Generator, path: Pa
 
 
 class StopOnSignal:
-    """While active, SIGINT/SIGTERM only set ``requested`` so the loop can stop at a clean point;
-    a second signal interrupts at once. Handlers are installed only in the main thread.
+    """While active, SIGINT/SIGTERM/SIGHUP (a closed terminal or SSH session) only set ``requested``
+    so the loop can stop at a clean point; a second signal interrupts at once. Handlers are installed
+    only in the main thread, and never over a signal the process was told to ignore (``nohup``).
 
     ``repeat_grace``: a second signal within that many seconds of the first is the same request
     (under torchrun, Ctrl-C reaches each process from the terminal and again from the launcher)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, repeat_grace: float = 0.0) -> None:
         self.requested: str | None = None
@@ -64,7 +65,8 @@ class StopOnSignal:
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -35,12 +35,13 @@ def torchrun_command(argv: Sequence[str], nproc: int, out: str | None) -> list[s
 
 
 def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
-    """Run the job and return its exit code; Ctrl-C and SIGTERM reach the launcher, which stops the
-    processes at a clean point (each saves nothing but rank 0, which checkpoints once)."""
+    """Run the job and return its exit code; Ctrl-C, SIGTERM and SIGHUP reach the launcher, which stops
+    the processes at a clean point (each saves nothing but rank 0, which checkpoints once)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
     proc = subprocess.Popen(torchrun_command(argv, nproc, out))
-    previous = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
+    previous = {sig: signal.signal(sig, lambda s, f: proc.send_signal(signal.SIGTERM))
+                for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         while True:
             try:
@@ -48,11 +49,12 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
             except KeyboardInterrupt:  # the terminal's Ctrl-C reached the launcher too; wait for it
                 time.sleep(0.1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _code(returncode: int) -> int:
     """torchrun's exit code as vaekit's: 0 when all went well, 130 for a stop by signal, else 2."""
     if returncode == 0:
         return 0
-    return 130 if returncode in (130, -signal.SIGINT, -signal.SIGTERM, 143) else 2
+    return 130 if returncode in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP, 143) else 2

@@ -370,6 +370,40 @@ def test_sizes_from_flags_are_refused_before_allocation(argv, needle, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.fixture
+def memory_cgroup():
+    """A real control group limited to 1 GiB (as a container is): the path of its cgroup.procs.
+    Needs root and a writable cgroup v1 memory hierarchy; skipped with the reason elsewhere."""
+    group = Path("/sys/fs/cgroup/memory") / f"vaekit-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(1 << 30))
+    except OSError as e:
+        pytest.skip(f"cannot make a memory-limited cgroup here ({e.strerror or e})")
+    yield group / "cgroup.procs"
+    for _ in range(50):  # the group can be removed once its process has exited
+        try:
+            group.rmdir()
+            break
+        except OSError:
+            time.sleep(0.1)
+
+
+def test_the_default_budget_is_half_of_a_containers_memory_limit(memory_cgroup, tmp_path):
+    """The kernel kills a process past its cgroup's limit however much memory the machine has, so the
+    budget is half of the container's limit, not of the machine's memory."""
+    procs = str(memory_cgroup)
+    enter = lambda: Path(procs).write_text(str(os.getpid()))  # noqa: E731
+    env = {k: v for k, v in os.environ.items() if k != "VAEKIT_MAX_MEMORY"}
+    probe = subprocess.run([sys.executable, "-c", "from vaekit import budget; print(budget.default_limits().max_bytes)"],
+                           capture_output=True, text=True, preexec_fn=enter, env=env, timeout=60)
+    assert probe.returncode == 0 and int(probe.stdout) == 1 << 29, probe.stderr
+    proc = vaekit("train", "--hidden", "8192,8192", "--out", str(tmp_path / "r"), "--no-progress",
+                  preexec_fn=enter, env=env)  # 8192² weights with Adam: about 2 GiB
+    one_line(proc, "over the memory budget of 512.0 MiB", "--max-memory")
+    assert not (tmp_path / "r").exists()
+
+
 def test_sample_count_is_checked_against_the_budget(trained, tmp_path):
     one_line(cli("sample", str(trained), "-n", "10000000", "-o", str(tmp_path / "s.png")), "megapixel", ".npy")
     one_line(cli("sample", str(trained), "-n", "10000000", "-o", str(tmp_path / "s.npy"), "--max-memory", "64M"),

@@ -53,14 +53,45 @@ def human(n: float) -> str:
 
 
 def physical_memory() -> int:
+    """The memory this process may use: the machine's, or less where a container's (cgroup's) limit
+    says so, since the kernel kills a process that passes its cgroup's limit whatever the machine has."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 8 << 30
+        machine = 8 << 30
+    return min(machine, cgroup_memory_limit() or machine)
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_memory_limit(root: str = CGROUP_ROOT) -> int | None:
+    """The smallest memory limit of this process's control group and the groups above it (cgroup v2
+    ``memory.max``, v1 ``memory.limit_in_bytes``), or None where there is none."""
+    from .errors import VaekitError
+    from .files import open_regular
+
+    def read(path: str, n: int) -> str:
+        try:
+            with open_regular(path, "cgroup file") as f:  # kernel files: their stat size says nothing
+                return f.read(n).decode("utf-8", "replace")
+        except (VaekitError, OSError):
+            return ""
+
+    files = []
+    for line in read("/proc/self/cgroup", 1 << 16).splitlines():
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "" or "memory" in controllers.split(","):
+            base, name = (root, "memory.max") if controllers == "" else (f"{root}/memory", "memory.limit_in_bytes")
+            parts = [p for p in group.split("/") if p]
+            files += [os.path.join(base, *parts[:i], name) for i in range(len(parts), -1, -1)]
+    limits = [int(text) for text in (read(f, 64).strip() for f in files) if text.isdigit()]
+    return min(limits) if limits else None
 
 
 def default_limits() -> Limits:
-    """Half the machine's memory and a 200x ratio, unless the environment says otherwise."""
+    """Half the machine's (or the container's) memory and a 200x ratio, unless the environment says
+    otherwise."""
     max_bytes = physical_memory() // 2
     if os.environ.get("VAEKIT_MAX_MEMORY"):
         max_bytes = parse_size(os.environ["VAEKIT_MAX_MEMORY"])

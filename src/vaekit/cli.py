@@ -559,7 +559,7 @@ def _common() -> argparse.ArgumentParser:
     c = argparse.ArgumentParser(add_help=False)
     c.add_argument("--max-memory", type=size_flag, metavar="SIZE",
                    help="memory budget for what files and flags ask for, e.g. 16G "
-                        "(default: half the machine's memory, or $VAEKIT_MAX_MEMORY)")
+                        "(default: half the machine's or container's memory, or $VAEKIT_MAX_MEMORY)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars (every command takes it)")
     c.add_argument("--max-ratio", type=ratio_flag, metavar="R",
                    help="largest compression ratio accepted in .gz/.npz input (default 200, or $VAEKIT_MAX_RATIO)")

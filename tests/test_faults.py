@@ -370,16 +370,16 @@ def test_sizes_from_flags_are_refused_before_allocation(argv, needle, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.fixture
-def memory_cgroup():
-    """A real control group limited to 1 GiB (as a container is): the path of its cgroup.procs.
-    Needs root and a writable cgroup v1 memory hierarchy; skipped with the reason elsewhere."""
-    group = Path("/sys/fs/cgroup/memory") / f"vaekit-test-{os.getpid()}"
+def _cgroup(controller: str, settings: dict[str, int]):
+    """A real control group with ``settings`` (as a container has): yields the path of its
+    cgroup.procs. Needs root and a writable cgroup v1 hierarchy; skipped with the reason elsewhere."""
+    group = Path("/sys/fs/cgroup") / controller / f"vaekit-test-{os.getpid()}"
     try:
         group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(1 << 30))
+        for name, value in settings.items():
+            (group / name).write_text(str(value))
     except OSError as e:
-        pytest.skip(f"cannot make a memory-limited cgroup here ({e.strerror or e})")
+        pytest.skip(f"cannot make a limited {controller} cgroup here ({e.strerror or e})")
     yield group / "cgroup.procs"
     for _ in range(50):  # the group can be removed once its process has exited
         try:
@@ -387,6 +387,16 @@ def memory_cgroup():
             break
         except OSError:
             time.sleep(0.1)
+
+
+@pytest.fixture
+def memory_cgroup():
+    yield from _cgroup("memory", {"memory.limit_in_bytes": 1 << 30})
+
+
+@pytest.fixture
+def cpu_cgroup():
+    yield from _cgroup("cpu", {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": 50_000})  # half a core
 
 
 def test_the_default_budget_is_half_of_a_containers_memory_limit(memory_cgroup, tmp_path):
@@ -402,6 +412,22 @@ def test_the_default_budget_is_half_of_a_containers_memory_limit(memory_cgroup, 
                   preexec_fn=enter, env=env)  # 8192² weights with Adam: about 2 GiB
     one_line(proc, "over the memory budget of 512.0 MiB", "--max-memory")
     assert not (tmp_path / "r").exists()
+
+
+def test_commands_use_no_more_threads_than_a_containers_cpu_quota(cpu_cgroup):
+    """torch starts a thread per core it sees; under a CPU quota (half a core here) they would queue
+    behind each other, so a command runs with the quota's cores, unless OMP_NUM_THREADS is set."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: no quota can be below it")
+    script = ("import os, sys; from vaekit.cli import main; main(['presets']); import torch; "
+              "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], file=sys.stderr)")
+    procs = str(cpu_cgroup)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    run = lambda **extra: subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,  # noqa: E731
+                                         timeout=120, env={**env, **extra},
+                                         preexec_fn=lambda: Path(procs).write_text(str(os.getpid())))
+    assert run().stderr.split() == ["1", "1"]
+    assert run(OMP_NUM_THREADS="2").stderr.split() == ["2", "2"]  # the user's setting is kept
 
 
 def test_sample_count_is_checked_against_the_budget(trained, tmp_path):

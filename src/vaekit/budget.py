@@ -13,6 +13,7 @@ The limits live in a context variable, set for the duration of a command with ``
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from contextvars import ContextVar
@@ -65,28 +66,55 @@ def physical_memory() -> int:
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def cgroup_memory_limit(root: str = CGROUP_ROOT) -> int | None:
-    """The smallest memory limit of this process's control group and the groups above it (cgroup v2
-    ``memory.max``, v1 ``memory.limit_in_bytes``), or None where there is none."""
+def _cgroup_values(v1_controller: str, v1_file: str, v2_file: str, root: str = CGROUP_ROOT) -> list[str]:
+    """The contents of a control-group setting for this process's group and every group above it
+    (a container's limits are set at one of them), from cgroup v2 or v1, whichever is mounted; an
+    empty name skips that version. Values of two names asked for alike come in the same order."""
     from .errors import VaekitError
     from .files import open_regular
 
     def read(path: str, n: int) -> str:
         try:
             with open_regular(path, "cgroup file") as f:  # kernel files: their stat size says nothing
-                return f.read(n).decode("utf-8", "replace")
+                return f.read(n).decode("utf-8", "replace").strip()
         except (VaekitError, OSError):
             return ""
 
     files = []
     for line in read("/proc/self/cgroup", 1 << 16).splitlines():
         _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "" or "memory" in controllers.split(","):
-            base, name = (root, "memory.max") if controllers == "" else (f"{root}/memory", "memory.limit_in_bytes")
+        if controllers == "" or v1_controller in controllers.split(","):
+            base, name = (root, v2_file) if controllers == "" else (f"{root}/{controllers}", v1_file)
             parts = [p for p in group.split("/") if p]
-            files += [os.path.join(base, *parts[:i], name) for i in range(len(parts), -1, -1)]
-    limits = [int(text) for text in (read(f, 64).strip() for f in files) if text.isdigit()]
+            files += [os.path.join(base, *parts[:i], name) for i in range(len(parts), -1, -1)] if name else []
+    return [read(f, 64) for f in files]  # "" where a file is missing
+
+
+def cgroup_memory_limit() -> int | None:
+    """The smallest memory limit of this process's control group and the groups above it (v2
+    ``memory.max``, v1 ``memory.limit_in_bytes``), or None where there is none."""
+    limits = [int(v) for v in _cgroup_values("memory", "memory.limit_in_bytes", "memory.max") if v.isdigit()]
     return min(limits) if limits else None
+
+
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU quota (v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quotas = []
+    for v2 in _cgroup_values("cpu", "", "cpu.max"):  # "max 100000" or "50000 100000"
+        quota, _, period = v2.partition(" ")
+        if quota.isdigit() and period.isdigit() and int(period):
+            quotas.append(int(quota) / int(period))
+    v1 = dict(zip(("quota", "period"), (_cgroup_values("cpu", name, "") for name in ("cpu.cfs_quota_us",
+                                                                                     "cpu.cfs_period_us"))))
+    for quota, period in zip(v1["quota"], v1["period"]):
+        if quota.isdigit() and period.isdigit() and int(period):  # -1: no quota
+            quotas.append(int(quota) / int(period))
+    return max(1, min([cores] + [math.ceil(q) for q in quotas]))
 
 
 def default_limits() -> Limits:

@@ -812,6 +812,21 @@ class _Stream(io.TextIOBase):
         return self.stream.encoding
 
 
+def _threads_within_the_container(args: argparse.Namespace) -> None:
+    """In a container whose CPU quota is below the machine's cores, torch would start a thread per
+    core and the threads would wait on each other: a command uses as many as its quota allows, unless
+    OMP_NUM_THREADS says otherwise (torchrun sets it for the processes it starts)."""
+    if "OMP_NUM_THREADS" in os.environ or "WORLD_SIZE" in os.environ or getattr(args, "nproc", None):
+        return
+    from .budget import usable_cpus
+
+    cpus = usable_cpus()
+    if cpus < (os.cpu_count() or cpus):
+        os.environ["OMP_NUM_THREADS"] = str(cpus)
+        if "torch" in sys.modules:  # already imported (main called from Python): the setting alone is too late
+            sys.modules["torch"].set_num_threads(cpus)
+
+
 @contextlib.contextmanager
 def _standard_streams() -> Iterator[None]:
     """Printing never stops a command: an encoding that lacks a character (``PYTHONIOENCODING=ascii``,
@@ -869,6 +884,7 @@ def _main(argv: list[str]) -> int:
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
     args.argv = argv
+    _threads_within_the_container(args)
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     if rank != "0":  # under torchrun, rank 0 speaks for the job; the others only report their own errors
         sys.stdout = _Discard()

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from .budget import usable_cpus
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig, as_run_config
 from .errors import ConfigError, VaekitError, one_line, show, whole_number
@@ -143,10 +144,10 @@ def _train_here(pending: list[tuple[float, Path, RunConfig]], progress: bool, lo
 def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path, jobs: int,
                         log: Callable[[str], None], overwrite: bool = False) -> None:
     """``jobs`` runs at a time, each a ``vaekit train`` child process with cores // jobs threads (at
-    least 1); its output is kept in OUT/logs/beta-<value>.log when it ends. A child that fails stops
+    least 1; the cores this process may use, within a container's quota); its output is kept in OUT/logs/beta-<value>.log when it ends. A child that fails stops
     the others (they checkpoint, as on SIGTERM) and its last line is the error. The children run in
     their own sessions, so a signal to the sweep reaches each of them exactly once, from here."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cpus() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

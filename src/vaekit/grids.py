@@ -174,7 +174,10 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     check_sampler(sampler, components)
     run = load_run(user_path(run_dir, "run_dir"), device)
     number, name = class_label(run.path, label, run.model.classes)
-    count, _ = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
+    count, cols = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
+    if out.suffix.lower() == ".png":
+        _need_images(run.model, "sample grid")
+        check_grid(count, run.model.data_shape, cols)
     chunk = min(count, SAMPLE_CHUNK)  # decoded this many at a time
     check_batch_budget(run.model, chunk, f"sample -n {count}")
     budget.check(count * (math.prod(run.model.data_shape) + run.model.latent_dim) * 4,

@@ -14,6 +14,7 @@ import torch
 from conftest import run_cli as run
 from vaekit.checkpoint import load_run
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.modelcard import write_model_card
 from vaekit.train import fit
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -70,7 +71,7 @@ def test_export_refuses_what_it_cannot_do_before_writing(tmp_path):
     assert code == 2 and "not a folder" in err and len(err.strip().splitlines()) == 1
 
 
-def test_every_run_gets_a_model_card_with_its_real_metrics(tmp_path):
+def test_every_run_gets_a_model_card_with_its_real_metrics(tmp_path, monkeypatch):
     path = fit(_cfg(MODELS["vae-mlp"]), tmp_path / "r", **QUIET).path
     card = (path / "README.md").read_text()
     last = json.loads((path / "history.jsonl").read_text().splitlines()[-1])
@@ -82,16 +83,25 @@ def test_every_run_gets_a_model_card_with_its_real_metrics(tmp_path):
     assert json.loads((path / "metrics.json").read_text())["nll_iwae"] == metrics["nll_iwae"]
     card = (path / "README.md").read_text()
     assert f"| nll_iwae | {metrics['nll_iwae']:.4f} |" in card and "K = 20" in card
+    assert f"| active_units | {metrics['active_units']} |" in card  # a count, not 4.0000
     assert "vaekit.load_run" in card and "Intended use and limits" in card
     fit(None, path, resume=True, epochs=3, **QUIET)  # trained on: the evaluation is of older weights
     card = (path / "README.md").read_text()
     last = json.loads((path / "history.jsonl").read_text().splitlines()[-1])
     assert f"| loss | {last['test_loss']:.4f} |" in card and "nll_iwae |" not in card
     assert "after epoch 3; `metrics.json` is from epoch 2" in card
-    # the card's "how to use" holds: the folder loads elsewhere, with the data gone
-    moved = tmp_path / "elsewhere" / "model"
+    # the card's "how to use" holds: the folder loads elsewhere, with the data gone, and its Python runs
+    moved = tmp_path / "elsewhere" / "my model"
     shutil.copytree(path, moved)
     assert load_run(moved).model.sample(3).shape == (3, 1, 8, 8)
+    write_model_card(moved)
+    card = (moved / "README.md").read_text()
+    assert "vaekit sample 'my model' -n 64" in card  # the shell lines quote the folder's name
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(moved.parent)
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 - the card's own example
+    assert scope["x"].shape == (16, 1, 8, 8)
 
 
 def test_evaluate_on_a_read_only_or_full_run_folder_still_prints_its_metrics(small_fs):

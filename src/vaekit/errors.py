@@ -67,8 +67,10 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 def figure(v: float) -> str:
-    """A number for a table or a message: four decimals, or four significant digits where four
-    decimals would take more than 12 characters (squared errors of raw data reach 1e60)."""
+    """A number for a table or a message: a count as it is, else four decimals, or four significant
+    digits where four decimals would take more than 12 characters (squared errors of raw data reach 1e60)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
     return f"{v:.4f}" if abs(v) < 1e7 else f"{v:.4g}"
 
 

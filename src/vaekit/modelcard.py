@@ -5,6 +5,8 @@ as it is (YAML front matter first). Written after training and refreshed by ``va
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,16 @@ DEFINITIONS = {
     "bits_per_dim": "nll_iwae / (number of data dimensions x ln 2)",
     "elbo_bits_per_dim": "loss / (number of data dimensions x ln 2): a bound, above bits_per_dim",
     "active_units": "latent dimensions whose posterior mean varies across test examples (Cov > 0.01)",
-    "mse_mean": "mean over test examples of the summed squared error of the reconstruction (posterior mean)",
+    "mse_mean": "mean over test examples of each one's mean squared error per value, reconstructed from the posterior mean",
     "fid": "Frechet distance between feature Gaussians of generated and test examples (lower is better)",
     "precision": "share of generated examples inside the test examples' 3-NN balls in feature space",
     "recall": "share of test examples inside the generated examples' 3-NN balls in feature space",
 }
+
+
+ARCH_NAMES = {"mlp": "an MLP", "conv": "a convolutional", "resnet": "a residual convolutional"}
+LIKELIHOOD_NAMES = {"bernoulli": "a Bernoulli", "gaussian": "a Gaussian", "mse": "a squared-error",
+                    "dlogistic": "a discretised logistic mixture"}
 
 
 def evaluation(run_dir: Path, history: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
@@ -50,7 +57,7 @@ def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
     metrics, current = evaluation(run_dir, history)
     if metrics is not None and current:
         k = f", K = {metrics['iwae_k']}" if "iwae_k" in metrics else ""
-        rows = [(n, float(metrics[n]), d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
+        rows = [(n, metrics[n], d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
         return rows, f"`vaekit evaluate` on the test split (epoch {metrics.get('epoch')}{k})"
     if not history:
         return [], "no epoch has finished yet"
@@ -59,7 +66,7 @@ def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
             if isinstance(last.get(f"test_{n}"), (int, float))]
     older = (f"; `{METRICS}` is from epoch {metrics.get('epoch')}, before the run trained on: run `vaekit evaluate` "
              "to measure it again" if metrics is not None else "; run `vaekit evaluate` for the IWAE estimate")
-    return rows, f"the test split after epoch {last['epoch']}{older}"
+    return rows, f"the training loop on the test split after epoch {last['epoch']}{older}"
 
 
 def model_card(run_dir: str | Path) -> str:
@@ -71,6 +78,7 @@ def model_card(run_dir: str | Path) -> str:
     m, o, t = cfg.model, cfg.objective, cfg.train
     rows, source = _metric_rows(run_dir)
     name = run_dir.resolve().name
+    shell_name = shlex.quote(name)
     dataset = cfg.data.dataset.split(":")[0]
     layers = "+".join(map(str, m.latent_dims)) if m.latent_dims else str(m.latent_dim)
     if m.spatial_latent and len(data.get("shape", [])) == 3:
@@ -88,8 +96,8 @@ def model_card(run_dir: str | Path) -> str:
     shape = "x".join(map(str, data.get("shape", []))) or "?"
     lines = front + [
         "", f"# {name}: a {kind} trained with vaekit", "",
-        f"A {m.kind.upper()} with a {m.arch} encoder and decoder (widths {','.join(map(str, m.hidden))}), "
-        f"latent size {layers}, a {m.likelihood} likelihood p(x|z)"
+        f"A {m.kind.upper()} with {ARCH_NAMES.get(m.arch, m.arch)} encoder and decoder (widths {','.join(map(str, m.hidden))}), "
+        f"latent size {layers}, {LIKELIHOOD_NAMES.get(m.likelihood, m.likelihood)} likelihood p(x|z)"
         + ((" (of each value standardised with the training set's mean and std; "
             + ("squared error of the standardised values)" if m.likelihood == "mse" else "densities in the data's units)"))
            if m.standardize else "") + f" and a {m.prior} prior p(z), "
@@ -101,10 +109,10 @@ def model_card(run_dir: str | Path) -> str:
         f"- data set: `{cfg.data.dataset}`, examples of shape {shape}; {data.get('n_train', '?')} for training, "
         f"{data.get('n_test', '?')} for testing" + (f" (binarised: {cfg.data.binarize})" if cfg.data.binarize != "none" else ""),
         f"- data fingerprint: `{data.get('fingerprint', '?')}` (vaekit checks it when the run is resumed)", "",
-        "## Metrics", "", f"Measured on {source}.", "",
+        "## Metrics", "",
     ]
     if rows:
-        lines += ["| metric | value | definition |", "|---|---:|---|"]
+        lines += [f"Measured by {source}.", "", "| metric | value | definition |", "|---|---:|---|"]
         lines += [f"| {n} | {figure(v)} | {d} |" for n, v, d in rows]
     else:
         lines.append("No metrics yet.")
@@ -116,16 +124,20 @@ def model_card(run_dir: str | Path) -> str:
         f"- Adam, lr {t.lr:g} ({t.lr_schedule}), batch {t.batch_size}, seed {cfg.seed}, precision {t.precision}",
         "- everything else: `config.json` (the exact configuration), `history.jsonl` (one line per epoch)", "",
         "## How to use", "",
-        "```python", "import vaekit", "", f'run = vaekit.load_run("{name}")   # this folder; no training data needed',
-        "x = run.model.sample(16)             # draws from the prior, decoded to their means",
-        *(["y = torch.full((16,), 3)          # a conditional model: the classes to draw",
-           "x = run.model.sample(16, y=y)"] if cfg.model.conditional else []),
+        "```python", *(["import torch"] if cfg.model.conditional else []), "import vaekit", "",
+        *_commented([(f"run = vaekit.load_run({json.dumps(name)})", "this folder; no training data needed"),
+                     ("x = run.model.sample(16)", "draws from the prior, decoded to their means"),
+                     *([("y = torch.full((16,), 3)", "a conditional model: the classes to draw"),
+                        ("x = run.model.sample(16, y=y)", "")] if cfg.model.conditional else [])]),
         "```", "",
-        "```bash", f"vaekit sample {name} -n 64 -o samples.png",
-        *([f"vaekit sample {name} -n 16 --label 3 -o class3.png   # conditional: one class"] if cfg.model.conditional
-          else []), f"vaekit evaluate {name} --iwae-k 5000   # needs the test data",
-        f"vaekit serve {name}                  # explore the latent space in the browser",
-        f"vaekit export {name} --format onnx   # encoder and decoder as ONNX graphs", "```", "",
+        "```bash",
+        *_commented([(f"vaekit sample {shell_name} -n 64 -o samples.png", ""),
+                     *([(f"vaekit sample {shell_name} -n 16 --label 3 -o class3.png", "conditional: one class")]
+                       if cfg.model.conditional else []),
+                     (f"vaekit evaluate {shell_name} --iwae-k 5000", "needs the test data"),
+                     (f"vaekit serve {shell_name}", "explore the latent space in the browser"),
+                     (f"vaekit export {shell_name} --format onnx", "encoder and decoder as ONNX graphs")]),
+        "```", "",
         "Files: `model.safetensors` (weights, no pickle), `config.json`, `history.jsonl`, `data.json`, "
         "`samples.png`, `reconstructions.png`; `training_state.safetensors` only to resume training.", "",
         "## Intended use and limits", "",
@@ -138,6 +150,12 @@ def model_card(run_dir: str | Path) -> str:
         "- It has seen only the data above; it knows nothing of other domains.", "",
     ]
     return "\n".join(lines)
+
+
+def _commented(lines: list[tuple[str, str]]) -> list[str]:
+    """Lines of code with their comments (if any) lined up after the longest."""
+    width = max(len(code) for code, _ in lines)
+    return [f"{code:<{width}}   # {note}" if note else code for code, note in lines]
 
 
 def write_model_card(run_dir: str | Path) -> Path:

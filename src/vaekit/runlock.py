@@ -9,14 +9,17 @@ lock file while another process waits on it would let two writers in).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 from .errors import RunFolderError
 
 LOCK = ".vaekit.lock"
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # flock's "this file system has none"
 _held = threading.local()  # the run folders this thread holds: a command that calls another (report
 # calls plot) takes each folder's lock once
 
@@ -59,6 +62,11 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
                     f"{run_dir}: in use by another vaekit process ({_holder(fd)}); wait for it to finish "
                     "or stop it, then try again"
                 ) from None
+            except OSError as e:  # a file system without locks (some NFS mounts, FUSE): work on, unguarded
+                if e.errno not in NO_LOCKS:
+                    raise RunFolderError(f"{run_dir}: cannot lock this folder ({e.strerror or e})") from None
+                warnings.warn(f"{run_dir}: this file system cannot lock files ({e.strerror or e}); nothing keeps "
+                              "a second vaekit process from writing into this run at the same time", stacklevel=3)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)

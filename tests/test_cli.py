@@ -282,6 +282,19 @@ def test_a_class_to_hold_out_may_be_named(tmp_path, monkeypatch):
     assert code == 0 and "held-out class [2] (dog) vs the rest" in out, err
     code, _, err = run_cli("train", *small, "--holdout-class", "fish", "--out", "b")
     assert code == 2 and "bird, cat, dog" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+    code, _, err = run_cli("train", *small, "--holdout-class", "DOG", "--out", "c")  # case aside, one class
+    assert code == 0 and json.loads((tmp_path / "c" / "config.json").read_text())["data"]["holdout_classes"] == [2]
+
+
+def test_a_class_name_matches_whatever_its_unicode_form_or_case_unless_that_makes_two():
+    import unicodedata
+
+    from vaekit.checkpoint import class_index
+
+    made_on_a_mac = unicodedata.normalize("NFD", "café")  # 'e' + combining accent, as macOS keeps file names
+    assert made_on_a_mac != "café" and class_index(["bar", made_on_a_mac], "café") == 1
+    assert class_index(["Cat", "dog"], "cat") == 0 and class_index(["Cat", "cat"], "cat") == 1
+    assert class_index(["Cat", "cat"], "CAT") is None and class_index(None, "cat") is None
 
 
 def test_class_names_the_font_cannot_draw_are_one_warning_line_not_one_per_character(tmp_path, monkeypatch):

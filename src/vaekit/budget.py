@@ -109,9 +109,8 @@ def usable_cpus() -> int:
         quota, _, period = v2.partition(" ")
         if quota.isdigit() and period.isdigit() and int(period):
             quotas.append(int(quota) / int(period))
-    v1 = dict(zip(("quota", "period"), (_cgroup_values("cpu", name, "") for name in ("cpu.cfs_quota_us",
-                                                                                     "cpu.cfs_period_us"))))
-    for quota, period in zip(v1["quota"], v1["period"]):
+    v1_quotas, v1_periods = (_cgroup_values("cpu", name, "") for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+    for quota, period in zip(v1_quotas, v1_periods):
         if quota.isdigit() and period.isdigit() and int(period):  # -1: no quota
             quotas.append(int(quota) / int(period))
     return max(1, min([cores] + [math.ceil(q) for q in quotas]))

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,6 +397,17 @@ def known_classes(names: list[str] | None) -> str:
     return f"its classes are {show(', '.join(names), 200)}" if names else "its classes have no names"
 
 
+def class_index(names: list[str] | None, text: str) -> int | None:
+    """The number of the class named ``text``: the same name, else the same once both are in one
+    Unicode form (a folder made on macOS keeps 'é' as 'e' + accent) and case, where that is one class."""
+    names = names or []
+    if text in names:
+        return names.index(text)
+    key = lambda s: unicodedata.normalize("NFC", s).casefold()  # noqa: E731
+    matches = [i for i, name in enumerate(names) if key(name) == key(text)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> tuple[int | None, str]:
     """A class to draw as its number: a class name data.json recorded (a class folder named ``3`` is
     that folder's class, whatever its number), else a number; and the name to show beside it."""
@@ -405,8 +417,8 @@ def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> t
     if not classes:
         raise VaekitError(f"--label {show(text)}: {run_dir} is not a conditional model (train it with --conditional)")
     names = recorded_class_names(run_dir)
-    if names and text in names:
-        number = names.index(text)
+    if class_index(names, text) is not None:
+        number = class_index(names, text)
     elif (isinstance(label, int) and not isinstance(label, bool)) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
         number = int(label) if isinstance(label, int) else int(text)
     else:

@@ -221,16 +221,16 @@ def _holdout_number(base: Any, overrides: dict[str, Any], progress: bool) -> dic
     name = overrides.get("data.holdout_classes")
     if name is None or re.fullmatch(r"\s*\[?[\d,\s]*\]?\s*", str(name)):
         return overrides
-    from .checkpoint import known_classes
+    from .checkpoint import class_index, known_classes
     from .data import load_dataset
 
     rest = {k: v for k, v in overrides.items() if k != "data.holdout_classes"}
     data = load_dataset(base.with_overrides(rest).data, progress=progress)
-    names = data.class_names or []
-    if name not in names:
-        raise VaekitError(f"--holdout-class {show(name)}: not a class of {data.name}; {known_classes(names)} "
-                          "(or give a number)")
-    return {**overrides, "data.holdout_classes": str(names.index(name))}
+    number = class_index(data.class_names, str(name))
+    if number is None:
+        raise VaekitError(f"--holdout-class {show(name)}: not a class of {data.name}; "
+                          f"{known_classes(data.class_names)} (or give a number)")
+    return {**overrides, "data.holdout_classes": str(number)}
 
 
 def format_metrics(m: dict[str, Any]) -> str:

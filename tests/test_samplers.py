@@ -74,6 +74,8 @@ def test_gmm_samples_of_an_autoencoder_look_like_the_data_and_prior_ones_do_not(
 
     near, far = distance("gmm"), distance("prior")
     assert near < 0.8 * far, (near, far)
+    code, out, err = run("sample", str(ae_run), "-n", "4", "-o", str(ae_run.parent / "prior.npy"))
+    assert code == 0 and "an AE has no prior" in out and "--sampler gmm" in out, err  # the command says so too
 
 
 def test_a_damaged_or_foreign_mixture_file_is_one_line(ae_run, tmp_path):

@@ -196,7 +196,8 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
         write_via_buffer(out, lambda buf: np.save(buf, values))
     else:
         save_png(sample_grid(run.model, count, seed, codes, y, ncol), out)
-    source = sampler + (" per class" if per_class else "") + (
+    source = ("N(0, I): an AE has no prior and its codes need not follow one; --sampler gmm draws from a fit to them"
+              if sampler == "prior" and not run.model.variational else sampler) + (" per class" if per_class else "") + (
         f"; {ncol} per class, class by class" if ncol else "" if number is None else f"; class {number}{name}")
     return {"file": out, "n": count, "codes": source}
 

@@ -251,7 +251,7 @@ def evaluate_run(
     data = (data or run_data(run, data_dir, progress)).to(device)
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     metrics = {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
-               "likelihood": run.config.model.likelihood, "dataset": run.config.data.dataset}
+               "likelihood": run.config.model.likelihood, "dataset": data.name}  # where the data were read now
     if generation:
         metrics.update(_generation(run, data, generation_n, sampler, components, data_dir, progress))
     if save:

@@ -336,9 +336,18 @@ def test_vectors_object_array_is_refused_without_unpickling(tmp_path):
         load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'obj.npy'}"))
 
 
-def test_unknown_dataset():
-    with pytest.raises(DataError, match="unknown data set 'cifar'"):
-        load_dataset(DataConfig(dataset="cifar"))
+def test_unknown_dataset_names_what_was_probably_meant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    np.save(tmp_path / "emb.npy", np.zeros((4, 2), np.float32))
+    for spec, meant in [("cifar", "did you mean cifar10?"), ("MNIST", "did you mean mnist?"),
+                        ("fashion_mnist", "did you mean fashion-mnist?"), ("photos", "did you mean folder:photos?"),
+                        ("emb.npy", "did you mean vectors:emb.npy?"), ("folders:photos", "did you mean folder:photos?"),
+                        ("vectors:photos", "did you mean folder:photos?"), ("folder:emb.npy", "did you mean vectors:emb.npy?"),
+                        ("svhn", "choose one of mnist, fashion-mnist")]:
+        with pytest.raises(DataError) as e:
+            load_dataset(DataConfig(dataset=spec))
+        assert spec in str(e.value) and meant in str(e.value), str(e.value)
 
 
 def test_binarisation_static_and_dynamic():

@@ -8,6 +8,7 @@ download), ``blobs[:D]`` (toy vectors), ``folder:PATH`` (your images), ``vectors
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 from pathlib import Path
@@ -53,10 +54,10 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
     kind, _, arg = cfg.dataset.partition(":")
     loader = LOADERS.get(kind)
     if loader is None:
-        raise DataError(
-            f"unknown data set '{cfg.dataset}'; choose one of mnist, fashion-mnist, cifar10, digits, "
-            "blobs[:D], folder:PATH, vectors:PATH"
-        )
+        raise DataError(f"unknown data set '{show(cfg.dataset)}'; {_did_you_mean(kind, arg)}")
+    path = Path(arg).expanduser()
+    if arg and kind in FILE_SOURCES and path.exists() and path.is_dir() != (kind == "folder"):
+        raise DataError(f"{show(cfg.dataset)}: is {'a folder' if path.is_dir() else 'a file'}; {_did_you_mean(kind, arg)}")
     ds = loader(cfg, arg, progress)
     if cfg.holdout_classes:
         if ds.train_y is None:
@@ -78,6 +79,20 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
 
 
 FILE_SOURCES = ("folder", "vectors")  # data sets named by a path of the user's
+NAMES = "mnist, fashion-mnist, cifar10, digits, blobs[:D], folder:PATH, vectors:PATH"
+
+
+def _did_you_mean(kind: str, arg: str) -> str:
+    """What a data set name that loads nothing probably meant: a path given without its kind (or
+    with the other one), a name in other case or with a typo; else the list of names."""
+    path = Path(arg or kind).expanduser()
+    if (arg or ":" not in kind) and path.exists():
+        meant = f"folder:{arg or kind}" if path.is_dir() else f"vectors:{arg or kind}"
+        return f"did you mean {meant}? (folder: takes a folder of images, vectors: an array or table file)"
+    close = difflib.get_close_matches(kind.lower().replace("_", "-"), list(LOADERS), n=1, cutoff=0.7)
+    if close:
+        return f"did you mean {close[0]}{':' + arg if arg else ''}? (names: {NAMES})"
+    return f"choose one of {NAMES}"
 
 
 def resolve_paths(cfg: DataConfig) -> DataConfig:

@@ -197,6 +197,19 @@ def test_standard_output_that_fails_or_lacks_characters_is_one_line_or_escaped(t
     assert (tmp_path / "\u00e9t\u00e9" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("argv,meant", [
+    (["tran"], "'tran' (did you mean 'train'?)"),
+    (["train", "--likelihood", "bernouli"], "'bernouli' (did you mean 'bernoulli'?)"),
+    (["train", "--preset", "MNIST_mlp"], "'MNIST_mlp' (did you mean 'mnist-mlp'?)"),
+    (["train", "--set", "model.latnet_dim=3"], "'model.latnet_dim' (did you mean 'model.latent_dim'?)"),
+    (["train", "--dataset", "fashion_mnist"], "'fashion_mnist' (did you mean 'fashion-mnist'?)"),
+])
+def test_a_mistyped_name_is_answered_with_the_one_probably_meant(argv, meant, tmp_path):
+    code, _, err = run_cli(*argv, "--out", str(tmp_path / "r")) if argv[0] == "train" else run_cli(*argv)
+    assert code == 2 and meant in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_flag_choices_are_the_registries():
     """cli.py lists choices as literals (it starts without importing torch); they must name exactly
     what the registries hold, so a new family or objective cannot be left out of --help."""

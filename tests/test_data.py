@@ -340,8 +340,8 @@ def test_unknown_dataset_names_what_was_probably_meant(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
     np.save(tmp_path / "emb.npy", np.zeros((4, 2), np.float32))
-    for spec, meant in [("cifar", "did you mean cifar10?"), ("MNIST", "did you mean mnist?"),
-                        ("fashion_mnist", "did you mean fashion-mnist?"), ("photos", "did you mean folder:photos?"),
+    for spec, meant in [("cifar", "did you mean 'cifar10'?"), ("MNIST", "did you mean 'mnist'?"),
+                        ("fashion_mnist", "did you mean 'fashion-mnist'?"), ("photos", "did you mean folder:photos?"),
                         ("emb.npy", "did you mean vectors:emb.npy?"), ("folders:photos", "did you mean folder:photos?"),
                         ("vectors:photos", "did you mean folder:photos?"), ("folder:emb.npy", "did you mean vectors:emb.npy?"),
                         ("svhn", "choose one of mnist, fashion-mnist")]:

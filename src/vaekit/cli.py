@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .config import PRECISIONS
-from .errors import TrainingInterrupted, VaekitError, figure, one_line, show
+from .errors import TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
 from .files import strict_json
 
 
@@ -115,6 +115,16 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """A mistyped choice (a command, --likelihood bernouli) names the one it probably meant."""
+        try:
+            super()._check_value(action, value)  # type: ignore[misc]
+        except argparse.ArgumentError as e:
+            hint = did_you_mean(str(value), action.choices or [])
+            if hint:
+                e.message = e.message.replace(f"{value!r}", f"{value!r}{hint}", 1)
+            raise
 
 
 def _dest(flag: str) -> str:

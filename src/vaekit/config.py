@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, VaekitError, show
+from .errors import ConfigError, VaekitError, did_you_mean, show
 from .files import user_path
 
 FORMAT_VERSION = 1
@@ -161,15 +161,18 @@ class RunConfig:
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted keys (``model.latent_dim``) set; string values are parsed by field type."""
         d = self.to_dict()
+        keys = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in d.items() for sub in (v if isinstance(v, dict) else [k])]
+        unknown = lambda key: ConfigError(f"unknown config key '{show(key)}'{did_you_mean(key, keys)}; "  # noqa: E731
+                                          "see `vaekit train --help`")
         for key, value in overrides.items():
             parts = key.split(".")
             target = d
             for p in parts[:-1]:
                 if not isinstance(target.get(p), dict):
-                    raise ConfigError(f"unknown config key '{show(key)}'; see `vaekit train --help`")
+                    raise unknown(key)
                 target = target[p]
             if parts[-1] not in target or isinstance(target[parts[-1]], dict):
-                raise ConfigError(f"unknown config key '{show(key)}'; see `vaekit train --help`")
+                raise unknown(key)
             ftype = _field_type(type(self), parts)
             target[parts[-1]] = _coerce(value, ftype, key) if isinstance(value, str) else value
         cfg = _build(type(self), d, "override", "")

@@ -3,8 +3,9 @@ and the helpers that keep every message to one short line."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any
+from typing import Any, Iterable
 
 MESSAGE_LIMIT = 600  # characters of one error line (values inside it are shortened first)
 
@@ -64,6 +65,16 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
         return text
     head, tail = (limit * 2) // 3, limit // 3 - 5
     return f"{text[:head]} ... {text[-tail:]}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the choice closest to a mistyped ``word`` (case, '_' for '-', a
+    letter or two), or "" when none is close: for every message about an unknown name."""
+    choices = [str(c) for c in choices]
+    key = lambda s: s.lower().replace("_", "-")  # noqa: E731
+    by_key = {key(c): c for c in choices}
+    close = difflib.get_close_matches(key(str(word)), list(by_key), n=1, cutoff=0.75)
+    return f" (did you mean '{show(by_key[close[0]])}'?)" if close else ""
 
 
 def figure(v: float) -> str:

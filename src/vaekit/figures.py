@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from . import plots
 from .checkpoint import Run, load_run, read_history
 from .data import Dataset
-from .errors import VaekitError, whole_number
+from .errors import VaekitError, did_you_mean, show, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 from .files import user_path
 
@@ -244,7 +244,8 @@ def plot_run(
     only = [only] if isinstance(only, str) else only
     unknown = sorted(set(only or []) - set(PLOTS), key=str)
     if unknown:
-        raise VaekitError(f"unknown plot '{unknown[0]}'; choose from {', '.join(PLOTS)}")
+        raise VaekitError(f"unknown plot '{show(unknown[0])}'{did_you_mean(unknown[0], PLOTS)}; choose from "
+                          f"{', '.join(PLOTS)}")
     run_dir = user_path(run_dir, "run_dir")
     out = user_path(out_dir, "out_dir") if out_dir is not None else run_dir / PLOTS_DIR
     with writing_into(run_dir, [out], "plot"):

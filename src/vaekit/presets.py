@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean, show
 
 DEFAULT_PRESET = "digits-mlp"
 
@@ -180,5 +180,5 @@ def get_preset(name: str) -> RunConfig:
     """A fresh RunConfig for the named preset."""
     preset = PRESETS.get(name)
     if preset is None:
-        raise ConfigError(f"unknown preset '{name}'; run `vaekit presets` to list them")
+        raise ConfigError(f"unknown preset '{show(name)}'{did_you_mean(name, PRESETS)}; run `vaekit presets` to list them")
     return preset.build()

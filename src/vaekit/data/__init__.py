@@ -8,7 +8,6 @@ download), ``blobs[:D]`` (toy vectors), ``folder:PATH`` (your images), ``vectors
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError, show
+from ..errors import DataError, did_you_mean, show
 from ..files import user_path
 from .bundled import load_blobs, load_digits
 from .cifar import load_cifar10
@@ -54,10 +53,10 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
     kind, _, arg = cfg.dataset.partition(":")
     loader = LOADERS.get(kind)
     if loader is None:
-        raise DataError(f"unknown data set '{show(cfg.dataset)}'; {_did_you_mean(kind, arg)}")
+        raise DataError(f"unknown data set '{show(cfg.dataset)}'{_did_you_mean(kind, arg)}")
     path = Path(arg).expanduser()
     if arg and kind in FILE_SOURCES and path.exists() and path.is_dir() != (kind == "folder"):
-        raise DataError(f"{show(cfg.dataset)}: is {'a folder' if path.is_dir() else 'a file'}; {_did_you_mean(kind, arg)}")
+        raise DataError(f"{show(cfg.dataset)}: is {'a folder' if path.is_dir() else 'a file'}{_did_you_mean(kind, arg)}")
     ds = loader(cfg, arg, progress)
     if cfg.holdout_classes:
         if ds.train_y is None:
@@ -88,11 +87,9 @@ def _did_you_mean(kind: str, arg: str) -> str:
     path = Path(arg or kind).expanduser()
     if (arg or ":" not in kind) and path.exists():
         meant = f"folder:{arg or kind}" if path.is_dir() else f"vectors:{arg or kind}"
-        return f"did you mean {meant}? (folder: takes a folder of images, vectors: an array or table file)"
-    close = difflib.get_close_matches(kind.lower().replace("_", "-"), list(LOADERS), n=1, cutoff=0.7)
-    if close:
-        return f"did you mean {close[0]}{':' + arg if arg else ''}? (names: {NAMES})"
-    return f"choose one of {NAMES}"
+        return f"; did you mean {meant}? (folder: takes a folder of images, vectors: an array or table file)"
+    close = did_you_mean(f"{kind}:{arg}" if arg else kind, [f"{k}:{arg}" if arg else k for k in LOADERS])
+    return f"{close}; choose one of {NAMES}"
 
 
 def resolve_paths(cfg: DataConfig) -> DataConfig:

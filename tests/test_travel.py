@@ -103,6 +103,29 @@ def test_an_mnist_run_with_a_relative_data_dir_works_from_another_directory(mnis
     assert json.loads(out)["n"] == 10000
 
 
+def test_photographs_at_full_size_are_resized_without_a_preset_and_a_preset_names_the_flag(tmp_path, monkeypatch):
+    """Phone photos are thousands of pixels a side: a model of that size does not fit, so without a
+    preset (and without --image-size) they are resized to 64 px, said in one line; with a preset the
+    refusal names --image-size, not only --max-memory."""
+    from vaekit.autoconfig import image_size_for
+    from vaekit.checkpoint import load_run
+
+    assert image_size_for([(32, 32)] * 3) is None and image_size_for([(1200, 900)]) == 64
+    assert image_size_for([(28, 28), (32, 32)]) == 24 and image_size_for([(10, 12), (64, 64)]) == 16
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(10):
+        Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / f"{i}.jpg")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "p", "--no-progress")
+    assert code == 0, err
+    assert "images of 320x240 are resized to 64x64" in out and "3x64x64 colour images" in out
+    assert load_run("p").data_shape == (3, 64, 64) and load_run("p").config.data.image_size == 64
+    code, _, err = run("train", "--preset", "cifar10-resnet", "--dataset", "folder:photos", "--batch-size", "4",
+                       "--epochs", "1", "--out", "q", "--no-progress")
+    assert code == 2 and "--image-size N (the data are 320x240)" in err and not (tmp_path / "q").exists()
+
+
 def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):
     """Colour photos get a residual conv VAE with a discretised logistic likelihood; embeddings an MLP;
     the choice is printed in one line, and an explicit flag wins over it."""

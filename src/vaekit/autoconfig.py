@@ -3,6 +3,8 @@
 An image folder is colour (3 channels) when any of 16 images spread over it is, unless --channels
 says otherwise.
 The rules, in order (an explicit preset or flag always wins over them):
+- images larger than 128 px, or of several sizes, are resized to 64 px (or their smallest side, a
+  multiple of 8, when smaller), unless --image-size says otherwise;
 - images (C, H, W) with sides divisible by 4 and at least 16: the conv architecture, two
   stride-2 layers of 32 and 64 channels (three, adding 128, from 64 px up); smaller or odd
   sizes: an MLP of 512, 256;
@@ -110,6 +112,25 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
     return overrides, why
 
 
+AUTO_MAX_SIDE = 128  # without --image-size, larger images are resized (as are images of mixed sizes)
+AUTO_SIZE = 64
+
+
+def image_size_for(sizes: list[tuple[int, int]]) -> int | None:
+    """The side images are resized to when no --image-size is given: None when they share one size of
+    at most AUTO_MAX_SIDE, else 64, or the smallest side (a multiple of 8, at least 16) when smaller."""
+    if not sizes or (len(set(sizes)) == 1 and max(sizes[0]) <= AUTO_MAX_SIDE):
+        return None
+    smallest = min(min(w, h) for w, h in sizes)
+    return max(16, min(AUTO_SIZE, smallest // 8 * 8))
+
+
+def _sizes_text(sizes: list[tuple[int, int]]) -> str:
+    distinct = sorted(set(sizes), key=lambda s: s[0] * s[1])
+    shown = ", ".join(f"{w}x{h}" for w, h in distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    return shown if len(distinct) == 1 else f"several sizes ({shown})"
+
+
 def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *, progress: bool = True,
                     log: Callable[[str], None] = print) -> tuple[RunConfig, Dataset]:
     """What `vaekit train --dataset D` without a preset trains: the data loaded once, a model chosen to
@@ -123,6 +144,16 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
         from .data.folder import detect_channels
 
         overrides["data.channels"] = detect_channels(arg)
+    if kind == "folder" and "data.image_size" not in overrides:
+        from .data.folder import probe_sizes
+
+        sizes = probe_sizes(arg)
+        size = image_size_for(sizes)
+        if size:
+            overrides["data.image_size"] = size
+            why = "one model needs one size" if len(set(sizes)) > 1 else "a model of their full size would not fit"
+            log(f"no --image-size: images of {_sizes_text(sizes)} are resized to {size}x{size} ({why}; "
+                "--image-size N chooses)")
     data_flags = {k: v for k, v in overrides.items() if k.startswith("data.")}
     data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
     chosen, why = choose_model(data, given=overrides)

@@ -20,7 +20,7 @@ from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
 from .devices import pick_device
-from .errors import ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
+from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
@@ -176,7 +176,13 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     check_shares(cfg, len(data.train_x), group)
     torch.manual_seed(cfg.seed)
     samples = cfg.objective.iwae_samples if cfg.objective.kind == "iwae" else 1  # decoder rows per example
-    model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
+    try:
+        model = build_model(cfg.model, data.shape, cfg.train.batch_size * samples, training=True)
+    except (BudgetError, ConfigError) as e:
+        if data.is_image and max(data.shape[1:]) > 64 and not cfg.data.image_size:  # photographs at full size
+            raise type(e)(f"{e}; or train on smaller images: --image-size N (the data are "
+                          f"{data.shape[2]}x{data.shape[1]})") from None
+        raise
     if not resume:  # a resumed run's statistics come with its checkpoint
         model.likelihood.fit_data(data.train_x, data.features)
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).

@@ -108,6 +108,25 @@ def detect_channels(arg: str) -> int:
     return 1
 
 
+def probe_sizes(arg: str) -> list[tuple[int, int]]:
+    """(width, height) of up to 16 images spread over the folder, read from their headers alone (for
+    choosing an image size without a preset); unreadable files are left to the real load to name."""
+    from PIL import Image
+
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        return []
+    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
+    sizes = []
+    for f in files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]:
+        try:
+            with open_regular(f, "image file") as fh, Image.open(fh) as im:
+                sizes.append(im.size)
+        except Exception:
+            continue
+    return sizes
+
+
 SPLIT_FOLDERS = ("train", "test")
 CACHE_VERSION = 2  # 2: 16-bit images scaled, EXIF orientation applied
 

@@ -417,8 +417,9 @@ def class_label(run_dir: str | Path, label: int | str | None, classes: int) -> t
     if not classes:
         raise VaekitError(f"--label {show(text)}: {run_dir} is not a conditional model (train it with --conditional)")
     names = recorded_class_names(run_dir)
-    if class_index(names, text) is not None:
-        number = class_index(names, text)
+    named = class_index(names, text)
+    if named is not None:
+        number = named
     elif (isinstance(label, int) and not isinstance(label, bool)) or re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
         number = int(label) if isinstance(label, int) else int(text)
     else:

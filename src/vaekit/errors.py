@@ -68,8 +68,9 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the choice closest to a mistyped ``word`` (case, '_' for '-', a
-    letter or two), or "" when none is close: for every message about an unknown name."""
+    """The text ``(did you mean 'x'?)``, with a leading space, for the choice closest to a mistyped
+    ``word`` (case, '_' for '-', a letter or two), or "" when none is close: for every message about
+    an unknown name."""
     choices = [str(c) for c in choices]
     key = lambda s: s.lower().replace("_", "-")  # noqa: E731
     by_key = {key(c): c for c in choices}

@@ -111,7 +111,7 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
         return resolve_paths(dataclasses.replace(cfg, data_dir=data_dir)) if data_dir else cfg
     old = Path(arg)
     if data_dir:
-        root = Path(data_dir).expanduser()
+        root = Path(data_dir)
         itself = root.name == old.name or (kind == "vectors" and root.is_file() and root.suffix == old.suffix)
         moved = root if itself and not (root / old.name).exists() else root / old.name
         labels = cfg.labels

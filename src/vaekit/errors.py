@@ -78,7 +78,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{show(by_key[close[0]])}'?)" if close else ""
 
 
-def figure(v: float) -> str:
+def figure(v: int | float) -> str:
     """A number for a table or a message: a count as it is, else four decimals, or four significant
     digits where four decimals would take more than 12 characters (squared errors of raw data reach 1e60)."""
     if isinstance(v, int) and not isinstance(v, bool):

@@ -50,7 +50,7 @@ def evaluation(run_dir: Path, history: list[dict[str, Any]]) -> tuple[dict[str, 
     return metrics, metrics.get("epoch") == (history[-1]["epoch"] if history else None)
 
 
-def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, float, str]], str]:
+def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, int | float, str]], str]:
     """(name, value, definition) rows and where they come from: metrics.json (evaluate) when it measured
     the weights the run has now, else the last epoch (saying that the evaluation is older)."""
     history = read_history(run_dir)

@@ -124,6 +124,9 @@ def test_photographs_at_full_size_are_resized_without_a_preset_and_a_preset_name
     code, _, err = run("train", "--preset", "cifar10-resnet", "--dataset", "folder:photos", "--batch-size", "4",
                        "--epochs", "1", "--out", "q", "--no-progress")
     assert code == 2 and "--image-size N (the data are 320x240)" in err and not (tmp_path / "q").exists()
+    Image.fromarray((rng.random((48, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / "small.png")
+    code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "mixed", "--no-progress")
+    assert code == 0 and "several sizes (40x48, 320x240) are resized to 40x40" in out, err
 
 
 def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):

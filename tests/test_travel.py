@@ -127,6 +127,14 @@ def test_photographs_at_full_size_are_resized_without_a_preset_and_a_preset_name
     Image.fromarray((rng.random((48, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / "small.png")
     code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "mixed", "--no-progress")
     assert code == 0 and "several sizes (40x48, 320x240) are resized to 40x40" in out, err
+    # an odd size the 16-image probe does not see: the load meets it, and the folder is resized all the same
+    (tmp_path / "late").mkdir()
+    for i in range(40):
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(tmp_path / "late" / f"{i:03d}.png")
+    Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / "late" / "999.png")
+    code, out, err = run("train", "--dataset", "folder:late", "--epochs", "1", "--out", "late-run", "--no-progress")
+    assert code == 0 and "several sizes (32x32, 40x40) are resized to 32x32" in out, err
+    assert load_run("late-run").data_shape == (1, 32, 32)
 
 
 def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):

@@ -131,31 +131,41 @@ def _sizes_text(sizes: list[tuple[int, int]]) -> str:
     return shown if len(distinct) == 1 else f"several sizes ({shown})"
 
 
+def _resize_to_fit(overrides: dict[str, Any], sizes: list[tuple[int, int]], log: Callable[[str], None]) -> None:
+    """Set the image size ``image_size_for`` gives (if any) and say why in one line."""
+    size = image_size_for(sizes)
+    if size:
+        overrides["data.image_size"] = size
+        why = "one model needs one size" if len(set(sizes)) > 1 else "a model of their full size would not fit"
+        log(f"no --image-size: images of {_sizes_text(sizes)} are resized to {size}x{size} ({why}; "
+            "--image-size N chooses)")
+
+
+def _data_flags(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in overrides.items() if k.startswith("data.")}
+
+
 def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *, progress: bool = True,
                     log: Callable[[str], None] = print) -> tuple[RunConfig, Dataset]:
     """What `vaekit train --dataset D` without a preset trains: the data loaded once, a model chosen to
     fit them (``log`` gets the line saying what and why) with ``overrides`` (dotted keys) applied on
     top; returns the config and the data, to hand to ``fit(cfg, run_dir, data=data)``."""
     from .data import load_dataset
+    from .data.folder import ImageSizesDiffer, detect_channels, probe_sizes
 
     overrides = {**(overrides or {}), "data.dataset": dataset}
     kind, _, arg = str(dataset).partition(":")
     if kind == "folder" and "data.channels" not in overrides:
-        from .data.folder import detect_channels
-
         overrides["data.channels"] = detect_channels(arg)
+    sizes: list[tuple[int, int]] = []
     if kind == "folder" and "data.image_size" not in overrides:
-        from .data.folder import probe_sizes
-
         sizes = probe_sizes(arg)
-        size = image_size_for(sizes)
-        if size:
-            overrides["data.image_size"] = size
-            why = "one model needs one size" if len(set(sizes)) > 1 else "a model of their full size would not fit"
-            log(f"no --image-size: images of {_sizes_text(sizes)} are resized to {size}x{size} ({why}; "
-                "--image-size N chooses)")
-    data_flags = {k: v for k, v in overrides.items() if k.startswith("data.")}
-    data = load_dataset(RunConfig().with_overrides(data_flags).data, progress=progress)
+        _resize_to_fit(overrides, sizes, log)
+    try:
+        data = load_dataset(RunConfig().with_overrides(_data_flags(overrides)).data, progress=progress)
+    except ImageSizesDiffer as e:  # an image the probe did not see has another size: resize them all
+        _resize_to_fit(overrides, sizes + e.sizes, log)
+        data = load_dataset(RunConfig().with_overrides(_data_flags(overrides)).data, progress=progress)
     chosen, why = choose_model(data, given=overrides)
     log(why)
     return RunConfig().with_overrides(chosen).with_overrides(overrides), data

@@ -178,6 +178,14 @@ def _read_cache(path: Path, n: int) -> np.ndarray | None:
     return x
 
 
+class ImageSizesDiffer(DataError):
+    """Images of several sizes without --image-size; ``sizes``: (width, height) of two that differ."""
+
+    def __init__(self, message: str, sizes: list[tuple[int, int]]) -> None:
+        super().__init__(message)
+        self.sizes = sizes
+
+
 def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> np.ndarray:
     """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
     key = _cache_key(root, files, mode, size)
@@ -191,10 +199,10 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> n
         if i == 0:  # every image will have this size: the whole set must fit the budget
             budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
         if images and arr.shape != images[0].shape:
-            raise DataError(
+            raise ImageSizesDiffer(
                 f"{f}: size {arr.shape[2]}x{arr.shape[1]} differs from {files[0].name} "
-                f"({images[0].shape[2]}x{images[0].shape[1]}); pass --image-size N to resize all images"
-            )
+                f"({images[0].shape[2]}x{images[0].shape[1]}); pass --image-size N to resize all images",
+                [(a.shape[2], a.shape[1]) for a in (images[0], arr)])
         images.append(arr)
     x = np.stack(images)
     if len(files) >= CACHE_MIN_FILES:

@@ -268,6 +268,39 @@ def test_kill_9_and_signals_during_plot_never_leave_a_broken_png(trained, tmp_pa
     assert not [p for p in (run / "plots").iterdir() if p.name.endswith(".tmp")]
 
 
+_SIGNAL_IN_A_CALLBACK = """
+import os, signal, sys, time, weakref
+import vaekit.figures as figures
+real = figures.plot_run
+def plot_run(*args, **kwargs):  # the signal lands inside a weakref callback, as in matplotlib's during GC
+    class Node:
+        pass
+    node = Node()
+    def callback(_):
+        os.kill(os.getpid(), signal.{name})
+        for _ in range(10000):  # the handler runs here, where Python cannot pass an exception on
+            pass
+    ref = weakref.ref(node, callback)
+    del node
+    time.sleep(5)
+    return real(*args, **kwargs)
+figures.plot_run = plot_run
+from vaekit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command(trained, tmp_path, sig):
+    """Python prints an exception raised in a weakref callback or __del__ and drops it: the signal was
+    lost (the command went on) and the user saw a traceback. It is sent again and stops the command."""
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_A_CALLBACK.replace("{name}", sig.name), "plot",
+                           str(trained), "--out", str(tmp_path / "plots")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr and "ignored" not in proc.stderr, proc.stderr
+    assert "interrupted" in proc.stderr and time.monotonic() - t < 5 + 30 and not (tmp_path / "plots").exists()
+
+
 def test_kill_9_during_the_end_of_training_grids_keeps_complete_pngs(tmp_path):
     out = tmp_path / "run"
     fit(tiny_cfg(1), out, **QUIET)

@@ -768,8 +768,28 @@ def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
     return [texts[0] + (f" (and {len(texts) - 1} more like it)" if len(texts) > 1 else "") for texts in sites.values()]
 
 
+_SIGNALLED: list[int] = []  # the last signal _terminate turned into KeyboardInterrupt
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    _SIGNALLED[:] = [signum]
     raise KeyboardInterrupt  # so SIGTERM and SIGHUP, like Ctrl-C, unwind: temporary files are removed, locks released
+
+
+def _interrupt_again(unraisable: Any) -> None:
+    """sys.unraisablehook while a command runs: a KeyboardInterrupt raised where Python cannot pass it on
+    (a weakref callback or __del__ of matplotlib's, say, when the signal arrived during garbage
+    collection) would be printed as a traceback and lost; the signal is sent again instead, to land
+    in the command's own code and unwind it."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _SIGNALLED:
+        import threading
+
+        # from another thread, a moment later: a signal sent from here would be handled inside this hook
+        again = threading.Timer(0.01, os.kill, (os.getpid(), _SIGNALLED[0]))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 _ERROR_PREFIX = "vaekit"
@@ -900,11 +920,13 @@ def _main(argv: list[str]) -> int:
         sys.stdout = _Discard()
         global _ERROR_PREFIX
         _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's stays ignored
+    hook, sys.unraisablehook = sys.unraisablehook, _interrupt_again
     try:
         return _run(func, args)
     finally:
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -165,26 +165,6 @@ def test_an_api_writer_is_refused_while_another_process_holds_the_run(run, tmp_p
         holder.wait()
 
 
-def test_a_file_system_without_locks_is_worked_on_with_a_warning(run, tmp_path, monkeypatch):
-    """Some NFS and FUSE mounts answer flock with ENOLCK/EOPNOTSUPP (no real one is at hand here, so
-    flock is made to answer so): the command does its work and says the folder is unguarded; any
-    other flock failure is a one-line error."""
-    import errno
-    import fcntl
-    import warnings
-
-    real = fcntl.flock
-    monkeypatch.setattr(fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.ENOLCK, "No locks available")))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert vaekit.plot_run(run, only=["curves"])["curves"].is_file()
-    assert any("cannot lock files (No locks available)" in str(w.message) for w in caught)
-    monkeypatch.setattr(fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
-    with pytest.raises(RunFolderError, match="cannot lock this folder \\(I/O error\\)"):
-        vaekit.plot_run(run, only=["curves"])
-    monkeypatch.setattr(fcntl, "flock", real)
-
-
 def test_a_command_that_calls_another_takes_the_lock_once(run):
     """report plots under its own lock: the lock is re-entrant within a thread, not a self-refusal."""
     t0 = time.monotonic()

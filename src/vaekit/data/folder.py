@@ -86,16 +86,21 @@ GREY_MODES = ("1", "L", "LA", "I", "F")
 CHANNEL_PROBES = 16  # images looked at, spread over the folder (so over its classes)
 
 
+def _probe_files(arg: str) -> list[Path]:
+    """Up to CHANNEL_PROBES image files spread evenly over the folder (none when it is no folder)."""
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        return []
+    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
+    return files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]
+
+
 def detect_channels(arg: str) -> int:
     """3 when the folder holds colour images, else 1 (for choosing a model without a preset). An RGB
     file whose three channels are equal everywhere is grey saved as RGB: it counts as grey."""
     from PIL import Image
 
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        return 1
-    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
-    for f in files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]:
+    for f in _probe_files(arg):
         try:
             with open_regular(f, "image file") as fh, Image.open(fh) as im:
                 if im.mode in GREY_MODES or im.mode.startswith("I;16") or im.width * im.height > MAX_PIXELS:
@@ -113,12 +118,8 @@ def probe_sizes(arg: str) -> list[tuple[int, int]]:
     choosing an image size without a preset); unreadable files are left to the real load to name."""
     from PIL import Image
 
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        return []
-    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
     sizes = []
-    for f in files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]:
+    for f in _probe_files(arg):
         try:
             with open_regular(f, "image file") as fh, Image.open(fh) as im:
                 sizes.append(im.size)

@@ -121,6 +121,24 @@ def test_config_for_data_is_train_without_a_preset(tmp_path):
     assert vaekit.fit(cfg, tmp_path / "r", data=data, progress=False, log=lambda s: None).epoch == 1
 
 
+def test_fit_trains_only_on_data_its_saved_config_loads_again(tmp_path):
+    """Every later command reloads the data from config.json: data= that the config would not load
+    (made by hand, loaded for another config, not a Dataset) are refused before the folder exists."""
+    cfg = vaekit.RunConfig.from_dict(TINY)
+    digits = vaekit.load_dataset(cfg.data, progress=False)
+    x = digits.train_x.float()
+    by_hand = vaekit.Dataset("mine", x[:1000], None, x[1000:], None)
+    other = vaekit.load_dataset(cfg.with_overrides({"data.test_fraction": 0.3}).data, progress=False)
+    for data, says in ((by_hand, "made by hand.*vectors:FILE.npy"), (x, "not Tensor"),
+                       (other, r"data.test_fraction=0.3, but the config says 0.1"),
+                       (vaekit.load_dataset(vaekit.DataConfig(dataset="blobs:8"), progress=False),
+                        "data.dataset='blobs:8', but the config says 'digits'")):
+        with pytest.raises(VaekitError, match=says):
+            vaekit.fit(cfg, tmp_path / "r", data=data, progress=False, log=lambda s: None)
+        assert not (tmp_path / "r").exists()
+    assert vaekit.fit(cfg, tmp_path / "r", data=digits, progress=False, log=lambda s: None).epoch == 1
+
+
 def test_probe_plot_and_compare_write_into_the_run_folder(run):
     result = vaekit.probe_run(run, 3)
     assert 0 <= result["linear_accuracy"] <= 1 and result["knn_k"] == 3 and "y_test" not in result

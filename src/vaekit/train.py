@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
-from .data import Dataset, binarize, load_dataset, relocate, resolve_paths
+from .data import Dataset, binarize, check_loaded_for, load_dataset, relocate, resolve_paths
 from .devices import pick_device
 from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
 from .evaluate import elbo_metrics, labels_for
@@ -170,7 +170,9 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
                           f"give more than {saved[0]} to continue it")
     if not resume:
         ckpt.check_new_run_dir(run_dir, overwrite)
-    data = data or load_dataset(cfg.data, progress=progress and group.writer)
+    if data is None:
+        data = load_dataset(cfg.data, progress=progress and group.writer)
+    data = check_loaded_for(data, cfg.data)
     check_data_fits(cfg, data, saved[1] if saved else None)
     cfg = with_classes(cfg, data)
     check_shares(cfg, len(data.train_x), group)

@@ -74,6 +74,7 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
         ds.test_x = (test * ds.scale).to(ds.test_x.dtype)
         if train is not None:
             ds.train_x = (train * ds.scale).to(ds.train_x.dtype)
+    ds.source = resolve_paths(cfg)
     return ds
 
 
@@ -125,6 +126,29 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
         raise DataError(f"{kind}:{show(str(path))}: this run's data ('{show(old.name)}') are {where}; pass --data-dir "
                         f"DIR (Python: data_dir=DIR) with the folder that now holds '{show(old.name)}'{renamed}")
     return cfg
+
+
+# what decides which examples a data config loads (where IDX files are read from does not: they are checksummed)
+IDENTITY = ("dataset", "channels", "image_size", "labels", "test_fraction", "split_seed", "holdout_classes", "binarize")
+
+
+def check_loaded_for(data: object, cfg: DataConfig) -> Dataset:
+    """``data`` handed to ``fit`` must be what ``cfg`` loads, since every later command (evaluate,
+    sample, plot, resume) reloads the data from the run's saved config."""
+    if not isinstance(data, Dataset):
+        raise DataError(f"data=: expected a vaekit Dataset (from vaekit.config_for_data or vaekit.load_dataset), "
+                        f"not {type(data).__name__}")
+    if data.source is None:
+        raise DataError("data=: this Dataset was made by hand, so the run folder could not load it again (evaluate, "
+                        "sample, plot and resume reload the data from the saved config); save the arrays with "
+                        "numpy.save and train on dataset='vectors:FILE.npy' (images: dataset='folder:DIR')")
+    given, wanted = resolve_paths(data.source), resolve_paths(cfg)
+    for key in IDENTITY:
+        if getattr(given, key) != getattr(wanted, key):
+            raise DataError(f"data=: these data were loaded with data.{key}={getattr(given, key)!r}, but the config "
+                            f"says {getattr(wanted, key)!r}, and the run folder would reload what the config says; "
+                            "pass the config config_for_data returned with them, or load_dataset(cfg.data)")
+    return data
 
 
 def fingerprint(ds: Dataset) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
+from ..config import DataConfig
 from ..errors import DataError
 
 
@@ -15,7 +16,8 @@ class Dataset:
     """Train and test examples held as whole tensors; batches are taken by index.
 
     Images are stored compactly (uint8) and turned into floats in [0, 1] per batch by
-    ``features``: stored value / ``scale``.
+    ``features``: stored value / ``scale``. ``source`` is the data config ``load_dataset`` read them
+    for (None for a Dataset made by hand), so that ``fit`` can tell whether a run's config reloads them.
     """
 
     name: str
@@ -25,6 +27,7 @@ class Dataset:
     test_y: Tensor | None
     scale: float = 1.0
     class_names: list[str] | None = None
+    source: DataConfig | None = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:

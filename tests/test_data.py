@@ -265,6 +265,31 @@ def test_exif_orientation_is_applied(tmp_path):
     assert ds.shape == (1, 4, 2) and ds.train_x[0, 0].tolist() == [[0, 255], [0, 0], [0, 0], [0, 0]]
 
 
+def test_transparent_pixels_are_composited_over_white(tmp_path):
+    """The colour a file hides under transparent pixels (here red) is not what anyone sees: every
+    kind of transparency (alpha channel, grey + alpha, a palette's transparent index) shows white."""
+    from PIL import Image
+
+    from vaekit.data.folder import detect_channels
+
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red everywhere, hidden where transparent
+    rgba[0, 0] = (0, 0, 0, 255)  # opaque black
+    rgba[0, 1] = (0, 0, 0, 128)  # half-transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    la = np.array([[[0, 255], [0, 128]], [[77, 0], [77, 0]]], dtype=np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "b.png")
+    pal = Image.fromarray(np.array([[0, 1], [1, 1]], dtype=np.uint8), "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.save(tmp_path / "c.gif", transparency=1)
+    assert detect_channels(str(tmp_path)) == 1
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.34))
+    grey = {tuple(v.flatten().tolist()) for v in torch.cat([ds.train_x, ds.test_x])}
+    assert grey == {(0, 127, 255, 255), (0, 255, 255, 255)}  # the RGBA and LA files; the GIF
+    colour = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", channels=3, test_fraction=0.34))
+    assert {tuple(v[:, 1, 1].tolist()) for v in torch.cat([colour.train_x, colour.test_x])} == {(255, 255, 255)}
+
+
 def test_system_files_and_folders_are_not_images(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()

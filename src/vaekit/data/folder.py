@@ -62,6 +62,18 @@ def _eight_bit(im: Any, path: Path) -> Any:
     return Image.fromarray(np.rint(a).astype(np.uint8), "L")
 
 
+def _opaque(im: Any) -> Any:
+    """An image with transparency composited over white, as viewers and browsers show it (converting
+    would keep whatever colour the file hides under its transparent pixels); others as they are."""
+    from PIL import Image
+
+    if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+        return im
+    over = Image.new("RGBA", im.size, (255, 255, 255, 255))
+    over.alpha_composite(im.convert("RGBA"))
+    return over.convert("RGB")
+
+
 def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
     from PIL import Image, ImageOps
 
@@ -71,7 +83,7 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
         with open_regular(path, "image file") as f, Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
-            im = _eight_bit(ImageOps.exif_transpose(im), path).convert(mode)
+            im = _opaque(_eight_bit(ImageOps.exif_transpose(im), path)).convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -105,7 +117,7 @@ def detect_channels(arg: str) -> int:
             with open_regular(f, "image file") as fh, Image.open(fh) as im:
                 if im.mode in GREY_MODES or im.mode.startswith("I;16") or im.width * im.height > MAX_PIXELS:
                     continue
-                rgb = np.asarray(im.convert("RGB"))
+                rgb = np.asarray(_opaque(im).convert("RGB"))
         except Exception:  # the real load names the bad file
             continue
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
@@ -129,7 +141,7 @@ def probe_sizes(arg: str) -> list[tuple[int, int]]:
 
 
 SPLIT_FOLDERS = ("train", "test")
-CACHE_VERSION = 2  # 2: 16-bit images scaled, EXIF orientation applied
+CACHE_VERSION = 3  # 2: 16-bit images scaled, EXIF orientation applied; 3: transparency over white
 
 
 def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, int | None]:

@@ -82,6 +82,11 @@ def test_strict_parsing_of_config_files(tmp_path):
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match="expected a JSON object"):
         RunConfig.load(path)
+    path.write_text('{"train": {"epochs": 1, "lr": 0.01, "epochs": 2}}')  # json itself keeps the last silently
+    with pytest.raises(ConfigError, match="config.json: the key 'epochs' is given twice"):
+        RunConfig.load(path)
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"train": {"epochs": 3}}')  # the BOM Windows editors write
+    assert RunConfig.load(path).train.epochs == 3
 
 
 def test_unknown_preset():

@@ -30,6 +30,19 @@ STANDARDIZABLE = ("gaussian", "mse")  # the likelihoods model.standardize can wr
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
 
 
+class RepeatedKey(ValueError):
+    """A JSON object names one key twice (json keeps the last silently, a typo's likely sign)."""
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in d:
+            raise RepeatedKey(key)
+        d[key] = value
+    return d
+
+
 @dataclass
 class DataConfig:
     """Where the data comes from and how it is prepared."""
@@ -145,13 +158,15 @@ class RunConfig:
 
         path = Path(path)
         try:
-            text = read_regular(path, "config file", MAX_CONFIG_BYTES).decode("utf-8")
+            text = read_regular(path, "config file", MAX_CONFIG_BYTES).decode("utf-8-sig")  # a BOM (Notepad) is fine
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); not a config.json") from None
         except VaekitError as e:
             raise ConfigError(str(e)) from None
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_no_repeated_keys)
+        except RepeatedKey as e:
+            raise ConfigError(f"{path}: the key '{show(str(e))}' is given twice in one object; keep one") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
         except RecursionError:

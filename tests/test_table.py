@@ -65,6 +65,7 @@ def test_separators_quotes_comments_and_blank_lines(tmp_path, name, text):
     ("1,2\nnan,3\n", "non-finite"),
     ("1,1e999\n2,3\n", "non-finite"),
     ("label,v\n-1,2\n1,3\n", "class numbers 0, 1, 2"),
+    ("v,label,Target\n1,0,1\n2,1,0\n", r"columns 2 and 3 \(label, Target\) could both be the labels"),
 ])
 def test_bad_tables_name_the_line_and_the_fault(tmp_path, text, match):
     _write(tmp_path / "t.csv", text)

@@ -223,7 +223,11 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
     delimiter = _delimiter(path, line)
     names = _fields(line, delimiter)
     header = any(n and not _is_number(n) for n in names)
-    label = next((j for j, n in enumerate(names) if header and n.lower() in LABEL_COLUMNS), None)
+    found = [j for j, n in enumerate(names) if header and n.lower() in LABEL_COLUMNS]
+    if len(found) > 1:
+        raise DataError(f"{path}: columns {found[0] + 1} and {found[1] + 1} ({show(names[found[0]])}, "
+                        f"{show(names[found[1]])}) could both be the labels; rename all but one")
+    label = found[0] if found else None
     skip = number if header else number - 1
     index = header and names[0] == ""  # pandas' to_csv writes its row index as a nameless first column
     columns = [j for j in range(len(names)) if j != label and not (index and j == 0)]

@@ -306,6 +306,28 @@ def test_system_files_and_folders_are_not_images(tmp_path):
     assert ds.class_names == ["a", "b"] and len(ds.train_x) + len(ds.test_x) == 4
 
 
+def test_no_image_is_left_out_of_a_class_layout_without_a_word(tmp_path):
+    """An image beside the class folders (or beside train/ and test/) belongs to no class or split,
+    and an empty class folder is a class without examples: each is an error naming it."""
+    _folder_of_pngs(tmp_path, ["a", "b"], 2)
+    (tmp_path / "notes.txt").write_text("a file that is no image is left alone here")
+    assert load_dataset(DataConfig(dataset=f"folder:{tmp_path}")).class_names == ["a", "b"]
+    _png(tmp_path / "stray.png", (4, 4))
+    with pytest.raises(DataError, match=r"stray.png: an image beside the folders a/, b/ .* would belong to no class"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    (tmp_path / "stray.png").unlink()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    with pytest.raises(DataError, match="class folder 'c' holds no images"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+    split = tmp_path / "split"
+    _folder_of_pngs(split / "train", ["a"], 2)
+    _folder_of_pngs(split / "test", ["a"], 2)
+    _png(split / "stray.png", (4, 4))
+    with pytest.raises(DataError, match="stray.png: an image beside the folders train/, test/ .* is in neither split"):
+        load_dataset(DataConfig(dataset=f"folder:{split}"))
+
+
 def test_flat_image_folder_errors(tmp_path):
     for i in range(3):
         _png(tmp_path / f"{i}.png", (8, 8))

@@ -27,16 +27,28 @@ def _listed(p: Path) -> bool:
     return not p.name.startswith(".") and p.name.lower() not in SYSTEM_FILES
 
 
+def _no_loose_images(root: Path, entries: list[Path], folders: list[str], why: str) -> None:
+    """Refuse an image that the folder's layout would leave out of the data without a word."""
+    loose = [p for p in entries if p.is_file() and _listed(p) and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        named = ", ".join(f"{show(n)}/" for n in folders[:3]) + (", ..." if len(folders) > 3 else "")
+        raise DataError(f"{loose[0]}: an image beside the folders {named} of {root} {why}")
+
+
 def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
     entries = sorted(p for p in root.iterdir() if _listed(p))
     subdirs = [p for p in entries if p.is_dir()]
     if subdirs:
+        _no_loose_images(root, entries, [d.name for d in subdirs], "would belong to no class; move it into one, "
+                         "or move the class folders out for a flat folder")
         files, labels = [], []
         for label, d in enumerate(subdirs):
-            for f in sorted(p for p in d.rglob("*") if p.is_file() and _listed(p)
-                            and all(_listed(part) for part in p.relative_to(d).parents if part.name)):
-                files.append(f)
-                labels.append(label)
+            found = sorted(p for p in d.rglob("*") if p.is_file() and _listed(p)
+                           and all(_listed(part) for part in p.relative_to(d).parents if part.name))
+            if not found:
+                raise DataError(f"{d}: class folder '{show(d.name)}' holds no images; add some or remove it")
+            files += found
+            labels += [label] * len(found)
         return files, labels, [d.name for d in subdirs]
     return [p for p in entries if p.is_file()], None, None
 
@@ -103,7 +115,7 @@ def _probe_files(arg: str) -> list[Path]:
     root = Path(arg).expanduser()
     if not root.is_dir():
         return []
-    files = [f for f in _image_files(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [f for f in _layout(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
     return files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]
 
 
@@ -151,6 +163,7 @@ def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None,
     if subdirs != sorted(SPLIT_FOLDERS):
         files, labels, names = _image_files(root)
         return files, labels, names, None
+    _no_loose_images(root, list(root.iterdir()), list(SPLIT_FOLDERS), "is in neither split; move it into train/ or test/")
     train, train_labels, names = _image_files(root / "train")
     test, test_labels, test_names = _image_files(root / "test")
     if (names is None) != (test_names is None):

@@ -64,6 +64,14 @@ def test_resume_extends_a_run(run_dir, capsys):
     assert main(["train", "--resume", str(copy), "--epochs", "3", "--no-progress"]) == 0
     assert "3 epochs" in capsys.readouterr().out
     assert len((copy / "history.jsonl").read_text().splitlines()) == 3
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    for flags, says in ((["--out", str(copy.parent / "elsewhere")], "names another; drop --out"),
+                        (["--overwrite"], "give one of them"), (["--lr", "0.1"], "got train.lr")):
+        assert main(["train", "--resume", str(copy), "--epochs", "4", *flags]) == 2
+        assert says in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+    assert not (copy.parent / "elsewhere").exists()
+    assert main(["train", "--resume", str(copy), "--out", f"{copy}/", "--epochs", "4", "--no-progress"]) == 0
 
 
 def test_presets_lists_every_name(capsys):

@@ -156,6 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
 
     group = distributed.from_environment()
+    if args.resume:
+        _check_resume_flags(args, train_overrides(args))
     if args.nproc is not None and not group.active:
         from .launch import launch
 
@@ -189,13 +191,7 @@ def _train(args: argparse.Namespace):
     from .train import fit
 
     overrides = train_overrides(args)
-    if args.resume:
-        extra = sorted(set(overrides) - {"train.epochs", "train.device", "data.data_dir"})
-        if extra or args.preset or args.config:
-            raise VaekitError(
-                "--resume continues a run with its saved config; only --epochs, --device and --data-dir "
-                f"may be given with it (got {', '.join(extra) or '--preset/--config'})"
-            )
+    if args.resume:  # its flags were checked by cmd_train
         run = fit(None, args.resume, resume=True, overrides=overrides, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     else:
@@ -204,6 +200,21 @@ def _train(args: argparse.Namespace):
         run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
                   max_minutes=args.max_minutes)
     return run
+
+
+def _check_resume_flags(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """A resumed run keeps its config and its folder: flags that would change either are refused."""
+    extra = sorted(set(overrides) - {"train.epochs", "train.device", "data.data_dir"})
+    if extra or args.preset or args.config:
+        raise VaekitError(
+            "--resume continues a run with its saved config; only --epochs, --device and --data-dir "
+            f"may be given with it (got {', '.join(extra) or '--preset/--config'})"
+        )
+    if args.overwrite:
+        raise VaekitError("--overwrite starts a run afresh and --resume continues one; give one of them")
+    if args.out and os.path.realpath(os.path.expanduser(args.out)) != os.path.realpath(os.path.expanduser(args.resume)):
+        raise VaekitError(f"--resume {show(args.resume)} continues in that folder, but --out {show(args.out)} names "
+                          "another; drop --out (or copy the run folder there and resume the copy)")
 
 
 def _new_config(args: argparse.Namespace, overrides: dict[str, Any]):

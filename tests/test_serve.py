@@ -7,10 +7,12 @@ import base64
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from vaekit.explore import Explorer, RequestError  # noqa: E402
-from vaekit.server import create_app  # noqa: E402
+from vaekit.server import MAX_BODY, create_app  # noqa: E402
 from vaekit.train import fit  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda s: None)
@@ -209,8 +211,6 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_the_server_process_answers_and_stops_on_sigint(runs):
-    import signal
-
     proc, url = _serve(str(runs["digits"]), str(runs["ae2"]))
     try:
         assert url.startswith("http://127.0.0.1:")
@@ -223,6 +223,44 @@ def test_the_server_process_answers_and_stops_on_sigint(runs):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+def test_a_request_body_streamed_without_end_is_cut_off_not_held_in_memory(runs):
+    """A client that streams 256 MB of chunked body (no Content-Length) is answered 400 once it passes
+    the limit; the server never holds the stream (its peak memory grows by far less than was sent)."""
+    import http.client
+
+    proc, url = _serve(str(runs["digits"]))
+    try:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        _post(url + "api/0/decode", {"code": [0.0] * 4})  # warm: the model has decoded once
+        before = _peak_rss_mb(proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.putrequest("POST", "/api/0/decode")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.putheader("Content-Type", "application/json")
+        conn.endheaders()
+        chunk = b" " * (1 << 20)
+        try:
+            for _ in range(256):
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: what it should do
+        reply = conn.getresponse()
+        assert reply.status == 400 and b"bytes allowed" in reply.read()
+        assert _peak_rss_mb(proc.pid) - before < 64
+        with pytest.raises(urllib.error.HTTPError) as declared:  # a declared size over the limit: refused unread
+            urllib.request.urlopen(urllib.request.Request(url + "api/0/decode", data=b" " * (MAX_BODY + 1)), timeout=30)
+        assert declared.value.code == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
 
 
 def test_a_taken_port_and_a_missing_run_are_one_line_errors(runs, tmp_path):

@@ -61,11 +61,19 @@ def create_app(explorers: list[Explorer], host: str = "127.0.0.1") -> Any:
         return explorers[int(r)]
 
     async def body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise RequestError(f"request body: {len(raw):,} bytes, more than the {MAX_BODY:,} allowed")
+        """The JSON object a request sends, read no further than MAX_BODY bytes (a client that streams
+        gigabytes is answered when it passes the limit, not held in memory)."""
+        declared = request.headers.get("content-length", "")
+        too_big = f"request body: more than the {MAX_BODY:,} bytes allowed"
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise RequestError(too_big)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise RequestError(too_big)
         try:
-            value = json.loads(raw or b"{}")
+            value = json.loads(bytes(raw) or b"{}")
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(f"request body: not JSON ({e})") from None
         if not isinstance(value, dict):

@@ -13,7 +13,6 @@ import torch
 
 from conftest import run_cli as run
 from vaekit.config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
-from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.models import build_model
 from vaekit.objectives import iwae_log_px
@@ -163,8 +162,8 @@ def test_label_conditioned_samples_are_classified_as_asked_on_mnist(mnist, tmp_p
     must call most samples of class C a C."""
     from vaekit.featurenet import feature_space
 
-    data = Dataset("mnist", mnist.train_x[:10000], mnist.train_y[:10000], mnist.test_x[:2000], mnist.test_y[:2000],
-                   scale=mnist.scale, class_names=mnist.class_names)
+    data = dataclasses.replace(mnist, train_x=mnist.train_x[:10000], train_y=mnist.train_y[:10000],
+                               test_x=mnist.test_x[:2000], test_y=mnist.test_y[:2000])  # a subset, for time
     cfg = RunConfig(seed=0, data=DataConfig(dataset="mnist", data_dir=str(tmp_path)),
                     model=ModelConfig(hidden=[256], latent_dim=4, conditional=True),
                     train=TrainConfig(epochs=6, batch_size=100, lr=2e-3))

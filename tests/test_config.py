@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -101,3 +102,49 @@ def test_a_hand_written_config_gives_only_what_it_changes(tmp_path):
     assert cfg.model.latent_dim == 3 and cfg.model.hidden == [16] and cfg.train.epochs == 2
     assert cfg.train.lr == RunConfig().train.lr and cfg.format_version == RunConfig().format_version
     assert get_preset("digits-mlp").with_overrides({"model.hidden": "[64, 32]"}).model.hidden == [64, 32]
+
+
+# each setting that applies only somewhere: (the other settings that make it not apply, a value of its own)
+MISPLACED = {
+    "objective.iwae_samples": ({}, 9), "objective.iwae_gradient": ({}, "dreg"),
+    "objective.free_bits": ({"objective.kind": "iwae"}, 1.0), "objective.warmup_epochs": ({}, 3),
+    "objective.cycle_epochs": ({}, 3), "objective.cycle_ramp": ({}, 0.25), "model.mixtures": ({}, 3),
+    "model.sigma": ({}, 0.5), "model.learn_sigma": ({}, True), "model.standardize": ({}, True),
+    "model.pseudo_inputs": ({}, 10), "model.latent_dims": ({}, [4, 2]), "model.block_width": ({}, 32),
+    "model.res_blocks": ({}, 3), "model.spatial_latent": ({}, True), "train.lr_min": ({}, 1e-5),
+    "data.channels": ({}, 3), "data.image_size": ({}, 16), "data.labels": ({}, "y.npy"),
+    "data.test_fraction": ({"data.dataset": "mnist"}, 0.2),
+}
+
+
+def _nested(flat: dict) -> dict:
+    d: dict = {}
+    for key, value in flat.items():
+        section, name = key.split(".")
+        d.setdefault(section, {})[name] = value
+    return d
+
+
+def test_a_setting_that_does_not_apply_is_refused_when_given_and_reset_when_inherited():
+    """Given by the user (flag, --set, API overrides, a hand-written config file) it is an error naming
+    the flag and what decides; carried over from a preset whose feature the user switched off, it
+    goes back to its default, so that switching never fails over a value nobody typed."""
+    from vaekit.config import APPLIES
+
+    assert set(MISPLACED) == {entry[0] for entry in APPLIES}
+    flags = {key: flag for key, flag, *_ in APPLIES}
+    for key, (context, value) in MISPLACED.items():
+        with pytest.raises(ConfigError, match=f"^{re.escape(flags[key])} \\({re.escape(key)}=.* applies only to .*, not with "):
+            RunConfig().with_overrides({**context, key: value})
+        with pytest.raises(ConfigError, match="applies only to"):  # a config file written by hand gives it too
+            RunConfig.from_dict(_nested({**context, key: value}))
+    assert get_preset("mnist-vamp-iwae").with_overrides({"objective.kind": "elbo"}).objective.iwae_samples == 5
+    switched = get_preset("cifar10-resnet").with_overrides({"model.likelihood": "gaussian", "model.arch": "mlp"})
+    assert (switched.model.mixtures, switched.model.spatial_latent, switched.model.res_blocks) == (1, False, 1)
+    assert get_preset("mnist-vamp").with_overrides({"model.prior": "normal"}).model.pseudo_inputs == 500
+    assert get_preset("mnist-mlp").with_overrides({"objective.schedule": "constant"}).objective.warmup_epochs == 5
+    # a complete config vaekit wrote (a run folder's) whose stale setting no one chose is read, reset
+    saved = RunConfig().to_dict()
+    saved["model"]["pseudo_inputs"] = 200
+    assert RunConfig.from_dict(saved).model.pseudo_inputs == 500
+

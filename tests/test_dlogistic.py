@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vaekit.config import ModelConfig
+from vaekit.config import ModelConfig, RunConfig
 from vaekit.likelihoods import DiscretizedLogistic, param_shape
 from vaekit.models import build_model
 
@@ -114,5 +114,5 @@ def test_refused_for_vectors() -> None:
 
     with pytest.raises(ConfigError, match="8-bit images"):
         param_shape(ModelConfig(likelihood="dlogistic"), (16,))
-    with pytest.raises(ConfigError, match="dlogistic only"):
-        build_model(ModelConfig(mixtures=3), (16,))
+    with pytest.raises(ConfigError, match="applies only to --likelihood dlogistic"):
+        RunConfig().with_overrides({"model.mixtures": 3})

@@ -117,7 +117,7 @@ def test_every_command_handles_an_hvae_and_resume_is_exact(tmp_path):
     (["--model", "hvae"], "two or more latent layers"),
     (["--model", "hvae", "--latent-dims", "8,4", "--prior", "vamp", "--free-bits", "1"], "--prior normal"),
     (["--model", "hvae", "--latent-dims", "8,0"], "model.latent_dims"),
-    (["--model", "ae", "--latent-dims", "8,4"], "applies to --model hvae only"),
+    (["--model", "ae", "--latent-dims", "8,4"], "applies only to --model hvae"),
 ])
 def test_bad_hierarchies_are_refused(flags, needle, tmp_path):
     code, _, err = run("train", *flags, "--out", str(tmp_path / "r"), "--no-progress")

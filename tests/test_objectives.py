@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaekit.config import ModelConfig, ObjectiveConfig
+from vaekit.config import ModelConfig, ObjectiveConfig, RunConfig
 from vaekit.errors import ConfigError
 from vaekit.likelihoods import Bernoulli, Gaussian, SquaredError, build_likelihood, resolve_output
 from vaekit.models import build_model
@@ -96,7 +96,7 @@ def test_likelihood_and_output_registry_errors():
     with pytest.raises(ConfigError, match="logits"):
         resolve_output(ModelConfig(likelihood="bernoulli", output="sigmoid"))
     with pytest.raises(ConfigError, match="learn_sigma"):
-        build_likelihood(ModelConfig(likelihood="mse", learn_sigma=True))
+        RunConfig().with_overrides({"model.likelihood": "mse", "model.learn_sigma": True})
     assert resolve_output(ModelConfig(likelihood="gaussian")) == "identity"
     assert resolve_output(ModelConfig(likelihood="bernoulli")) == "logits"
 

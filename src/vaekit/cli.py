@@ -72,7 +72,7 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
                                             help="arithmetic of the networks (autocast; fp16 with loss scaling)")),
     ("--compile", lambda v: {"train.compile": True},
      dict(action="store_true", default=None, help="compile the training step with torch.compile")),
-    ("--tensorboard", lambda v: {"train.log": ["tensorboard"]},
+    ("--tensorboard", lambda v: {"train.log": "tensorboard"},
      dict(action="store_true", default=None, help="also log to TensorBoard in RUN_DIR/tensorboard (= --log tensorboard)")),
     ("--log", "train.log", dict(metavar="NAME,NAME", help="loggers besides history.jsonl: tensorboard")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
@@ -134,21 +134,37 @@ def _dest(flag: str) -> str:
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config overrides the train flags ask for (only flags actually given)."""
     out: dict[str, Any] = {}
+    by: dict[str, str] = {}  # which flag set each key
+
+    def same(a: Any, b: Any) -> bool:
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return str(a).lower() == str(b).lower()
+
+    def put(key: str, value: Any, flag: str) -> None:
+        if key in out and not same(out[key], value):
+            raise VaekitError(f"{flag} sets {key}={show(str(value))} but {by[key]} sets it to "
+                              f"{show(str(out[key]))}; give one of them")
+        out[key], by[key] = value, flag
+
     for flag, target, _ in TRAIN_FLAGS:
         value = getattr(args, _dest(flag))
         if value is None:
             continue
         if callable(target):
-            out.update(target(value))
+            for key, v in target(value).items():
+                put(key, v, f"{flag} {value}" if value is not True else flag)
         else:
-            out[target] = str(value) if target in ("model.hidden", "model.latent_dims", "train.log") else value
+            put(target, str(value) if target in ("model.hidden", "model.latent_dims", "train.log") else value,
+                f"{flag} {value}")
     if args.no_download:
         out["data.download"] = False
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise VaekitError(f"--set {item}: expected KEY=VALUE, e.g. --set model.latent_dim=8")
-        out[key] = value
+        put(key, value, f"--set {item}")
     return out
 
 
@@ -477,9 +493,36 @@ def _device_flag(parser: argparse.ArgumentParser) -> None:
 
 def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
     """``--sampler prior|gmm`` and ``--components K``, the same on every command that draws codes."""
-    parser.add_argument("--sampler", choices=["prior", "gmm"], default="prior", help=sampler_help)
-    parser.add_argument("--components", type=int_in(1, 1000), default=10, metavar="K",
-                        help="gmm: mixture components (default 10)")
+    parser.add_argument("--sampler", choices=["prior", "gmm"], help=f"{sampler_help} (default prior)")
+    parser.add_argument("--components", type=int_in(1, 1000), metavar="K", help="gmm: mixture components (default 10)")
+
+
+# flags that mean something only beside others: (command, dest, flag, does it apply?, where, default)
+DEPENDENT_FLAGS: list[tuple[str, str, str, Callable[[argparse.Namespace], bool], str, Any]] = [
+    ("evaluate", "generation_n", "--generation-n", lambda a: a.generation, "--generation", 10_000),
+    ("evaluate", "sampler", "--sampler", lambda a: a.generation, "--generation", "prior"),
+    ("evaluate", "components", "--components", lambda a: a.generation and a.sampler == "gmm",
+     "--generation --sampler gmm", 10),
+    ("sample", "sampler", "--sampler", lambda a: True, "", "prior"),
+    ("sample", "components", "--components", lambda a: a.sampler == "gmm", "--sampler gmm", 10),
+    ("sample", "refit", "--refit", lambda a: a.sampler == "gmm", "--sampler gmm", False),
+    ("serve", "sampler", "--sampler", lambda a: True, "", "prior"),
+    ("serve", "components", "--components", lambda a: a.sampler == "gmm", "--sampler gmm", 10),
+]
+
+
+def _dependent_flags(args: argparse.Namespace) -> str | None:
+    """Fill in the defaults of the flags above that were not given; return the error for one that was
+    given where it does nothing (rather than ignore it)."""
+    rows = [row for row in DEPENDENT_FLAGS if row[0] == getattr(args, "command", None)]
+    given = {dest for _, dest, *_ in rows if getattr(args, dest) is not None}
+    for _, dest, _, _, _, default in rows:
+        if dest not in given:
+            setattr(args, dest, default)
+    for _, dest, flag, applies, where, _ in rows:
+        if dest in given and not applies(args):
+            return f"{flag} applies only with {where}; add it, or leave {flag} out"
+    return None
 
 
 def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
@@ -623,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_flag(e)
     e.add_argument("--generation", action="store_true",
                    help="also FID, precision and recall of generated examples against the test set")
-    e.add_argument("--generation-n", type=int_in(10, 10**6), default=10_000, metavar="N",
+    e.add_argument("--generation-n", type=int_in(10, 10**6), metavar="N",
                    help="generated examples for --generation (default 10000, at most the test set's size)")
     _sampler_flags(e, "--generation draws codes from the prior or from the fitted Gaussian mixture "
                       "(a conditional run's: each class's own)")
@@ -638,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_flags(s, "codes from the prior, or from a Gaussian mixture fitted to the training codes (for a "
                       "conditional run one per class; fitted once and kept in RUN_DIR/sampler_gmm.safetensors; "
                       "needs the training data the first time)")
-    s.add_argument("--refit", action="store_true", help="gmm: fit the mixture again")
+    s.add_argument("--refit", action="store_true", default=None, help="gmm: fit the mixture again")
     s.add_argument("--label", type=class_arg, metavar="C",
                    help="a conditional model (--conditional): draw class C, a number or a class name such as "
                         "a class folder's (default: one row per class)")
@@ -922,6 +965,10 @@ def _main(argv: list[str]) -> int:
     empty = _expand_home(args)
     if empty:
         _error(f"{empty}: an empty path; give a file or folder name")
+        return 2
+    misplaced = _dependent_flags(args)
+    if misplaced:
+        _error(misplaced)
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
     args.argv = argv

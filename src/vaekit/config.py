@@ -12,10 +12,10 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError, VaekitError, did_you_mean, show
 from .files import user_path
@@ -149,6 +149,8 @@ class RunConfig:
                 f"(it reads version {FORMAT_VERSION}); use the vaekit release that wrote it"
             )
         cfg = _build(cls, d, source, "")
+        if "format_version" in d:  # written by vaekit, complete: a setting that does not apply was no one's choice
+            cfg = cfg.without_misplaced()
         cfg.validate()
         return cfg
 
@@ -190,7 +192,7 @@ class RunConfig:
                 raise unknown(key)
             ftype = _field_type(type(self), parts)
             target[parts[-1]] = _coerce(value, ftype, key) if isinstance(value, str) else value
-        cfg = _build(type(self), d, "override", "")
+        cfg = _build(type(self), d, "override", "").without_misplaced(keep=overrides)
         cfg.validate()
         return cfg
 
@@ -212,19 +214,12 @@ class RunConfig:
             (len(m.latent_dims) <= 16 and all(1 <= d <= MAX_WIDTH for d in m.latent_dims), "model.latent_dims",
              m.latent_dims, f"needs at most 16 layers, each of 1..{MAX_WIDTH} dimensions"),
             (1 <= m.block_width <= MAX_WIDTH, "model.block_width", m.block_width, f"must be in 1..{MAX_WIDTH}"),
-            (not m.latent_dims or m.kind == "hvae", "model.latent_dims", m.latent_dims,
-             "applies to --model hvae only (one-layer models take --latent-dim)"),
-            (not m.spatial_latent or (m.arch in ("conv", "resnet") and m.kind in ("vae", "ae") and not m.conditional),
-             "model.spatial_latent", m.spatial_latent,
-             "applies to unconditional --model vae or ae with --arch conv or resnet"),
             (0 <= m.classes <= MAX_CLASSES, "model.classes", m.classes, f"must be in 0..{MAX_CLASSES}"),
             (m.conditional or not m.classes, "model.classes", m.classes, "applies to --conditional models only"),
             (not m.conditional or m.kind in ("vae", "ae"), "model.conditional", m.conditional,
              f"applies to --model vae or ae (not {show(m.kind)})"),
             (not m.conditional or m.prior == "normal", "model.conditional", m.conditional,
              "needs --prior normal (the VampPrior's pseudo-inputs have no class)"),
-            (not m.standardize or m.likelihood in STANDARDIZABLE, "model.standardize", m.standardize,
-             f"needs a likelihood of real values ({' or '.join(STANDARDIZABLE)}), not '{show(m.likelihood)}'"),
             (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),
@@ -257,6 +252,86 @@ class RunConfig:
         for ok, name, value, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={show(value)} {why}")
+        for why in list(_misplaced(self).values())[:1]:
+            raise ConfigError(why)
+
+    def without_misplaced(self, keep: Iterable[str] = ()) -> RunConfig:
+        """This config with each setting that does not apply here back at its default, except those in
+        ``keep`` (what the user gave, which validate then refuses)."""
+        reset = [key for key in _misplaced(self) if key not in set(keep)]
+        if not reset:
+            return self
+        d, default = self.to_dict(), RunConfig().to_dict()
+        for key in reset:
+            section, name = key.split(".")
+            d[section][name] = default[section][name]
+        return _build(type(self), d, "config", "")
+
+
+def _iwae(c: RunConfig) -> bool:
+    return c.objective.kind == "iwae"
+
+
+def _own_split(c: RunConfig) -> bool:
+    return c.data.dataset not in ("mnist", "fashion-mnist", "cifar10")  # these come with their test split
+
+
+# Settings that only mean something where others allow them: (key, flag, does it apply?, where it does,
+# the settings that decide).
+# One that differs from its default where it does not apply is refused when the user gave it (a flag,
+# --set, a key of --config or of the API's overrides) rather than ignored, and reset to its default
+# when it came with the starting config (a preset's --mixtures, once --likelihood gaussian is given).
+APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
+    ("objective.iwae_samples", "--iwae-samples", _iwae, "--objective iwae", "objective.kind"),
+    ("objective.iwae_gradient", "--iwae-gradient", _iwae, "--objective iwae", "objective.kind"),
+    ("objective.free_bits", "--free-bits", lambda c: c.objective.kind == "elbo",
+     "--objective elbo (the IWAE bound has no separate KL term)", "objective.kind"),
+    ("objective.warmup_epochs", "--warmup", lambda c: c.objective.schedule == "linear", "--schedule linear",
+     "objective.schedule"),
+    ("objective.cycle_epochs", "--cycle-epochs", lambda c: c.objective.schedule == "cyclical", "--schedule cyclical",
+     "objective.schedule"),
+    ("objective.cycle_ramp", "--set objective.cycle_ramp", lambda c: c.objective.schedule == "cyclical",
+     "--schedule cyclical", "objective.schedule"),
+    ("model.mixtures", "--mixtures", lambda c: c.model.likelihood == "dlogistic", "--likelihood dlogistic",
+     "model.likelihood"),
+    ("model.sigma", "--sigma", lambda c: c.model.likelihood == "gaussian", "--likelihood gaussian", "model.likelihood"),
+    ("model.learn_sigma", "--learn-sigma", lambda c: c.model.likelihood == "gaussian", "--likelihood gaussian",
+     "model.likelihood"),
+    ("model.standardize", "--standardize", lambda c: c.model.likelihood in STANDARDIZABLE,
+     f"a likelihood of real values ({' or '.join(STANDARDIZABLE)})", "model.likelihood"),
+    ("model.pseudo_inputs", "--pseudo-inputs", lambda c: c.model.prior == "vamp", "--prior vamp", "model.prior"),
+    ("model.latent_dims", "--latent-dims", lambda c: c.model.kind == "hvae",
+     "--model hvae (one-layer models take --latent-dim)", "model.kind"),
+    ("model.block_width", "--block-width", lambda c: c.model.kind == "hvae", "--model hvae", "model.kind"),
+    ("model.res_blocks", "--res-blocks", lambda c: c.model.arch == "resnet", "--arch resnet", "model.arch"),
+    ("model.spatial_latent", "--spatial-latent", lambda c: c.model.arch in ("conv", "resnet")
+     and c.model.kind in ("vae", "ae") and not c.model.conditional,
+     "unconditional --model vae or ae with --arch conv or resnet", "model.arch model.kind model.conditional"),
+    ("train.lr_min", "--lr-min", lambda c: c.train.lr_schedule != "constant", "--lr-schedule cosine or linear",
+     "train.lr_schedule"),
+    ("data.channels", "--channels", lambda c: c.data.dataset.startswith("folder:"), "folder: data", "data.dataset"),
+    ("data.image_size", "--image-size", lambda c: c.data.dataset.startswith("folder:"), "folder: data",
+     "data.dataset"),
+    ("data.labels", "--labels", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),
+    ("data.test_fraction", "--test-fraction", _own_split, "data sets without a test split of their own (mnist, "
+     "fashion-mnist and cifar10 have one)", "data.dataset"),
+]
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _misplaced(cfg: RunConfig) -> dict[str, str]:
+    """Each setting that differs from its default where it does not apply, and a one-line reason."""
+    default, found = RunConfig(), {}
+    for key, flag, applies, where, controls in APPLIES:
+        if _get(cfg, key) != _get(default, key) and not applies(cfg):
+            here = ", ".join(f"{c}={show(str(_get(cfg, c)))}" for c in controls.split())
+            found[key] = f"{flag} ({key}={show(_get(cfg, key))}) applies only to {where}, not with {here}"
+    return found
 
 
 def as_run_config(cfg: RunConfig | Mapping[str, Any] | str | Path, what: str = "cfg") -> RunConfig:

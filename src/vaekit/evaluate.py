@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
-from .errors import RunFolderError, whole_number
+from .errors import RunFolderError, VaekitError, whole_number
 from .files import OutputError, atomic_write, strict_json, user_path
 from .matmul import cpu_matmul
 from .models import LatentModel, rows_within
@@ -240,12 +240,14 @@ def evaluate_run(
     a folder that cannot be written (read-only copy) only loses that. With ``generation``, also FID,
     precision and recall of ``generation_n`` samples (from the prior or the fitted mixture: ``sampler``).
     """
-    from .samplers import check_sampler
+    from .samplers import DEFAULT_COMPONENTS, check_sampler
 
     whole_number(iwae_k, "--iwae-k", lo=0)
     if generation:
         whole_number(generation_n, "--generation-n", lo=10)
         check_sampler(sampler, components)
+    elif (generation_n, sampler, components) != (10_000, "prior", DEFAULT_COMPONENTS):
+        raise VaekitError("generation_n, sampler and components apply only with generation=True (--generation)")
     run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)

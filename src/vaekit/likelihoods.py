@@ -260,10 +260,6 @@ def _build_likelihood(cfg: ModelConfig) -> Likelihood:
         raise ConfigError(
             f"unknown likelihood '{cfg.likelihood}'; choose one of {', '.join(LIKELIHOODS)}"
         )
-    if cfg.learn_sigma and cls is not Gaussian:
-        raise ConfigError("model.learn_sigma needs the gaussian likelihood (--likelihood gaussian)")
-    if cfg.mixtures != 1 and cls is not DiscretizedLogistic:
-        raise ConfigError("model.mixtures (--mixtures) applies to --likelihood dlogistic only")
     if cls is Gaussian:
         return Gaussian(cfg.sigma, cfg.learn_sigma)
     return DiscretizedLogistic(cfg.mixtures) if cls is DiscretizedLogistic else cls()

@@ -115,11 +115,16 @@ class GaussianMixture:
         return cls(w, mu, torch.tril(chol), info)
 
 
-def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS) -> None:
-    """Refuse an unknown sampler or a mixture of no components, before anything is loaded or fitted."""
+def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS, refit: bool = False) -> None:
+    """Refuse an unknown sampler, a mixture of no components, and the mixture's settings given
+    without the mixture (they would do nothing), before anything is loaded or fitted."""
     if sampler not in SAMPLER_FUNCTIONS:
         raise VaekitError(f"--sampler {show(str(sampler))}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
     whole_number(components, "--components")
+    for flag, given in (("--components", components != DEFAULT_COMPONENTS), ("--refit", refit)):
+        if given and sampler != "gmm":
+            raise VaekitError(f"{flag} applies only with --sampler gmm (Python: sampler='gmm'); add it, or leave "
+                              f"{flag} out")
 
 
 def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) -> GaussianMixture:

@@ -116,8 +116,8 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     for beta, path, cfg in runs:
         run = load_run(path)
         data = run_data(run, data_dir, progress=False)
-        m = evaluate_run(path, data=data, iwae_k=iwae_k, progress=False,
-                         generation=run.model.variational, generation_n=generation_n)
+        generation = {"generation": True, "generation_n": generation_n} if run.model.variational else {}
+        m = evaluate_run(path, data=data, iwae_k=iwae_k, progress=False, **generation)
         row = {"beta": beta, "run": path.name, **{k: m.get(k) for k, _, _ in COLUMNS[1:]}}
         if data.test_y is not None:
             row["linear_accuracy"] = probe(run.model, data, seed=run.config.seed)["linear_accuracy"]

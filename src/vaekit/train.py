@@ -52,10 +52,10 @@ def check_data_fits(cfg: RunConfig, data: Dataset, saved_shape: tuple[int, ...] 
                 "binarisation need [0, 1]; use --likelihood gaussian (or mse) or rescale the data"
             )
     if cfg.model.likelihood == "dlogistic" and (data.train_x.dtype != torch.uint8 or data.scale != 255.0):
-        raise VaekitError(
-            f"{cfg.data.dataset}: the dlogistic likelihood models 8-bit images (256 levels per value), but these "
-            f"data are stored as {str(data.train_x.dtype).replace('torch.', '')}; use --likelihood gaussian"
-        )
+        stored = str(data.train_x.dtype).replace("torch.", "")
+        what = f"stored as {stored}" if stored != "uint8" else f"on a scale of 0..{data.scale:g}"
+        raise VaekitError(f"{cfg.data.dataset}: the dlogistic likelihood models 8-bit images (256 levels per value), "
+                          f"but these data are {what}; use --likelihood gaussian")
     if cfg.train.batch_size > len(data.train_x):
         raise ConfigError(
             f"--batch-size {cfg.train.batch_size} is larger than the {len(data.train_x)} training examples"

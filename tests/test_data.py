@@ -76,6 +76,18 @@ def test_missing_files_offline_names_folder_and_files(tmp_path):
     assert str(tmp_path) in msg and "train-images-idx3-ubyte" in msg and "\n" not in msg
 
 
+def test_a_file_as_the_data_folder_is_named_as_such(tmp_path, monkeypatch):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(DataError, match=f"^--data-dir {afile}: is a file, not a folder"):
+            load_dataset(DataConfig(dataset=name, data_dir=str(afile)), progress=False)
+        monkeypatch.setenv("VAEKIT_DATA", str(afile))
+        with pytest.raises(DataError, match=r"^\$VAEKIT_DATA .*notes.txt: is a file, not a folder"):
+            load_dataset(DataConfig(dataset=name), progress=False)
+        monkeypatch.delenv("VAEKIT_DATA")
+
+
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(standard, "SOURCES", {
         "mnist": standard.IdxSource("mnist", ("http://127.0.0.1:9/",), {}, {})})

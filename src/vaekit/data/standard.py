@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, VaekitError
+from ..errors import DataError, VaekitError, show
 from .download import fetch
 from ..files import read_regular
 from .idx import md5, parse_idx, read_idx_bytes
@@ -73,13 +73,20 @@ SOURCES = {
 }
 
 
+def _data_root(path: str, what: str) -> Path:
+    root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{what} {show(path)}: is a file, not a folder; give the folder that holds the data files")
+    return root
+
+
 def search_dirs(name: str, data_dir: str | None) -> tuple[list[Path], Path]:
     """Folders searched for the files, in order, and the folder downloads go to."""
     if data_dir:
-        root = Path(data_dir).expanduser()
+        root = _data_root(data_dir, "--data-dir")
         return [root, root / name], root
     if os.environ.get("VAEKIT_DATA"):
-        root = Path(os.environ["VAEKIT_DATA"]).expanduser()
+        root = _data_root(os.environ["VAEKIT_DATA"], "$VAEKIT_DATA")
         return [root / name, root], root / name
     cache = Path.home() / ".cache" / "vaekit" / name
     return [cache], cache

@@ -219,3 +219,39 @@ def test_plots_of_arrays_with_non_finite_values_leave_them_out_and_say_so(tmp_pa
     assert "2 of 2 not finite" in figs["none"].axes[0].get_title()
     assert "2 of 100 not finite" in figs["scatter"].axes[0].get_title()
     assert "2 of 100 not finite" in figs["scatter2"].axes[0].get_title()
+
+
+def test_the_smallest_data_sets_go_through_every_command(tmp_path):
+    """Two images (one of them the whole test split), two vectors, an AE of them, and a conditional run
+    with one test example: every plot, the report, the explorer and the metrics work (PCA of one code,
+    a principal plane from one code), and what cannot be measured is a one-line refusal."""
+    import warnings
+
+    import vaekit
+    from vaekit.errors import VaekitError
+
+    (tmp_path / "two").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(tmp_path / "two" / f"{i}.png")
+    for c in "ab":
+        (tmp_path / "cls" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 20 * i + (c == "b") * 100, np.uint8)).save(tmp_path / "cls" / c / f"{i}.png")
+    np.save(tmp_path / "two.npy", np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0]], np.float32))
+    small = {"train.epochs": 1, "train.batch_size": 1, "model.hidden": "8", "model.latent_dim": 3}
+    runs = {name: vaekit.fit(vaekit.config_for_data(dataset, {**small, **extra}, progress=False, log=lambda s: None)[0],
+                             tmp_path / name, progress=False, log=lambda s: None).path
+            for name, dataset, extra in (("images", f"folder:{tmp_path / 'two'}", {}),
+                                         ("vectors", f"vectors:{tmp_path / 'two.npy'}", {}),
+                                         ("ae", f"vectors:{tmp_path / 'two.npy'}", {"model.kind": "ae"}),
+                                         ("cvae", f"folder:{tmp_path / 'cls'}", {"model.conditional": True}))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may warn either (the spread of one code is 0, not NaN)
+        for path in runs.values():
+            assert vaekit.evaluate_run(path, iwae_k=5, progress=False)["n"] >= 1
+            plot_run(path)
+            assert report_run(path, iwae_k=0).is_file()
+            explorer = vaekit.Explorer(path, log=lambda s: None)
+            assert explorer.info()["latent_dim"] == 3 and explorer.map_points()
+            with pytest.raises(VaekitError, match="--generation compares at least 10 samples"):
+                vaekit.evaluate_run(path, iwae_k=0, generation=True, generation_n=10, progress=False)

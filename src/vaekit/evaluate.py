@@ -219,6 +219,9 @@ def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Da
     return data
 
 
+MIN_GENERATION = 10  # samples and test examples --generation compares, at least (k-NN balls need k + 1)
+
+
 @cpu_matmul()
 def evaluate_run(
     run_dir: str | Path,
@@ -251,6 +254,9 @@ def evaluate_run(
     run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir, device)
     data = (data or run_data(run, data_dir, progress)).to(device)
+    if generation and len(data.test_x) < MIN_GENERATION:
+        raise VaekitError(f"--generation compares at least {MIN_GENERATION} samples with as many test examples; "
+                          f"{data.name} has {len(data.test_x)} test examples")
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     metrics = {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
                "likelihood": run.config.model.likelihood, "dataset": data.name}  # where the data were read now

@@ -132,7 +132,7 @@ class Explorer:
     def kl_order(self) -> tuple[list[int], list[float] | None]:
         """Latent dimensions by decreasing test KL (by the spread of the codes where no KL exists)."""
         kl = self.view.surface_kl if self.view.data is not None and self.model.variational else None
-        score = kl if kl is not None else self._examples[1].double().std(0).tolist()
+        score = kl if kl is not None else self._examples[1].double().std(0, correction=0).tolist()
         order = sorted(range(self.latent_dim), key=lambda i: -score[i])
         return order, (None if kl is None else [float(kl[i]) for i in order])
 

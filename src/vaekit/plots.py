@@ -150,7 +150,7 @@ def kl_per_dimension(kl_per_dim: Sequence[float]) -> Figure:
 
 def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """Two coordinates per code: the codes themselves, PCA, or t-SNE (scikit-learn)."""
-    if method == "direct":
+    if method == "direct" or len(codes) < 4:  # too few codes to fit a projection to: their first two values
         return codes[:, :2]
     if method == "pca":
         from sklearn.decomposition import PCA
@@ -320,7 +320,14 @@ def principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
     codes = codes.double()
     center = codes.mean(0)
     _, _, v = torch.linalg.svd(codes - center, full_matrices=False)
-    return center, v[:2]
+    axes = v[:2]
+    for e in torch.eye(codes.shape[1], dtype=codes.dtype):  # under two codes: complete the plane with axes
+        if len(axes) == 2:
+            break
+        rest = e - axes.T @ (axes @ e)
+        if float(rest.norm()) > 1e-6:
+            axes = torch.cat([axes, (rest / rest.norm())[None]])
+    return center, axes
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

@@ -255,3 +255,38 @@ def test_the_smallest_data_sets_go_through_every_command(tmp_path):
             assert explorer.info()["latent_dim"] == 3 and explorer.map_points()
             with pytest.raises(VaekitError, match="--generation compares at least 10 samples"):
                 vaekit.evaluate_run(path, iwae_k=0, generation=True, generation_n=10, progress=False)
+
+
+def test_file_names_that_are_not_utf8_are_shown_not_fatal(tmp_path):
+    """Linux file names are bytes: a folder and a class named in Latin-1 (kept by Python as lone
+    surrogates) train, plot, report, compare and are served; what is shown has U+FFFD in their place."""
+    import os
+
+    import vaekit
+    from vaekit.errors import as_text
+
+    root = tmp_path / os.fsdecode(b"caf\xe9")
+    try:
+        for c in (b"\xe9t\xe9", b"plain"):
+            (root / os.fsdecode(c)).mkdir(parents=True)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    for c in (b"\xe9t\xe9", b"plain"):
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 30 * i + 10 * len(c), np.uint8)).save(root / os.fsdecode(c) / f"{i}.png")
+    cfg, data = vaekit.config_for_data(f"folder:{root}", {"train.epochs": 1, "model.hidden": "8", "model.latent_dim": 2,
+                                                          "model.conditional": True}, progress=False, log=lambda s: None)
+    run = vaekit.fit(cfg, tmp_path / os.fsdecode(b"run \xe9"), data=data, progress=False, log=lambda s: None).path
+    assert data.class_names == ["plain", "\ufffdt\ufffd"]
+    plot_run(run)
+    vaekit.compare_runs(run, run, tmp_path / "c.png")
+    assert "caf\ufffd" in report_run(run, iwae_k=0).read_text(encoding="utf-8")
+    assert vaekit.evaluate_run(run, iwae_k=0, progress=False)["dataset"] == f"folder:{root}"  # the path still works
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from vaekit.server import create_app
+
+    client = TestClient(create_app([vaekit.Explorer(run, log=lambda s: None)]), base_url="http://127.0.0.1")
+    answer = client.get("/api/runs")
+    assert answer.status_code == 200 and as_text(str(root)) in answer.json()[0]["dataset"]

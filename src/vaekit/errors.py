@@ -58,6 +58,12 @@ def show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 24]}...({len(text)} characters)"
 
 
+def as_text(text: str) -> str:
+    """Text that can be shown, drawn and saved as UTF-8: the bytes of a file name that were not UTF-8
+    (which Python keeps as lone surrogates, refused by encoders and fonts alike) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """A message fit for one terminal line: escaped, and its middle elided when it is too long."""
     text = _escape(text.strip())

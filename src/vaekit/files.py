@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from . import budget
-from .errors import VaekitError, show
+from .errors import VaekitError, as_text, show
 
 
 class OutputError(VaekitError):
@@ -189,9 +189,10 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> 
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (str as UTF-8) to ``path`` atomically; returns the path."""
+    """Write ``data`` (str as UTF-8, where a file name's stray bytes become U+FFFD) to ``path``
+    atomically; returns the path."""
     with atomic_output(path) as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.write(as_text(data).encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
 
 

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from .errors import as_text
 from .files import write_via_buffer
 from .models import LatentModel
 from .models.base import blend_labels
@@ -25,7 +26,12 @@ TRAIN_COLOR, TEST_COLOR = "#1f77b4", "#d62728"
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Render ``fig`` as a PNG and write it atomically (a crash never leaves a half-written plot)."""
+    """Render ``fig`` as a PNG and write it atomically (a crash never leaves a half-written plot).
+    Every text in it (titles, legends, ticks: names of runs, classes and files) is made drawable first."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(as_text(text.get_text()))
     return write_via_buffer(path, lambda buf: fig.savefig(buf, dpi=DPI, format="png"))
 
 

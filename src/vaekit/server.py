@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import VaekitError
+from .errors import VaekitError, as_text
 from .explore import Explorer, RequestError
 from .files import read_regular
 from .samplers import DEFAULT_COMPONENTS
@@ -48,7 +48,15 @@ def create_app(explorers: list[Explorer], host: str = "127.0.0.1") -> Any:
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import JSONResponse as _StarletteJSON
+    from starlette.responses import Response
+
+    class JSONResponse(_StarletteJSON):
+        """Strict JSON whose strings are text: a file name's stray bytes (run, class and data names
+        come from the disk) become U+FFFD instead of failing the response."""
+
+        def render(self, content: Any) -> bytes:
+            return as_text(json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))).encode()
     from starlette.routing import Route
 
     def error(status: int, message: str) -> JSONResponse:

@@ -11,7 +11,7 @@ import torch
 
 from ..config import DataConfig
 from .. import budget
-from ..errors import BudgetError, DataError, VaekitError, brief, show
+from ..errors import BudgetError, DataError, VaekitError, as_text, brief, show
 from ..files import cache_dir, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
@@ -255,4 +255,4 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
         parts = split(x, y, cfg.test_fraction, cfg.split_seed)
     else:
         parts = (x[:n_train], None if y is None else y[:n_train], x[n_train:], None if y is None else y[n_train:])
-    return Dataset(f"folder:{root}", *parts, scale=255.0, class_names=class_names)
+    return Dataset(f"folder:{root}", *parts, scale=255.0, class_names=class_names and [as_text(n) for n in class_names])

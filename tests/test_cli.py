@@ -357,3 +357,14 @@ def test_an_empty_path_is_refused_not_read_as_the_default(argv, name, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert f"{name}: an empty path" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_bad_environment_variable_is_named(run_dir, monkeypatch):
+    from conftest import run_cli
+
+    for name, value, says in (("VAEKIT_MAX_MEMORY", "lots", "'lots' is not a size"),
+                              ("VAEKIT_MAX_RATIO", "-3", "'-3' is not a usable compression ratio")):
+        monkeypatch.setenv(name, value)
+        code, _, err = run_cli("evaluate", str(run_dir), "--iwae-k", "0")
+        assert code == 2 and err.startswith(f"vaekit: error: ${name}: {says}"), err
+        monkeypatch.delenv(name)

@@ -18,7 +18,7 @@ import os
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import BudgetError, ConfigError
 
@@ -119,13 +119,19 @@ def usable_cpus() -> int:
 def default_limits() -> Limits:
     """Half the machine's (or the container's) memory and a 200x ratio, unless the environment says
     otherwise."""
-    max_bytes = physical_memory() // 2
-    if os.environ.get("VAEKIT_MAX_MEMORY"):
-        max_bytes = parse_size(os.environ["VAEKIT_MAX_MEMORY"])
-    ratio = DEFAULT_RATIO
-    if os.environ.get("VAEKIT_MAX_RATIO"):
-        ratio = parse_ratio(os.environ["VAEKIT_MAX_RATIO"])
-    return Limits(max_bytes, ratio)
+    return Limits(_from_environment("VAEKIT_MAX_MEMORY", parse_size, physical_memory() // 2),
+                  _from_environment("VAEKIT_MAX_RATIO", parse_ratio, DEFAULT_RATIO))
+
+
+def _from_environment(name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """The variable's value as ``parse`` reads it (a bad one is an error naming the variable), or ``default``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return parse(text)
+    except ConfigError as e:
+        raise ConfigError(f"${name}: {e}") from None
 
 
 def parse_ratio(text: str) -> float:

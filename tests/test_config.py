@@ -106,6 +106,7 @@ def test_a_hand_written_config_gives_only_what_it_changes(tmp_path):
 
 # each setting that applies only somewhere: (the other settings that make it not apply, a value of its own)
 MISPLACED = {
+    "objective.beta": ({"model.kind": "ae"}, 2.0), "objective.schedule": ({"model.kind": "ae"}, "linear"),
     "objective.iwae_samples": ({}, 9), "objective.iwae_gradient": ({}, "dreg"),
     "objective.free_bits": ({"objective.kind": "iwae"}, 1.0), "objective.warmup_epochs": ({}, 3),
     "objective.cycle_epochs": ({}, 3), "objective.cycle_ramp": ({}, 0.25), "model.mixtures": ({}, 3),
@@ -143,6 +144,10 @@ def test_a_setting_that_does_not_apply_is_refused_when_given_and_reset_when_inhe
     assert (switched.model.mixtures, switched.model.spatial_latent, switched.model.res_blocks) == (1, False, 1)
     assert get_preset("mnist-vamp").with_overrides({"model.prior": "normal"}).model.pseudo_inputs == 500
     assert get_preset("mnist-mlp").with_overrides({"objective.schedule": "constant"}).objective.warmup_epochs == 5
+    ae = get_preset("cifar10-resnet").with_overrides({"model.kind": "ae"})  # schedule reset, so then its warm-up
+    assert (ae.objective.schedule, ae.objective.warmup_epochs) == ("constant", 5)
+    for name in PRESETS:
+        get_preset(name).validate()
     # a complete config vaekit wrote (a run folder's) whose stale setting no one chose is read, reset
     saved = RunConfig().to_dict()
     saved["model"]["pseudo_inputs"] = 200

@@ -265,7 +265,8 @@ class RunConfig:
         for key in reset:
             section, name = key.split(".")
             d[section][name] = default[section][name]
-        return _build(type(self), d, "config", "")
+        # a reset may stop another setting from applying (an AE's schedule, then its warm-up): again
+        return _build(type(self), d, "config", "").without_misplaced(keep)
 
 
 def _iwae(c: RunConfig) -> bool:
@@ -286,6 +287,10 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
     ("objective.iwae_gradient", "--iwae-gradient", _iwae, "--objective iwae", "objective.kind"),
     ("objective.free_bits", "--free-bits", lambda c: c.objective.kind == "elbo",
      "--objective elbo (the IWAE bound has no separate KL term)", "objective.kind"),
+    ("objective.beta", "--beta", lambda c: c.model.kind != "ae", "a VAE (an autoencoder has no KL term to weigh)",
+     "model.kind"),
+    ("objective.schedule", "--schedule", lambda c: c.model.kind != "ae", "a VAE (an autoencoder has no KL term to weigh)",
+     "model.kind"),
     ("objective.warmup_epochs", "--warmup", lambda c: c.objective.schedule == "linear", "--schedule linear",
      "objective.schedule"),
     ("objective.cycle_epochs", "--cycle-epochs", lambda c: c.objective.schedule == "cyclical", "--schedule cyclical",

@@ -257,6 +257,8 @@ TABLE = [
      ["--sampler applies only with --generation"]),
     ("--generation-n without --generation", ["evaluate", "{t}/trained", "--generation-n", "50"],
      ["--generation-n applies only with --generation"]),
+    ("--set format_version", [*TRAIN, "--set", "format_version=2"], ["format_version=2 is vaekit's own"]),
+    ("an empty data set name", [*TRAIN, "--set", "data.dataset="], ["no name given", "mnist"]),
     ("two flags setting one value", [*TRAIN, "--warmup", "3", "--schedule", "constant"],
      ["--warmup 3 sets objective.schedule=linear but --schedule constant sets it to constant"]),
     ("ten million samples as .npy", ["sample", "{t}/trained", "-n", "10000000", "-o", "{t}/new/s.npy", "--max-memory", "1G"],

@@ -202,6 +202,8 @@ class RunConfig:
         checks = [
             (_NAME.fullmatch(self.preset) is not None, "preset", self.preset,
              "may only hold letters, digits, '.', '_' and '-'"),
+            (self.format_version == FORMAT_VERSION, "format_version", self.format_version,
+             f"is vaekit's own (this release writes {FORMAT_VERSION}); leave it out"),
             (0 <= self.seed < 2**63, "seed", self.seed, "must be in 0..2**63-1"),
             (0 <= dc.split_seed < 2**63, "data.split_seed", dc.split_seed, "must be in 0..2**63-1"),
             (1 <= m.latent_dim <= MAX_WIDTH, "model.latent_dim", m.latent_dim, f"must be in 1..{MAX_WIDTH}"),

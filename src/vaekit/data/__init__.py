@@ -85,6 +85,8 @@ NAMES = "mnist, fashion-mnist, cifar10, digits, blobs[:D], folder:PATH, vectors:
 def _did_you_mean(kind: str, arg: str) -> str:
     """What a data set name that loads nothing probably meant: a path given without its kind (or
     with the other one), a name in other case or with a typo; else the list of names."""
+    if not kind and not arg:
+        return f": no name given; choose one of {NAMES}"
     path = Path(arg or kind).expanduser()
     if (arg or ":" not in kind) and path.exists():
         meant = f"folder:{arg or kind}" if path.is_dir() else f"vectors:{arg or kind}"

@@ -258,6 +258,8 @@ TABLE = [
     ("--generation-n without --generation", ["evaluate", "{t}/trained", "--generation-n", "50"],
      ["--generation-n applies only with --generation"]),
     ("--set format_version", [*TRAIN, "--set", "format_version=2"], ["format_version=2 is vaekit's own"]),
+    ("anomaly of a run with training flags", ["anomaly", "{t}/trained", "--holdout-class", "1", "--epochs", "3"],
+     ["training flags (--epochs, --holdout-class) apply only without RUN_DIR"]),
     ("an empty data set name", [*TRAIN, "--set", "data.dataset="], ["no name given", "mnist"]),
     ("two flags setting one value", [*TRAIN, "--warmup", "3", "--schedule", "constant"],
      ["--warmup 3 sets objective.schedule=linear but --schedule constant sets it to constant"]),

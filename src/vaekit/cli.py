@@ -432,6 +432,12 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
     from .downstream import anomaly_run
 
     run_dir = args.run_dir
+    given = [flag for flag, _, _ in TRAIN_FLAGS
+             if getattr(args, _dest(flag), None) is not None and flag not in ("--data-dir", "--device")]
+    given += [f"--{name}" for name in ("set", "preset", "config", "out", "overwrite") if getattr(args, name, None)]
+    if run_dir is not None and given:
+        raise VaekitError(f"anomaly {show(run_dir)} scores that run as it was trained; the training flags "
+                          f"({', '.join(given)}) apply only without RUN_DIR, to train a new one")
     if run_dir is None:
         if args.holdout_class is None:
             raise VaekitError("give a RUN_DIR trained with --holdout-class, or --holdout-class C to train one")

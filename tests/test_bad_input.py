@@ -258,6 +258,8 @@ TABLE = [
     ("--generation-n without --generation", ["evaluate", "{t}/trained", "--generation-n", "50"],
      ["--generation-n applies only with --generation"]),
     ("--set format_version", [*TRAIN, "--set", "format_version=2"], ["format_version=2 is vaekit's own"]),
+    ("sweep --max-minutes", ["sweep", "--beta", "1,2", "--max-minutes", "5", "--out", "{t}/new"],
+     ["--max-minutes applies to `vaekit train`"]),
     ("anomaly of a run with training flags", ["anomaly", "{t}/trained", "--holdout-class", "1", "--epochs", "3"],
      ["training flags (--epochs, --holdout-class) apply only without RUN_DIR"]),
     ("an empty data set name", [*TRAIN, "--set", "data.dataset="], ["no name given", "mnist"]),

@@ -381,6 +381,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SAMPLES_FIGURE, parse_values, run_sweep, table
 
     betas = parse_values(args.beta)
+    if args.max_minutes is not None:
+        raise VaekitError("--max-minutes applies to `vaekit train`; a sweep trains each run for its --epochs")
     args.beta = None  # the list is the sweep's; every other train flag applies to each run
     cfg, _ = _new_config(args, train_overrides(args))
     out = args.out or _default_out(f"sweep-{cfg.preset or 'run'}")

@@ -258,6 +258,8 @@ TABLE = [
     ("--generation-n without --generation", ["evaluate", "{t}/trained", "--generation-n", "50"],
      ["--generation-n applies only with --generation"]),
     ("--set format_version", [*TRAIN, "--set", "format_version=2"], ["format_version=2 is vaekit's own"]),
+    ("plot --grid-dims without the grid", ["plot", "{t}/trained", "--only", "curves", "--grid-dims", "0", "1"],
+     ["--grid-dims applies only with the latent grid"]),
     ("sweep --max-minutes", ["sweep", "--beta", "1,2", "--max-minutes", "5", "--out", "{t}/new"],
      ["--max-minutes applies to `vaekit train`"]),
     ("anomaly of a run with training flags", ["anomaly", "{t}/trained", "--holdout-class", "1", "--epochs", "3"],

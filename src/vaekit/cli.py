@@ -516,6 +516,8 @@ DEPENDENT_FLAGS: list[tuple[str, str, str, Callable[[argparse.Namespace], bool],
     ("sample", "refit", "--refit", lambda a: a.sampler == "gmm", "--sampler gmm", False),
     ("serve", "sampler", "--sampler", lambda a: True, "", "prior"),
     ("serve", "components", "--components", lambda a: a.sampler == "gmm", "--sampler gmm", 10),
+    ("plot", "grid_dims", "--grid-dims", lambda a: a.only is None or "latent-grid" in a.only,
+     "the latent grid (no --only, or --only latent-grid)", None),
 ]
 
 

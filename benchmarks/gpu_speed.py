@@ -30,12 +30,15 @@ from vaekit.data.dataset import Dataset
 from vaekit.train import fit
 
 
-def cifar_shaped(seed: int = 0) -> Dataset:
-    """Random 8-bit colour images and labels with CIFAR-10's sizes."""
+def cifar_shaped(cfg, seed: int = 0) -> tuple:
+    """``cfg`` and random 8-bit colour images and labels with CIFAR-10's sizes, standing in for the
+    data its config names (``source``: fit trains only on data its config would load; the run folder
+    is thrown away, so nothing reloads them)."""
     g = torch.Generator().manual_seed(seed)
     images = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
     labels = lambda n: torch.randint(0, 10, (n,), generator=g)  # noqa: E731
-    return Dataset("cifar10", images(50000), labels(50000), images(10000), labels(10000), scale=255.0)
+    return cfg, Dataset("cifar10", images(50000), labels(50000), images(10000), labels(10000), scale=255.0,
+                        source=cfg.data)
 
 
 def matmul_tflops(device: str, dtype: torch.dtype) -> float:
@@ -73,7 +76,7 @@ def main() -> None:
     configs = {
         "example": lambda: (example_config(args.data_dir, args.epochs), None),
         "mnist-mlp": lambda: (preset_config(args.data_dir, args.epochs), None),
-        "cifar10-resnet": lambda: (preset_config(None, args.epochs, "cifar10-resnet"), cifar_shaped()),
+        "cifar10-resnet": lambda: cifar_shaped(preset_config(None, args.epochs, "cifar10-resnet")),
     }
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.compile]
     on_gpu = args.device.startswith("cuda")

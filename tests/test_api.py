@@ -85,6 +85,7 @@ def test_many_samples_and_reconstructions_are_decoded_a_chunk_at_a_time_within_t
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, components=3), ["--components applies only with --sampler gmm"]),
     (lambda r, t: vaekit.sample_run(r, t / "s.png", 4, refit=True), ["--refit applies only with --sampler gmm"]),
     (lambda r, t: vaekit.evaluate_run(r, sampler="gmm"), ["apply only with generation=True"]),
+    (lambda r, t: vaekit.plot_run(r, only="curves", grid_dims=(0, 1)), ["grid_dims=", "only with the latent grid"]),
     (lambda r, t: vaekit.probe_run(r, 0), ["-k 0"]),
     (lambda r, t: vaekit.anomaly_run(r), ["held no class out"]),
     (lambda r, t: vaekit.compare_runs(r, r, t / "c.svg"), [".png"]),

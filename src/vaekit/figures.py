@@ -246,6 +246,8 @@ def plot_run(
     if unknown:
         raise VaekitError(f"unknown plot '{show(unknown[0])}'{did_you_mean(unknown[0], PLOTS)}; choose from "
                           f"{', '.join(PLOTS)}")
+    if grid_dims is not None and only is not None and "latent-grid" not in only:
+        raise VaekitError("--grid-dims (grid_dims=) applies only with the latent grid (no --only, or --only latent-grid)")
     run_dir = user_path(run_dir, "run_dir")
     out = user_path(out_dir, "out_dir") if out_dir is not None else run_dir / PLOTS_DIR
     with writing_into(run_dir, [out], "plot"):

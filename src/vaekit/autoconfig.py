@@ -151,15 +151,14 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     fit them (``log`` gets the line saying what and why) with ``overrides`` (dotted keys) applied on
     top; returns the config and the data, to hand to ``fit(cfg, run_dir, data=data)``."""
     from .data import load_dataset
-    from .data.folder import ImageSizesDiffer, detect_channels, probe_sizes
+    from .data.folder import ImageSizesDiffer, probe_folder
 
     overrides = {**(overrides or {}), "data.dataset": dataset}
     kind, _, arg = str(dataset).partition(":")
+    channels, sizes = probe_folder(arg) if kind == "folder" else (1, [])
     if kind == "folder" and "data.channels" not in overrides:
-        overrides["data.channels"] = detect_channels(arg)
-    sizes: list[tuple[int, int]] = []
+        overrides["data.channels"] = channels
     if kind == "folder" and "data.image_size" not in overrides:
-        sizes = probe_sizes(arg)
         _resize_to_fit(overrides, sizes, log)
     try:
         data = load_dataset(RunConfig().with_overrides(_data_flags(overrides)).data, progress=progress)

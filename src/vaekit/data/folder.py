@@ -119,37 +119,32 @@ def _probe_files(arg: str) -> list[Path]:
     return files[:: max(1, len(files) // CHANNEL_PROBES)][:CHANNEL_PROBES]
 
 
-def detect_channels(arg: str) -> int:
-    """3 when the folder holds colour images, else 1 (for choosing a model without a preset). An RGB
-    file whose three channels are equal everywhere is grey saved as RGB: it counts as grey."""
+def probe_folder(arg: str) -> tuple[int, list[tuple[int, int]]]:
+    """What choosing a model without a preset needs to know of a folder, from up to 16 of its images
+    each opened once: 3 channels when one is in colour (an RGB file whose three channels are equal
+    everywhere is grey saved as RGB), else 1; and their (width, height), from the headers. Files that
+    cannot be read are left to the real load to name."""
     from PIL import Image
 
-    for f in _probe_files(arg):
-        try:
-            with open_regular(f, "image file") as fh, Image.open(fh) as im:
-                if im.mode in GREY_MODES or im.mode.startswith("I;16") or im.width * im.height > MAX_PIXELS:
-                    continue
-                rgb = np.asarray(_opaque(im).convert("RGB"))
-        except Exception:  # the real load names the bad file
-            continue
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
-            return 3
-    return 1
-
-
-def probe_sizes(arg: str) -> list[tuple[int, int]]:
-    """(width, height) of up to 16 images spread over the folder, read from their headers alone (for
-    choosing an image size without a preset); unreadable files are left to the real load to name."""
-    from PIL import Image
-
-    sizes = []
+    channels, sizes = 1, []
     for f in _probe_files(arg):
         try:
             with open_regular(f, "image file") as fh, Image.open(fh) as im:
                 sizes.append(im.size)
+                if channels == 3 or im.mode in GREY_MODES or im.mode.startswith("I;16") \
+                        or im.width * im.height > MAX_PIXELS:
+                    continue
+                rgb = np.asarray(_opaque(im).convert("RGB"))
         except Exception:
             continue
-    return sizes
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+            channels = 3
+    return channels, sizes
+
+
+def detect_channels(arg: str) -> int:
+    """3 when the folder holds colour images, else 1 (see probe_folder)."""
+    return probe_folder(arg)[0]
 
 
 SPLIT_FOLDERS = ("train", "test")

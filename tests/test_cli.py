@@ -368,3 +368,20 @@ def test_a_bad_environment_variable_is_named(run_dir, monkeypatch):
         code, _, err = run_cli("evaluate", str(run_dir), "--iwae-k", "0")
         assert code == 2 and err.startswith(f"vaekit: error: ${name}: {says}"), err
         monkeypatch.delenv(name)
+
+
+def test_the_defaults_the_cli_fills_in_are_the_librarys():
+    """Flags that need another are parsed without a default (to tell given from not); the default the
+    CLI then fills in must be the one the Python function has."""
+    import inspect
+
+    from vaekit.cli import DEPENDENT_FLAGS
+    from vaekit.evaluate import evaluate_run
+    from vaekit.grids import sample_run
+    from vaekit.server import serve
+
+    functions = {"evaluate": evaluate_run, "sample": sample_run, "serve": serve}
+    for command, dest, _, _, _, default in DEPENDENT_FLAGS:
+        if command in functions:
+            assert inspect.signature(functions[command]).parameters[dest].default == default, (command, dest)
+

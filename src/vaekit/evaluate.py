@@ -220,6 +220,7 @@ def run_data(run: Run, data_dir: str | None = None, progress: bool = True) -> Da
 
 
 MIN_GENERATION = 10  # samples and test examples --generation compares, at least (k-NN balls need k + 1)
+GENERATION_N = 10_000  # --generation-n's default
 
 
 @cpu_matmul()
@@ -232,7 +233,7 @@ def evaluate_run(
     data_dir: str | None = None,
     save: bool = True,
     generation: bool = False,
-    generation_n: int = 10_000,
+    generation_n: int = GENERATION_N,
     sampler: str = "prior",
     components: int = 10,
 ) -> dict[str, Any]:
@@ -249,7 +250,7 @@ def evaluate_run(
     if generation:
         whole_number(generation_n, "--generation-n", lo=10)
         check_sampler(sampler, components)
-    elif (generation_n, sampler, components) != (10_000, "prior", DEFAULT_COMPONENTS):
+    elif (generation_n, sampler, components) != (GENERATION_N, "prior", DEFAULT_COMPONENTS):
         raise VaekitError("generation_n, sampler and components apply only with generation=True (--generation)")
     run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir, device)

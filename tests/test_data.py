@@ -96,14 +96,23 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        """No line per request."""
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-file (the download refused by the budget) is expected: no traceback."""
+
+
 @pytest.fixture
 def mirror(mnist_dir, tmp_path):
     """A loopback HTTP server serving the MNIST .gz files, standing in for the official mirror."""
     served = tmp_path / "mirror"
     _copy_mnist(mnist_dir, served)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", served
     server.shutdown()

@@ -148,6 +148,11 @@ def test_a_setting_that_does_not_apply_is_refused_when_given_and_reset_when_inhe
     assert (ae.objective.schedule, ae.objective.warmup_epochs) == ("constant", 5)
     for name in PRESETS:
         get_preset(name).validate()
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+
+    with pytest.raises(ConfigError, match="^--sigma .* applies only to --likelihood gaussian"):
+        build_model(ModelConfig(sigma=0.5), (4,))  # a model config given alone is checked the same way
     # a complete config vaekit wrote (a run folder's) whose stale setting no one chose is read, reset
     saved = RunConfig().to_dict()
     saved["model"]["pseudo_inputs"] = 200

@@ -7,7 +7,7 @@ import math
 import torch
 
 from .. import budget
-from ..config import ModelConfig
+from ..config import ModelConfig, RunConfig
 from ..errors import ConfigError, show
 from .ae import AE
 from .base import LatentModel
@@ -83,7 +83,9 @@ def check_batch_budget(model: LatentModel, batch_size: int, what: str, training:
 def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], batch_size: int = 1,
                 training: bool = False) -> LatentModel:
     """Build the model ``cfg`` describes for examples of ``data_shape``, after checking that its
-    weights, and its activations for ``batch_size`` examples at a time, fit the memory budget."""
+    weights, and its activations for ``batch_size`` examples at a time, fit the memory budget. A
+    ModelConfig given alone is checked as a run's would be (ranges, settings that do not apply)."""
+    RunConfig(model=cfg).validate()
     data_shape = check_data_shape(data_shape)
     params = parameter_count(cfg, data_shape)
     budget.check(_need(params, 0, 0, training), f"the model ({params:,} parameters)")

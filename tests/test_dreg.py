@@ -14,7 +14,7 @@ from vaekit.objectives import iwae_objective
 
 def tiny(prior: str = "normal"):
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden=[8], latent_dim=2, prior=prior, pseudo_inputs=3)
+    cfg = ModelConfig(hidden=[8], latent_dim=2, prior=prior, **({"pseudo_inputs": 3} if prior == "vamp" else {}))
     model = build_model(cfg, (6,)).double()
     x = (torch.rand(1, 6, generator=torch.Generator().manual_seed(1)) > 0.5).double()
     return model, x

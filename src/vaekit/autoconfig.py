@@ -154,6 +154,7 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     from .data.folder import ImageSizesDiffer, probe_folder
 
     overrides = {**(overrides or {}), "data.dataset": dataset}
+    RunConfig().with_overrides(_data_flags(overrides))  # the data flags are checked before any file is opened
     kind, _, arg = str(dataset).partition(":")
     channels, sizes = probe_folder(arg) if kind == "folder" else (1, [])
     if kind == "folder" and "data.channels" not in overrides:

@@ -319,6 +319,8 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
     ("data.channels", "--channels", lambda c: c.data.dataset.startswith("folder:"), "folder: data", "data.dataset"),
     ("data.image_size", "--image-size", lambda c: c.data.dataset.startswith("folder:"), "folder: data",
      "data.dataset"),
+    ("data.data_dir", "--data-dir", lambda c: c.data.dataset in ("mnist", "fashion-mnist", "cifar10"),
+     "mnist, fashion-mnist and cifar10 (folder: and vectors: data name their own path)", "data.dataset"),
     ("data.labels", "--labels", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),
     ("data.test_fraction", "--test-fraction", _own_split, "data sets without a test split of their own (mnist, "
      "fashion-mnist and cifar10 have one)", "data.dataset"),

@@ -68,6 +68,10 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
         keep = ~torch.isin(ds.train_y, torch.tensor(cfg.holdout_classes))
         ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
     if cfg.binarize != "none":
+        lo, hi = ds.value_range()
+        if lo < 0 or hi > 1:  # Bernoulli draws need probabilities; clamping would binarise nonsense
+            raise DataError(f"{cfg.dataset}: values span [{lo:.3g}, {hi:.3g}] but --binarize {cfg.binarize} needs "
+                            "[0, 1]; leave it out (or rescale the data)")
         gen = torch.Generator().manual_seed(cfg.split_seed)
         test = binarize(ds.features(ds.test_x), gen)
         train = binarize(ds.features(ds.train_x), gen) if cfg.binarize == "static" else None
@@ -120,7 +124,7 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
         labels = cfg.labels
         if labels and not Path(labels).exists() and (root / Path(labels).name).exists():
             labels = str(root / Path(labels).name)
-        cfg = resolve_paths(dataclasses.replace(cfg, dataset=f"{kind}:{moved}", labels=labels, data_dir=data_dir))
+        cfg = resolve_paths(dataclasses.replace(cfg, dataset=f"{kind}:{moved}", labels=labels, data_dir=None))
     path = Path(cfg.dataset.partition(":")[2])
     if not path.exists():
         where = f"not in {data_dir}" if data_dir else "not there any more"

@@ -114,6 +114,9 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
             raise DataError(f"{path}: {int(bad.sum())} {what}, the first in row {row} (rows counted from 0); "
                             "clean or rescale the data")
     del raw
+    if cfg.labels and y is not None:
+        raise DataError(f"{path}: has labels of its own (an .npz key 'y', or a label column); --labels "
+                        f"{show(cfg.labels)} would replace them: give one of them")
     if cfg.labels:
         labels = Path(cfg.labels).expanduser()
         if is_text_table(labels):

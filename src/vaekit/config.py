@@ -178,9 +178,12 @@ class RunConfig:
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted keys (``model.latent_dim``) set; string values are parsed by field type."""
         d = self.to_dict()
-        keys = [f"{k}.{sub}" if isinstance(v, dict) else k for k, v in d.items() for sub in (v if isinstance(v, dict) else [k])]
-        unknown = lambda key: ConfigError(f"unknown config key '{show(key)}'{did_you_mean(key, keys)}; "  # noqa: E731
-                                          "see `vaekit train --help`")
+
+        def unknown(key: str) -> ConfigError:  # the known keys are listed only when one is mistyped
+            keys = [f"{k}.{sub}" if isinstance(v, dict) else k
+                    for k, v in d.items() for sub in (v if isinstance(v, dict) else [k])]
+            return ConfigError(f"unknown config key '{show(key)}'{did_you_mean(key, keys)}; see `vaekit train --help`")
+
         for key, value in overrides.items():
             parts = key.split(".")
             target = d

@@ -145,9 +145,9 @@ def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path,
                         log: Callable[[str], None], overwrite: bool = False) -> None:
     """``jobs`` runs at a time, each a ``vaekit train`` child process with cores // jobs threads (at
     least 1; the cores this process may use, within a container's quota); its output is kept in
-    OUT/logs/beta-<value>.log when it ends. A child that fails stops
-    the others (they checkpoint, as on SIGTERM) and its last line is the error. The children run in
-    their own sessions, so a signal to the sweep reaches each of them exactly once, from here."""
+    OUT/logs/beta-<value>.log when it ends. A child that fails stops the others (they checkpoint, as
+    on SIGTERM) and its last line is the error. The children run in their own sessions, so a signal
+    to the sweep reaches each of them exactly once, from here."""
     threads = max(1, usable_cpus() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = out / "logs"

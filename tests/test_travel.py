@@ -197,3 +197,23 @@ def test_colour_photos_get_a_spatial_latent_at_the_deepest_resolution(side, stag
     for given in ({"model.spatial_latent": False}, {"model.arch": "conv"}, {"model.hidden": "16,32"}):
         chosen, _ = choose_model(data, given)
         assert "model.spatial_latent" not in chosen and chosen["model.latent_dim"] == 32
+
+
+def test_two_runs_served_side_by_side_take_data_dir_where_their_data_are_files(tmp_path, monkeypatch):
+    from vaekit.errors import DataError
+    from vaekit.explore import Explorer
+    from vaekit.server import _data_dirs
+
+    _images(tmp_path / "data" / "imgs")
+    monkeypatch.chdir(tmp_path)
+    assert run("train", "--dataset", "folder:data/imgs", *SMALL, "--out", "photos")[0] == 0
+    assert run("train", *SMALL, "--out", "digits")[0] == 0
+    shutil.move(str(tmp_path / "data"), str(tmp_path / "moved"))
+    pair, moved = [str(tmp_path / "photos"), str(tmp_path / "digits")], str(tmp_path / "moved")
+    dirs = _data_dirs(pair, moved)
+    assert dirs == [moved, None]
+    assert [len(Explorer(r, d).map_points()["xy"]) for r, d in zip(pair, dirs)] == [2, 359]
+    # No run of the pair reads files: the flag is refused as for one run, not dropped.
+    both = [str(tmp_path / "digits")] * 2
+    with pytest.raises(DataError, match="built into vaekit"):
+        [Explorer(r, d) for r, d in zip(both, _data_dirs(both, moved))]

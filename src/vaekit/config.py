@@ -278,8 +278,11 @@ def _iwae(c: RunConfig) -> bool:
     return c.objective.kind == "iwae"
 
 
+DOWNLOADED = ("mnist", "fashion-mnist", "cifar10")  # the data sets read from files in --data-dir (with a test split)
+
+
 def _own_split(c: RunConfig) -> bool:
-    return c.data.dataset not in ("mnist", "fashion-mnist", "cifar10")  # these come with their test split
+    return c.data.dataset not in DOWNLOADED
 
 
 # Settings that only mean something where others allow them: (key, flag, does it apply?, where it does,
@@ -322,7 +325,7 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
     ("data.channels", "--channels", lambda c: c.data.dataset.startswith("folder:"), "folder: data", "data.dataset"),
     ("data.image_size", "--image-size", lambda c: c.data.dataset.startswith("folder:"), "folder: data",
      "data.dataset"),
-    ("data.data_dir", "--data-dir", lambda c: c.data.dataset in ("mnist", "fashion-mnist", "cifar10"),
+    ("data.data_dir", "--data-dir", lambda c: c.data.dataset in DOWNLOADED,
      "mnist, fashion-mnist and cifar10 (folder: and vectors: data name their own path)", "data.dataset"),
     ("data.labels", "--labels", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),
     ("data.test_fraction", "--test-fraction", _own_split, "data sets without a test split of their own (mnist, "
@@ -428,7 +431,10 @@ def _coerce(text: str, ftype: Any, key: str) -> Any:
     try:
         if origin is list:  # 400,400 or, as JSON writes it, [400, 400]
             inner = text.strip()[1:-1] if text.strip()[:1] == "[" and text.strip()[-1:] == "]" else text
-            return [_coerce(t.strip(), args[0], key) for t in inner.split(",") if t.strip()]
+            items = [t.strip() for t in inner.split(",")] if inner.strip() else []
+            if "" in items:
+                raise ConfigError(f"{key}: '{show(text)}' has an empty value between commas")
+            return [_coerce(t, args[0], key) for t in items]
         if ftype is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True

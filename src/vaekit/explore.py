@@ -73,6 +73,7 @@ class Explorer:
     def __init__(self, run_dir: str | Path, data_dir: str | None = None, device: str = "cpu",
                  map_points: int = MAP_POINTS, sampler: str = "prior", components: int = DEFAULT_COMPONENTS,
                  log: Callable[[str], None] = print) -> None:
+        from .data import check_data_dir
         from .evaluate import run_data
 
         check_sampler(sampler, components)
@@ -80,6 +81,7 @@ class Explorer:
         run = load_run(run_dir, device)
         run.model.train(False)
         self.note = ""
+        check_data_dir(run.config.data, data_dir)
         try:
             data = run_data(run, data_dir, progress=False)
         except VaekitError as e:  # a run folder without its data still explores: from prior draws

@@ -171,7 +171,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .samplers import check_sampler, gmm_for_run, sample_codes
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
-    check_sampler(sampler, components, refit)
+    check_sampler(sampler, components, refit, data_dir)
     run = load_run(user_path(run_dir, "run_dir"), device)
     number, name = class_label(run.path, label, run.model.classes)
     count, cols = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class

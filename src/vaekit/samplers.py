@@ -115,13 +115,16 @@ class GaussianMixture:
         return cls(w, mu, torch.tril(chol), info)
 
 
-def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS, refit: bool = False) -> None:
+def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS, refit: bool = False,
+                  data_dir: str | None = None) -> None:
     """Refuse an unknown sampler, a mixture of no components, and the mixture's settings given
-    without the mixture (they would do nothing), before anything is loaded or fitted."""
+    without the mixture (they would do nothing: ``data_dir`` only says where the mixture's codes come
+    from when sampling), before anything is loaded or fitted."""
     if sampler not in SAMPLER_FUNCTIONS:
         raise VaekitError(f"--sampler {show(str(sampler))}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
     whole_number(components, "--components")
-    for flag, given in (("--components", components != DEFAULT_COMPONENTS), ("--refit", refit)):
+    for flag, given in (("--components", components != DEFAULT_COMPONENTS), ("--refit", refit),
+                        ("--data-dir", data_dir is not None)):
         if given and sampler != "gmm":
             raise VaekitError(f"{flag} applies only with --sampler gmm (Python: sampler='gmm'); add it, or leave "
                               f"{flag} out")

@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import Any, Callable
 
+from .checkpoint import load_config
+from .data import reads_files
 from .errors import VaekitError, as_text
 from .explore import Explorer, RequestError
 from .files import read_regular
@@ -199,6 +201,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _data_dirs(run_dirs: list[str | Path], data_dir: str | None) -> list[str | None]:
+    """``data_dir`` for each of two runs whose data are read from files, None for built-in data; one
+    run gets it as given (so that a flag no run can use is refused, as for every command)."""
+    if data_dir is None or len(run_dirs) == 1:
+        return [data_dir] * len(run_dirs)
+    reads = [reads_files(load_config(d).data) for d in run_dirs]
+    return [data_dir if r else None for r in reads] if any(reads) else [data_dir] * len(run_dirs)
+
+
 def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port: int = 8000,
           data_dir: str | None = None, log: Callable[[str], None] = print, sampler: str = "prior",
           components: int = DEFAULT_COMPONENTS, device: str = "cpu") -> None:
@@ -215,7 +226,9 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
     sock = bind(host, port)
     try:
-        explorers = [Explorer(d, data_dir, device, sampler=sampler, components=components, log=log) for d in run_dirs]
+        dirs = _data_dirs(run_dirs, data_dir)
+        explorers = [Explorer(d, dd, device, sampler=sampler, components=components, log=log)
+                     for d, dd in zip(run_dirs, dirs)]
         for e in explorers:
             e.map_points()  # the codes are computed before the first visitor waits for them
         app = create_app(explorers, host)

@@ -38,9 +38,10 @@ COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon
 def parse_values(text: str | Sequence[float]) -> list[float]:
     """'0.5,1,2,4' (or a list of numbers) -> [0.5, 1.0, 2.0, 4.0]; each a finite number >= 0, no repeats."""
     shown = text if isinstance(text, str) else ",".join(map(str, text))
+    if isinstance(text, str) and "" in [v.strip() for v in text.split(",")]:
+        raise ConfigError(f"--beta {show(shown)}: an empty value between commas; e.g. 0.5,1,2,4")
     try:
-        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)
-                  if not isinstance(v, str) or v.strip()]
+        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except (TypeError, ValueError):
         raise ConfigError(f"--beta {show(shown)}: expected numbers separated by commas, e.g. 0.5,1,2,4") from None
     if not values or any(not (v >= 0 and v < float("inf")) for v in values) or len(set(values)) != len(values):

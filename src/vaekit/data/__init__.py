@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DataConfig
+from ..config import DOWNLOADED, DataConfig
 from ..errors import DataError, did_you_mean, show
 from ..files import user_path
 from .bundled import load_blobs, load_digits
@@ -107,6 +107,19 @@ def resolve_paths(cfg: DataConfig) -> DataConfig:
     return dataclasses.replace(cfg, dataset=dataset, data_dir=absolute(cfg.data_dir), labels=absolute(cfg.labels))
 
 
+def reads_files(cfg: DataConfig) -> bool:
+    """Whether these data are read from files (which --data-dir can point at), not built into vaekit."""
+    kind = cfg.dataset.partition(":")[0]
+    return kind in FILE_SOURCES or kind in DOWNLOADED
+
+
+def check_data_dir(cfg: DataConfig, data_dir: str | None) -> None:
+    """Refuse a data folder for data that are read from none (a flag that would do nothing)."""
+    if data_dir and not reads_files(cfg):
+        raise DataError(f"--data-dir {show(data_dir)}: this run's data ({cfg.dataset.partition(':')[0]}) are built "
+                        "into vaekit and read from no folder; leave --data-dir out")
+
+
 def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     """Where a run's data are on this machine: ``data_dir`` holds the IDX files, or (for folder: and
     vectors: data) the moved folder or file under its old name, or is that folder itself, or that
@@ -114,6 +127,7 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
     if data_dir is not None:
         data_dir = str(user_path(data_dir, "data_dir"))
     kind, _, arg = cfg.dataset.partition(":")
+    check_data_dir(cfg, data_dir)
     if kind not in FILE_SOURCES or not arg:
         return resolve_paths(dataclasses.replace(cfg, data_dir=data_dir)) if data_dir else cfg
     old = Path(arg)
@@ -174,4 +188,5 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x.clamp(0, 1), generator=generator)
 
 
-__all__ = ["Dataset", "LOADERS", "binarize", "fingerprint", "load_dataset", "relocate", "resolve_paths"]
+__all__ = ["Dataset", "LOADERS", "binarize", "check_data_dir", "fingerprint", "load_dataset", "reads_files",
+           "relocate", "resolve_paths"]

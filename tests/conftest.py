@@ -73,6 +73,25 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.fixture
+def read_only(small_fs):
+    """``read_only(folder)``: a copy of ``folder`` on a real read-only file system (a tmpfs remounted
+    read-only, so even root cannot write there); returns the copy's path."""
+    import shutil
+    import subprocess
+
+    def make(folder: Path) -> Path:
+        mnt = small_fs(64 << 20)
+        copy = mnt / folder.name
+        shutil.copytree(folder, copy)
+        r = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot remount a tmpfs read-only here ({r.stderr.strip()})")
+        return copy
+
+    return make
+
+
 def fill_disk(folder: Path, leave: int = 0) -> Path:
     """Fill the filesystem holding ``folder`` until writes fail (or ``leave`` bytes remain)."""
     import shutil

@@ -111,7 +111,8 @@ BAD_INPUT = [
         (["train", "--lr-schedule", "triangle"], ["--lr-schedule", "triangle"]),
         (["train", "--lr-min", "1", "--lr", "0.001"], ["train.lr_min"]),
         (["train", *FAST, "--out", "{tmp}/bad.npy/run"], ["bad.npy", "another --out"]),
-        (["sample", "{tmp}/broken", "-o", "{tmp}/bad.npy/x.png"], ["model.safetensors"]),
+        (["sample", "{tmp}/broken", "-o", "{tmp}/x.png"], ["model.safetensors"]),
+        (["sample", "{tmp}/broken", "-o", "{tmp}/bad.npy/x.png"], ["bad.npy is not a folder"]),  # before the run
 ]
 
 

@@ -22,6 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
+
 from vaekit import checkpoint as ckpt
 from vaekit.checkpoint import load_run, read_history
 from vaekit.cli import main
@@ -728,3 +730,33 @@ def test_changed_data_is_named_as_changed_data(tmp_path):
     for cmd in (["evaluate", str(out)], ["train", "--resume", str(out), "--epochs", "2"], ["plot", str(out)]):
         line = one_line(cli(*cmd), "the data changed since training", "[1, 12, 12]", "[1, 8, 8]")
         assert "do not match" not in line
+
+
+def test_a_run_on_a_read_only_file_system_is_read_and_its_outputs_go_elsewhere(run_copy, read_only, tmp_path):
+    """A run on read-only storage (a colleague's, a mounted archive): the reading commands work, each
+    command that writes into the run folder names the flag that writes elsewhere, that flag works, and
+    an output that cannot be written is refused before any work (nothing printed before the error)."""
+    ro = read_only(run_copy)
+    listing = sorted(p.name for p in ro.rglob("*"))
+    code, out, err = run_cli("evaluate", str(ro), "--iwae-k", "2", "--no-progress")
+    assert code == 0 and "metrics.json not written" in err and "Read-only file system" in err
+    for argv, flag in ((["plot", str(ro)], "--out DIR"), (["report", str(ro), "--iwae-k", "0"], "-o FILE.html"),
+                       (["probe", str(ro)], "-o FILE.png"), (["compare", str(ro), str(ro)], "-o FILE.png"),
+                       (["train", "--resume", str(ro), "--epochs", "3"], "")):
+        code, out, err = run_cli(*argv, "--no-progress")
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert f"{ro}: cannot write here (Read-only file system)" in err and flag in err, (argv, err)
+    elsewhere = tmp_path / "mine"
+    for argv in (["plot", str(ro), "--out", str(elsewhere / "plots")],
+                 ["report", str(ro), "--iwae-k", "0", "-o", str(elsewhere / "r.html")],
+                 ["probe", str(ro), "-o", str(elsewhere / "p.png")],
+                 ["sample", str(ro), "-o", str(elsewhere / "s.png")],
+                 ["reconstruct", str(ro), "-o", str(elsewhere / "r.png")]):
+        code, out, err = run_cli(*argv, "--no-progress")
+        assert code == 0, (argv, err)
+    assert len(list((elsewhere / "plots").glob("*.png"))) >= 5 and (elsewhere / "r.html").stat().st_size > 10_000
+    for argv in (["report", str(ro), "-o", str(ro / "r.html")], ["plot", str(ro), "--out", str(ro / "p")],
+                 ["sample", str(ro), "-o", str(ro.parent / "s.png")], ["train", "--epochs", "1", "--out", str(ro / "n")]):
+        code, out, err = run_cli(*argv, "--no-progress")
+        assert code == 2 and out == "" and "(Read-only file system)" in err and "cannot write in" in err, (argv, err)
+    assert sorted(p.name for p in ro.rglob("*")) == listing

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import shutil
 import unicodedata
@@ -146,11 +145,7 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
     is a vaekit run)."""
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"{path}: exists and is not a folder; choose another --out")
-    ancestor = _existing_ancestor(path)
-    if not ancestor.is_dir():
-        raise RunFolderError(f"{path}: {ancestor} is not a folder; choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{path}: cannot write in {ancestor} (permission denied); choose another --out")
+    files.check_can_write(path / CONFIG, str(path), "choose another --out")
     if path.is_dir() and _user_entries(path):
         if not overwrite:
             raise RunFolderError(

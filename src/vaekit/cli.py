@@ -355,7 +355,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_run
 
     path = report_run(args.run_dir, iwae_k=args.iwae_k, data_dir=args.data_dir, log=print, progress=not args.no_progress,
-                      device=args.device)
+                      device=args.device, out=args.o)
     print(f"report: {path}")
     return 0
 
@@ -725,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
                     help="importance samples for the NLL estimate (0 skips it)")
     rp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    rp.add_argument("-o", type=output_file(".html"), metavar="FILE.html",
+                    help="write the page there instead, leaving the run folder untouched (default: RUN_DIR/report.html)")
     _device_flag(rp)
     rp.set_defaults(func=cmd_report)
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Run, load_run
 from .errors import VaekitError
-from .files import atomic_write, user_path, write_via_buffer
+from .files import atomic_write, output_folder, user_path, write_via_buffer
 
 ONNX_DIR = "onnx"
 OPSET = 17
@@ -111,10 +111,8 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
     need()
     run_dir = user_path(run_dir, "run_dir")
     run = load_run(run_dir)  # a bad run folder is refused before anything is created
-    target = user_path(out, "out") if out is not None else run_dir / format
-    if target.exists() and not target.is_dir():
-        raise VaekitError(f"--out {target}: exists and is not a folder")
-    with writing_into(run_dir, [target], "export"):
+    target = output_folder(out, "--out") if out is not None else run_dir / format
+    with writing_into(run_dir, [target], "export", "--out DIR"):
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -18,7 +18,7 @@ from .checkpoint import Run, load_run, read_history
 from .data import Dataset
 from .errors import VaekitError, did_you_mean, show, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
-from .files import user_path
+from .files import output_folder, user_path
 
 PLOTS_DIR = "plots"
 
@@ -249,8 +249,8 @@ def plot_run(
     if grid_dims is not None and only is not None and "latent-grid" not in only:
         raise VaekitError("--grid-dims (grid_dims=) applies only with the latent grid (no --only, or --only latent-grid)")
     run_dir = user_path(run_dir, "run_dir")
-    out = user_path(out_dir, "out_dir") if out_dir is not None else run_dir / PLOTS_DIR
-    with writing_into(run_dir, [out], "plot"):
+    out = output_folder(out_dir, "--out") if out_dir is not None else run_dir / PLOTS_DIR
+    with writing_into(run_dir, [out], "plot", "--out DIR"):
         return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 
 
@@ -287,7 +287,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     whole_number(n, "n", hi=64)
     run_a, run_b = user_path(run_a, "run_a"), user_path(run_b, "run_b")
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
-    with writing_into(run_a, [out], "compare"):
+    with writing_into(run_a, [out], "compare", "-o FILE.png"):
         return _compare_into(out, run_a, run_b, n, data_dir, device)
 
 

@@ -173,8 +173,8 @@ def user_path(value: Any, what: str) -> Path:
 
 
 def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> Path:
-    """An output file's name, checked before any work: its suffix says the format, and it is no
-    folder. ``flag`` names the argument in the message (argparse names it itself)."""
+    """An output file's name, checked before any work: its suffix says the format, it is no folder,
+    and its folder can be written. ``flag`` names the argument in the message (argparse names it itself)."""
     out = user_path(path, flag or "output")
     where = f"{flag} {show(os.fspath(path))}" if flag else show(os.fspath(path))
     try:
@@ -185,7 +185,36 @@ def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> 
         raise OutputError(f"{where} is a folder; give a file name")
     if out.suffix.lower() not in suffixes:
         raise OutputError(f"{where}: write {' or '.join(suffixes)} (the file name says which)")
+    check_can_write(out, where)
     return out
+
+
+def output_folder(path: str | Path, flag: str) -> Path:
+    """A folder to write outputs into, checked before any work: no file, and it can be made and written."""
+    out = user_path(path, flag)
+    where = f"{flag} {show(os.fspath(path))}"
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{where}: exists and is not a folder; choose another place")
+    check_can_write(out / "probe", where)
+    return out
+
+
+def check_can_write(path: Path, where: str, fix: str = "choose another place") -> None:
+    """Before any work, that ``path`` (a file or folder still to be made, or replaced) can be written:
+    a nameless file is made and dropped in the nearest folder that exists, so the message carries the
+    system's own reason (a read-only file system, no permission) and nothing is left behind."""
+    import tempfile
+
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{where}: {show(str(folder))} is not a folder; {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{where}: cannot write in {show(str(folder))} ({e.strerror or e}); {fix}") from None
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -83,24 +84,32 @@ def report_run(
     log: Callable[[str], None] = lambda s: None,
     progress: bool = True,
     device: str = "cpu",
+    out: str | Path | None = None,
 ) -> Path:
-    """`vaekit report`: evaluate, plot, and write RUN_DIR/report.html; returns its path."""
+    """`vaekit report`: evaluate, plot, and write RUN_DIR/report.html (its plots in RUN_DIR/plots);
+    returns its path. ``out``: the page's file instead, the run folder left untouched (so that a run
+    on read-only storage, or someone else's, gets a report too)."""
+    from .files import output_file
     from .runlock import writing_into
 
     run_dir = user_path(run_dir, "run_dir")
     whole_number(iwae_k, "--iwae-k", lo=0)
-    with writing_into(run_dir, [run_dir], "report"):
-        return _report(run_dir, iwae_k, data_dir, log, progress, device)
+    if out is not None:
+        page = output_file(out, (".html",), "-o")
+        with writing_into(run_dir, [page], "report"), tempfile.TemporaryDirectory(prefix="vaekit-report-") as tmp:
+            return _report(run_dir, page, Path(tmp), iwae_k, data_dir, log, progress, device)
+    with writing_into(run_dir, [run_dir], "report", "-o FILE.html"):
+        return _report(run_dir, run_dir / REPORT, None, iwae_k, data_dir, log, progress, device)
 
 
-def _report(run_dir: Path, iwae_k: int, data_dir: str | None, log: Callable[[str], None], progress: bool,
-            device: str) -> Path:
+def _report(run_dir: Path, out: Path, plots_dir: Path | None, iwae_k: int, data_dir: str | None,
+            log: Callable[[str], None], progress: bool, device: str) -> Path:
     view = open_run(run_dir, data_dir=data_dir, device=device)
     log(f"evaluating {run_dir} (IWAE k = {iwae_k}) ...")
     metrics = evaluate_model(view.model, view.data, iwae_k, seed=view.seed, progress=progress)
     metrics["epoch"] = view.run.epoch
     log("plotting ...")
-    figures = plot_run(run_dir, view=view, log=log)
+    figures = plot_run(run_dir, plots_dir, view=view, log=log if plots_dir is None else lambda s: None)
     cfg = view.run.config
     title = f"vaekit run: {cfg.preset or 'custom'} ({cfg.model.kind.upper()}) on {cfg.data.dataset}"
     nats = metrics.get("units", "nats") == "nats"
@@ -136,5 +145,4 @@ Metrics on the test split ({metrics['n']} examples), per example, {"in nats" if 
 <pre>{html.escape(json.dumps(cfg.to_dict(), indent=2))}</pre>
 </body></html>
 """
-    out = run_dir / REPORT
     return atomic_write(out, page)

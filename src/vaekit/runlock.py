@@ -40,9 +40,10 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
+def run_lock(run_dir: str | Path, command: str, elsewhere: str = "") -> Iterator[None]:
     """Hold the run folder's write lock for the ``with`` block; a second writer gets a one-line error.
-    Within one thread the lock is re-entrant."""
+    Within one thread the lock is re-entrant. ``elsewhere``: the flag that writes outside the run
+    folder instead, offered when the folder cannot be written."""
     run_dir = Path(run_dir)
     held: set[str] = _held.__dict__.setdefault("folders", set())
     key = os.path.realpath(run_dir)
@@ -52,7 +53,9 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
     try:
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise RunFolderError(f"{run_dir}: cannot write here ({e.strerror or e}); check the folder's permissions") from None
+        instead = f", or write elsewhere with {elsewhere}" if elsewhere else ""
+        raise RunFolderError(f"{run_dir}: cannot write here ({e.strerror or e}); check the folder's "
+                             f"permissions{instead}") from None
     try:
         if fcntl is not None:
             try:
@@ -81,12 +84,12 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str) -> Iterator[None]:
+def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str, elsewhere: str = "") -> Iterator[None]:
     """Take the run folder's lock when any of ``outputs`` lies inside it; else nothing to guard."""
     root = Path(run_dir).resolve()
     inside = any(Path(p).resolve().is_relative_to(root) for p in outputs)
     if inside and root.is_dir():
-        with run_lock(root, command):
+        with run_lock(root, command, elsewhere):
             yield
     else:
         yield

@@ -110,6 +110,29 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
     return filler
 
 
+def processes_naming(text: str) -> list[int]:
+    """The pids of the processes whose command line holds ``text`` (a run folder's path, say)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; returns the seconds it took, fails naming ``what`` after ``timeout``."""
+    import time
+
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
 def run_cli(*args: str) -> tuple[int, str, str]:
     """The vaekit command in this process: (exit code, stdout, stderr)."""
     import contextlib

@@ -4,6 +4,7 @@ the job with the last checkpoint intact, and rank 0 as the only writer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import processes_naming
 from vaekit import distributed
 from vaekit.checkpoint import load_run, read_history
 
@@ -199,3 +201,34 @@ def test_refusals_under_torchrun(tmp_path: Path) -> None:
     r = _run(_torchrun(2, *TRAIN, "--epochs", "1", "--batch-size", "1", "--out", str(tmp_path / "b")))
     assert r.returncode != 0 and "too few to give each of 2 processes one" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_the_nproc_launcher_speaks_in_one_line_and_takes_its_processes_with_it(tmp_path: Path) -> None:
+    """`vaekit train --nproc 2`: SIGTERM stops the job with vaekit's one line (none of torchrun's warnings
+    or tracebacks); kill -9 of the launcher itself stops torchrun and every process at a checkpoint
+    instead of leaving them training unseen."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "2000", "--nproc", "2", "--out", str(run)]
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}  # the launcher shares out the cores itself
+    try:
+        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_epochs(run, 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 130
+        assert err.strip().splitlines() == [f"vaekit: SIGTERM: stopped at {err.split('stopped at ')[1].split(' and')[0]} "
+                                            f"and saved a checkpoint in {run}; continue with: vaekit train --resume {run}"]
+        done = len(read_history(run))
+        resume = [sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--nproc", "2", "--no-progress"]
+        proc = subprocess.Popen(resume, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_epochs(run, done + 2, proc)
+        proc.kill()
+        t0 = time.monotonic()
+        proc.communicate(timeout=90)  # the pipes close when torchrun and its processes have gone
+        assert time.monotonic() - t0 < 60
+        assert processes_naming(str(run)) == []
+        assert load_run(run).epoch == len(read_history(run)) >= done + 2
+    finally:  # a failure here must not leave processes training on
+        for pid in processes_naming(str(run)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -3,11 +3,17 @@ sweep that continues where it stopped instead of training again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli as run
+from conftest import processes_naming, run_cli as run, wait_until
+from vaekit.checkpoint import load_run, read_history
 
 FLAGS = ["--dataset", "digits", "--hidden", "64", "--latent-dim", "6", "--epochs", "6", "--batch-size", "64",
          "--lr", "3e-3", "--iwae-k", "10", "--generation-n", "200", "--no-progress"]
@@ -97,3 +103,45 @@ def test_a_sweep_keeps_only_runs_of_its_own_config_and_extends_their_epochs(tmp_
     assert code == 0, err
     config = json.loads((out / "beta-1" / "config.json").read_text())
     assert config["model"]["hidden"] == [16] and len((out / "beta-1" / "history.jsonl").read_text().splitlines()) == 1
+
+
+def _started(out, betas):
+    return all((out / f"beta-{b}" / "history.jsonl").is_file() and read_history(out / f"beta-{b}") for b in betas)
+
+
+def test_a_stopped_sweep_stops_its_children_and_says_how_to_continue(tmp_path):
+    """Started the way a script's `vaekit sweep ... &` starts it (SIGINT ignored, and so in its children):
+    SIGTERM stops every run at a checkpoint with one line saying how to go on; after kill -9 of the sweep
+    itself, its runs stop too instead of training on unseen."""
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "vaekit", "sweep", "--beta", "0.5,1,2", "--dataset", "digits", "--hidden", "16",
+           "--latent-dim", "2", "--epochs", "5000", "--jobs", "2", "--no-progress", "--out", str(out)]
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    try:
+        proc = subprocess.Popen(cmd, preexec_fn=ignore_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: _started(out, ["0.5", "1"]), 120, "both runs training")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines() == [f"vaekit: the sweep was stopped; each run in training saved a checkpoint "
+                                             f"(logs in {out / 'logs'}); run the same sweep again to continue them"]
+        for b in ("0.5", "1"):
+            assert "saved a checkpoint" in (out / "logs" / f"beta-{b}.log").read_text()
+            assert load_run(out / f"beta-{b}").epoch == len(read_history(out / f"beta-{b}")) >= 1
+        assert processes_naming(str(out)) == []
+
+        done = {b: len(read_history(out / f"beta-{b}")) for b in ("0.5", "1")}
+        proc = subprocess.Popen(cmd, preexec_fn=ignore_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: all(len(read_history(out / f"beta-{b}")) > n + 1 for b, n in done.items()), 120,
+                   "the sweep resuming its runs")
+        children = [p for p in processes_naming(str(out)) if p != proc.pid]
+        assert len(children) == 2
+        proc.kill()
+        proc.communicate(timeout=60)
+        wait_until(lambda: processes_naming(str(out)) == [], 60, "the runs stopping when the sweep died")
+        for b in ("0.5", "1"):
+            assert load_run(out / f"beta-{b}").epoch == len(read_history(out / f"beta-{b}")) > done[b] + 1
+    finally:  # a failure here must not leave runs training on
+        for pid in processes_naming(str(out)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
+from .children import follow_parent
 from .config import PRECISIONS
 from .errors import TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
 from .files import strict_json
@@ -993,6 +994,7 @@ def _main(argv: list[str]) -> int:
         _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's stays ignored
+    follow_parent()  # a sweep's child: stops (as on SIGTERM) when the sweep dies
     hook, sys.unraisablehook = sys.unraisablehook, _interrupt_again
     try:
         return _run(func, args)

@@ -1,15 +1,19 @@
 """``vaekit train --nproc N``: the same training started through PyTorch's launcher (torchrun) with N
-processes on this machine, so that a single-node data-parallel run needs no second command."""
+processes on this machine, so that a single-node data-parallel run needs no second command.
+``python -m vaekit.launch TORCHRUN-ARGS`` is torchrun as this launcher runs it (see ``torchrun``)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from typing import Sequence
 
-from .errors import ConfigError
+from .children import child_environment, follow_parent
+from .errors import ConfigError, one_line
 
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
@@ -30,8 +34,7 @@ def torchrun_command(argv: Sequence[str], nproc: int, out: str | None) -> list[s
     args = without_nproc(argv)
     if out is not None and "--resume" not in args and "--out" not in args:
         args += ["--out", out]  # every process must name the same folder
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "vaekit", *args]
+    return [sys.executable, "-m", "vaekit.launch", "--standalone", f"--nproc-per-node={nproc}", "-m", "vaekit", *args]
 
 
 def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
@@ -39,7 +42,7 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
     the processes at a clean point (each saves nothing but rank 0, which checkpoints once)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
-    proc = subprocess.Popen(torchrun_command(argv, nproc, out))
+    proc = subprocess.Popen(torchrun_command(argv, nproc, out), env=child_environment())
     previous = {sig: signal.signal(sig, lambda s, f: proc.send_signal(signal.SIGTERM))
                 for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
@@ -58,3 +61,38 @@ def _code(returncode: int) -> int:
     if returncode == 0:
         return 0
     return 130 if returncode in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP, 143) else 2
+
+
+def torchrun(args: list[str]) -> int:
+    """torchrun in this process, as vaekit's own launcher runs it: it stops when that launcher dies,
+    gives each process its share of the cores (torchrun would give each one thread), and leaves out its
+    warnings, tracebacks and failure report: each vaekit process says in one line what went wrong.
+    Returns the exit code of the first process that failed (or 128 + the signal that stopped torchrun)."""
+    follow_parent()
+    nproc = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--nproc-per-node=")), 1)
+    if "OMP_NUM_THREADS" not in os.environ:
+        from .budget import usable_cpus
+
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // nproc))
+    os.environ["LOGLEVEL"] = "CRITICAL"  # read once, by the launcher's loggers, as they are made on import
+    from torch.distributed import run
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    del os.environ["LOGLEVEL"]  # the training processes keep their own
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    try:
+        run.run(run.parse_args(args))
+        return 0
+    except ChildFailedError as e:
+        first = min(e.failures.values(), key=lambda f: f.timestamp)
+        return first.exitcode if first.exitcode >= 0 else 128 - first.exitcode
+    except SignalException as e:
+        return 128 + int(e.sigval)
+    except Exception as e:  # the launcher itself (a rendezvous that fails, say): one line
+        print(f"vaekit: error: torchrun: {one_line(str(e) or type(e).__name__)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(torchrun(sys.argv[1:]))

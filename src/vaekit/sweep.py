@@ -24,9 +24,10 @@ from typing import Any, Callable
 import torch
 
 from .budget import usable_cpus
+from .children import child_environment
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig, as_run_config
-from .errors import ConfigError, VaekitError, one_line, show, whole_number
+from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
 from .files import atomic_write, read_regular, strict_json, user_path
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -136,10 +137,14 @@ def _train_here(pending: list[tuple[float, Path, RunConfig]], progress: bool, lo
 
     for i, (beta, path, cfg) in enumerate(pending, 1):
         log(f"sweep: training {i}/{len(pending)}: beta = {beta:g} -> {path}")
-        if is_run_folder(path) and not overwrite:
-            fit(None, path, resume=True, epochs=cfg.train.epochs, progress=progress, log=log)
-        else:
-            fit(cfg, path, overwrite=overwrite, progress=progress, log=log)
+        try:
+            if is_run_folder(path) and not overwrite:
+                fit(None, path, resume=True, epochs=cfg.train.epochs, progress=progress, log=log)
+            else:
+                fit(cfg, path, overwrite=overwrite, progress=progress, log=log)
+        except TrainingInterrupted as e:  # the sweep, not this one run, is what to continue
+            raise TrainingInterrupted(f"{e.signal_name}: the sweep was stopped; {path} saved a checkpoint; run "
+                                      "the same sweep again to continue", e.signal_name) from None
 
 
 def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path, jobs: int,
@@ -150,7 +155,7 @@ def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path,
     on SIGTERM) and its last line is the error. The children run in their own sessions, so a signal
     to the sweep reaches each of them exactly once, from here."""
     threads = max(1, usable_cpus() // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = child_environment({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     queue, running = list(pending), []
@@ -171,30 +176,51 @@ def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path,
                 log(f"sweep: training beta = {beta:g} -> {path} (a child process, {threads} thread(s); log {log_path})")
                 running.append((beta, log_path, child, sink))
             time.sleep(0.2)
-            for item in list(running):
-                beta, log_path, child, sink = item
-                if child.poll() is None:
-                    continue
+            for item in [r for r in running if r[2].poll() is not None]:
                 running.remove(item)
-                sink.seek(0)
-                text = sink.read().decode("utf-8", "replace")
-                sink.close()
-                atomic_write(log_path, text)
-                if child.returncode != 0 and failed is None:
+                text = _keep_log(item)
+                if item[2].returncode != 0 and failed is None:
                     lines = text.strip().splitlines() or ["(no output)"]
-                    failed = f"sweep: training beta = {beta:g} failed: {one_line(lines[-1])} (log {log_path})"
+                    failed = f"sweep: training beta = {item[0]:g} failed: {one_line(lines[-1])} (log {item[1]})"
                     for _, _, other, _ in running:
                         other.send_signal(signal.SIGTERM)
-    except BaseException:  # Ctrl-C, SIGTERM or an error here: each child checkpoints and stops
-        for _, _, child, _ in running:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for _, _, child, sink in running:
-            child.wait()
-            sink.close()
+    except BaseException as e:  # Ctrl-C, SIGTERM or an error here: each child checkpoints and stops
+        _stop(running)
+        if isinstance(e, KeyboardInterrupt):
+            raise TrainingInterrupted(f"the sweep was stopped; each run in training saved a checkpoint (logs in "
+                                      f"{logs}); run the same sweep again to continue them", "signal") from None
         raise
     if failed:
         raise VaekitError(failed)
+
+
+def _keep_log(item: tuple[float, Path, subprocess.Popen, Any]) -> str:
+    """Write a finished child's output to its log; returns the text."""
+    _, log_path, _, sink = item
+    sink.seek(0)
+    text = sink.read().decode("utf-8", "replace")
+    sink.close()
+    atomic_write(log_path, text)
+    return text
+
+
+def _stop(running: list[tuple[float, Path, subprocess.Popen, Any]]) -> None:
+    """SIGTERM to each child (not SIGINT, which a child started from a script's ``cmd &`` ignores): it
+    checkpoints and stops. A second signal meanwhile is passed on (a child then stops at once) and the
+    wait goes on, so that no child outlives the sweep; their logs are kept."""
+    for _, _, child, _ in running:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    while any(child.poll() is None for _, _, child, _ in running):
+        try:
+            for _, _, child, _ in running:
+                child.wait()
+        except KeyboardInterrupt:
+            for _, _, child, _ in running:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+    for item in running:
+        _keep_log(item)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

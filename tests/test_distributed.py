@@ -204,16 +204,17 @@ def test_refusals_under_torchrun(tmp_path: Path) -> None:
 
 
 def test_the_nproc_launcher_speaks_in_one_line_and_takes_its_processes_with_it(tmp_path: Path) -> None:
-    """`vaekit train --nproc 2`: SIGTERM stops the job with vaekit's one line (none of torchrun's warnings
-    or tracebacks); kill -9 of the launcher itself stops torchrun and every process at a checkpoint
-    instead of leaving them training unseen."""
+    """`vaekit train --nproc 2`: a Ctrl-C (SIGINT to the terminal's process group) stops the job once, with
+    vaekit's one line (none of torchrun's warnings or tracebacks); kill -9 of the launcher itself stops
+    torchrun and every process at a checkpoint instead of leaving them training unseen."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "2000", "--nproc", "2", "--out", str(run)]
     env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}  # the launcher shares out the cores itself
     try:
-        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         _wait_for_epochs(run, 2, proc)
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         _, err = proc.communicate(timeout=90)
         assert proc.returncode == 130
         assert err.strip().splitlines() == [f"vaekit: SIGTERM: stopped at {err.split('stopped at ')[1].split(' and')[0]} "

@@ -38,18 +38,21 @@ def torchrun_command(argv: Sequence[str], nproc: int, out: str | None) -> list[s
 
 
 def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
-    """Run the job and return its exit code; Ctrl-C, SIGTERM and SIGHUP reach the launcher, which stops
-    the processes at a clean point (each saves nothing but rank 0, which checkpoints once)."""
+    """Run the job and return its exit code. torchrun runs in a session of its own, so that a signal
+    reaches the processes once, from here: Ctrl-C, SIGTERM and SIGHUP to the launcher (from the terminal
+    or sent to its pid alone) become SIGTERM to torchrun, which stops the processes at a clean point (rank
+    0 checkpoints once)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
-    proc = subprocess.Popen(torchrun_command(argv, nproc, out), env=child_environment())
+    proc = subprocess.Popen(torchrun_command(argv, nproc, out), env=child_environment(), start_new_session=True)
     previous = {sig: signal.signal(sig, lambda s, f: proc.send_signal(signal.SIGTERM))
-                for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         while True:
             try:
                 return _code(proc.wait())
-            except KeyboardInterrupt:  # the terminal's Ctrl-C reached the launcher too; wait for it
+            except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
+                proc.send_signal(signal.SIGTERM)
                 time.sleep(0.1)
     finally:
         for sig, handler in previous.items():

@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from vaekit.config import DataConfig
 from vaekit.data import binarize, load_dataset
 from vaekit.data import standard
 from vaekit.data.idx import parse_idx, read_idx_bytes
-from vaekit.errors import DataError
+from vaekit.errors import DataError, VaekitError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -347,6 +348,29 @@ def test_no_image_is_left_out_of_a_class_layout_without_a_word(tmp_path):
     _png(split / "stray.png", (4, 4))
     with pytest.raises(DataError, match="stray.png: an image beside the folders train/, test/ .* is in neither split"):
         load_dataset(DataConfig(dataset=f"folder:{split}"))
+
+
+def test_links_in_an_image_folder_are_followed_and_broken_ones_named(tmp_path):
+    """A linked folder of images inside a class is read like a folder (it used to be left out without a
+    word); a broken link, a link back up the tree and a FIFO are errors naming them."""
+    root = tmp_path / "photos"
+    _folder_of_pngs(root, ["a", "b"], 3)
+    _folder_of_pngs(tmp_path / "elsewhere", ["more"], 4)
+    (root / "a" / "more").symlink_to(tmp_path / "elsewhere" / "more")
+    ds = load_dataset(DataConfig(dataset=f"folder:{root}", test_fraction=0.5))
+    assert len(ds.train_x) + len(ds.test_x) == 10
+    assert sorted((ds.train_y.tolist() + ds.test_y.tolist())) == [0] * 7 + [1] * 3
+    (tmp_path / "elsewhere" / "more" / "up").symlink_to(root)
+    with pytest.raises(DataError, match=r"more/up/a: leads back to a folder already read"):
+        load_dataset(DataConfig(dataset=f"folder:{root}"))
+    (tmp_path / "elsewhere" / "more" / "up").unlink()
+    (root / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"b/gone.png: a broken link \(to .*nowhere.png\)"):
+        load_dataset(DataConfig(dataset=f"folder:{root}"))
+    (root / "b" / "gone.png").unlink()
+    os.mkfifo(root / "b" / "pipe.png")
+    with pytest.raises(VaekitError, match=r"pipe.png: is a FIFO"):
+        load_dataset(DataConfig(dataset=f"folder:{root}"))
 
 
 def test_flat_image_folder_errors(tmp_path):

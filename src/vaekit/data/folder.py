@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +28,61 @@ def _listed(p: Path) -> bool:
     return not p.name.startswith(".") and p.name.lower() not in SYSTEM_FILES
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The listed entries of a folder, sorted; a broken link among them is an error naming it (it
+    would otherwise be left out without a word)."""
+    entries = sorted(p for p in folder.iterdir() if _listed(p))
+    for p in entries:
+        if p.is_symlink() and not p.exists():
+            raise DataError(f"{p}: a broken link (to {show(os.readlink(p))}); remove it or restore what it points to")
+    return entries
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every listed file under ``folder``, following links to folders (as a file manager shows them),
+    sorted by path. A folder reached twice (a link back up the tree) is an error; anything that is
+    neither file nor folder (a FIFO, say) is kept, for the reader to refuse by name."""
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def visit(d: Path) -> None:
+        real = os.path.realpath(d)
+        if real in seen:
+            raise DataError(f"{d}: leads back to a folder already read ({show(real)}); remove the link")
+        seen.add(real)
+        for p in _entries(d):
+            if p.is_dir():
+                visit(p)
+            else:
+                found.append(p)
+
+    visit(folder)
+    return sorted(found)
+
+
 def _no_loose_images(root: Path, entries: list[Path], folders: list[str], why: str) -> None:
     """Refuse an image that the folder's layout would leave out of the data without a word."""
-    loose = [p for p in entries if p.is_file() and _listed(p) and p.suffix.lower() in IMAGE_SUFFIXES]
+    loose = [p for p in entries if not p.is_dir() and _listed(p) and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
         named = ", ".join(f"{show(n)}/" for n in folders[:3]) + (", ..." if len(folders) > 3 else "")
         raise DataError(f"{loose[0]}: an image beside the folders {named} of {root} {why}")
 
 
 def _image_files(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    entries = sorted(p for p in root.iterdir() if _listed(p))
+    entries = _entries(root)
     subdirs = [p for p in entries if p.is_dir()]
     if subdirs:
         _no_loose_images(root, entries, [d.name for d in subdirs], "would belong to no class; move it into one, "
                          "or move the class folders out for a flat folder")
         files, labels = [], []
         for label, d in enumerate(subdirs):
-            found = sorted(p for p in d.rglob("*") if p.is_file() and _listed(p)
-                           and all(_listed(part) for part in p.relative_to(d).parents if part.name))
+            found = _files_under(d)
             if not found:
                 raise DataError(f"{d}: class folder '{show(d.name)}' holds no images; add some or remove it")
             files += found
             labels += [label] * len(found)
         return files, labels, [d.name for d in subdirs]
-    return [p for p in entries if p.is_file()], None, None
+    return entries, None, None
 
 
 def _eight_bit(im: Any, path: Path) -> Any:
@@ -154,11 +186,11 @@ CACHE_VERSION = 3  # 2: 16-bit images scaled, EXIF orientation applied; 3: trans
 def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None, int | None]:
     """Files, labels and class names; a folder holding exactly ``train/`` and ``test/`` keeps that
     split, and then the last value is the number of training files (else None: split at random)."""
-    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if subdirs != sorted(SPLIT_FOLDERS):
+    entries = _entries(root)
+    if sorted(p.name for p in entries if p.is_dir()) != sorted(SPLIT_FOLDERS):
         files, labels, names = _image_files(root)
         return files, labels, names, None
-    _no_loose_images(root, list(root.iterdir()), list(SPLIT_FOLDERS), "is in neither split; move it into train/ or test/")
+    _no_loose_images(root, entries, list(SPLIT_FOLDERS), "is in neither split; move it into train/ or test/")
     train, train_labels, names = _image_files(root / "train")
     test, test_labels, test_names = _image_files(root / "test")
     if (names is None) != (test_names is None):

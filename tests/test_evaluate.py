@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data import Dataset, load_dataset
 from vaekit.evaluate import active_units, elbo_per_example, evaluate_model, iwae_nll, paired_loss
+from vaekit.likelihoods import NOT_NORMALISED
 from vaekit.models import build_model
 from vaekit.models.distributions import standard_normal_log_prob
 from vaekit.objectives import elbo_parts, iwae_log_px, loss_from_parts
@@ -166,3 +168,28 @@ def test_paired_loss_cancels_what_the_examples_share():
     assert pair["difference_se"] < 0.5 * la.std(ddof=1) / math.sqrt(len(la))
     with pytest.raises(ValueError, match="'train' or 'test'"):
         paired_loss(model, other, data, 0)  # a seed where the split goes is an error, not the training split
+
+
+def test_bernoulli_nats_of_grey_values_are_marked_as_no_normalised_likelihood(tmp_path):
+    """Grey digits under a Bernoulli likelihood give a training loss, not an NLL comparable with binarised
+    results: the metrics say so (JSON ``normalised``), and so do the text, the model card and the report."""
+    from conftest import run_cli
+
+    model, data = _digits("vae")
+    assert evaluate_model(model, data, iwae_k=0, progress=False)["normalised"] is False
+    binary = load_dataset(DataConfig(dataset="digits", binarize="static"))
+    assert evaluate_model(model, binary, iwae_k=0, progress=False)["normalised"] is True
+    gaussian = build_model(ModelConfig(hidden=[16], latent_dim=2, likelihood="gaussian"), (64,))
+    vectors = Dataset("v", torch.randn(40, 64), None, torch.randn(10, 64), None)
+    assert evaluate_model(gaussian, vectors, iwae_k=0, progress=False)["normalised"] is True
+    mse = build_model(ModelConfig(hidden=[16], latent_dim=2, likelihood="mse"), (64,))
+    assert "normalised" not in evaluate_model(mse, vectors, iwae_k=0, progress=False)
+
+    grey, binarised = tmp_path / "grey", tmp_path / "binarised"
+    for run, extra in ((grey, []), (binarised, ["--binarize", "dynamic"])):
+        assert run_cli("train", "--epochs", "1", "--no-progress", "--out", str(run), *extra)[0] == 0
+        code, out, _ = run_cli("evaluate", str(run), "--iwae-k", "0", "--no-progress")
+        assert code == 0 and (NOT_NORMALISED in out) == (run == grey)
+        assert (NOT_NORMALISED in (run / "README.md").read_text()) == (run == grey)
+        assert run_cli("report", str(run), "--iwae-k", "0", "--no-progress")[0] == 0
+        assert (html.escape(NOT_NORMALISED) in (run / "report.html").read_text()) == (run == grey)

@@ -306,6 +306,10 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
     if "feature_space" in m:
         lines.append(f"  generation metrics measured in the features of {m['feature_space']}")
+    if m.get("normalised") is False:
+        from .likelihoods import NOT_NORMALISED
+
+        lines.append(f"  note: {NOT_NORMALISED}")
     if m.get("conditional_classes"):
         lines.append(f"  conditional model ({m['conditional_classes']} classes): each example's label is given, so the "
                      "bounds are on log p(x | y)")

@@ -54,6 +54,16 @@ class Likelihood(nn.Module):
     def fit_data(self, train_x: Tensor, features: Callable[[Tensor], Tensor]) -> None:
         """Take what this likelihood needs from the training set before training (nothing, by default)."""
 
+    def normalised_on(self, x: Tensor) -> bool:
+        """Whether ``nll`` is a normalised negative log-likelihood of data such as ``x`` (nats that compare
+        with other models' on the same data), not only a training loss."""
+        return self.is_density
+
+
+NOT_NORMALISED = (  # said beside such figures
+    "Bernoulli nats of values other than 0 and 1 are a training loss, not a normalised likelihood: they compare only "
+    "with runs of the same kind (--binarize gives the discrete NLL of binary images)")
+
 
 class Bernoulli(Likelihood):
     """Bernoulli pixels from logits: stable BCE-with-logits, also for grey values in [0, 1]."""
@@ -67,6 +77,10 @@ class Bernoulli(Likelihood):
 
     def mean(self, out: Tensor) -> Tensor:
         return torch.sigmoid(out)
+
+    def normalised_on(self, x: Tensor) -> bool:
+        """Only on binary data: the Bernoulli "probability" of grey values sums to no distribution of them."""
+        return bool(((x == 0) | (x == 1)).all())
 
 
 class SquaredError(Likelihood):

@@ -14,6 +14,7 @@ from . import __version__
 from .checkpoint import load_config, read_history
 from .errors import figure
 from .files import atomic_write, read_json_if_there, user_path
+from .likelihoods import NOT_NORMALISED
 from .models.spatial import latent_channels, map_size
 
 CARD = "README.md"
@@ -114,6 +115,11 @@ def model_card(run_dir: str | Path) -> str:
     if rows:
         lines += [f"Measured by {source}.", "", "| metric | value | definition |", "|---|---:|---|"]
         lines += [f"| {n} | {figure(v)} | {d} |" for n, v, d in rows]
+        measured = evaluation(run_dir, history)[0] or {}
+        if measured.get("normalised") is False or (m.likelihood == "bernoulli" and cfg.data.binarize == "none"
+                                                   and "normalised" not in measured):
+            lines += ["", f"Note: {NOT_NORMALISED}" + ("" if "normalised" in measured else " (if the data are not "
+                                                                                        "binary)") + "."]
     else:
         lines.append("No metrics yet.")
     lines += [

@@ -15,6 +15,7 @@ from .errors import figure, whole_number
 from .files import atomic_write, read_regular, user_path
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
+from .likelihoods import NOT_NORMALISED
 
 REPORT = "report.html"
 
@@ -120,6 +121,7 @@ def _report(run_dir: Path, out: Path, plots_dir: Path | None, iwae_k: int, data_
     )
     if "kl_per_dim" in metrics:
         rows += f"<tr><th>KL per latent dimension</th><td>{_fmt(metrics['kl_per_dim'])}</td></tr>"
+    note = f"<p><b>Note:</b> {html.escape(NOT_NORMALISED)}.</p>" if metrics.get("normalised") is False else ""
     figs = ""
     for name in PLOTS:
         if name in figures:
@@ -135,7 +137,7 @@ weights of epoch {view.run.epoch}: if the run was trained further since, run <co
 Metrics on the test split ({metrics['n']} examples), per example, {"in nats" if nats else
 "as summed squared error (the mse likelihood is not a density, so no bits per dimension)"}.</p>
 <h2>Metrics</h2>
-<table>{rows}</table>
+<table>{rows}</table>{note}
 <h2>Reproduce</h2>
 <pre>{html.escape(reproduce_command(run_dir))}</pre>
 <p>The config below is all a run needs: the same seed gives the same numbers.</p>

@@ -107,12 +107,13 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
     budget.check(x.size * 4 * 3, f"{path} as float32 (train and test copies)")
     with np.errstate(over="ignore"):  # the overflow is found and named below
         raw, x = x, x.astype(np.float32)
-    for values, what in ((raw, "non-finite values (NaN/inf)"), (x, "values beyond float32's range (3.4e38)")):
+    for values, what in ((raw, "non-finite value{} (NaN/inf)"), (x, "value{} beyond float32's range (3.4e38)")):
         bad = ~np.isfinite(values)
         if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DataError(f"{path}: {int(bad.sum())} {what}, the first in row {row} (rows counted from 0); "
-                            "clean or rescale the data")
+            row, n = int(np.argwhere(bad)[0][0]), int(bad.sum())
+            first = "the first" if n > 1 else "it is"
+            raise DataError(f"{path}: {n} {what.format('s' if n > 1 else '')}, {first} in row {row} (rows counted "
+                            "from 0); clean or rescale the data")
     del raw
     if cfg.labels and y is not None:
         raise DataError(f"{path}: has labels of its own (an .npz key 'y', or a label column); --labels "

@@ -147,3 +147,25 @@ def test_max_minutes_stops_after_the_epoch_that_fills_the_budget(digits_cfg, tmp
     assert any("stopping after epoch 1 of 5" in line and "--resume" in line for line in lines)
     assert (run.path / "samples.png").exists()
     assert fit(None, run.path, resume=True, progress=False, log=lambda s: None).epoch == 5
+
+
+def test_compile_on_the_cpu_trains_the_same_run_and_needs_a_compiler(digits_cfg, tmp_path):
+    """--compile (torch.compile of the whole step) gives the eager run's numbers on the CPU; where no C++
+    compiler works, it is refused in one line before any folder is made (it was an internal error after
+    the run folder had been started)."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = digits_cfg.with_overrides({"train.epochs": 1, "model.hidden": "32"})
+    eager = read_history(fit(cfg, tmp_path / "eager", progress=False, log=lambda s: None).path)
+    compiled = read_history(fit(cfg.with_overrides({"train.compile": True}), tmp_path / "compiled", progress=False,
+                                log=lambda s: None).path)
+    for key in ("train_loss", "test_loss", "test_kl"):
+        assert compiled[0][key] == pytest.approx(eager[0][key], rel=1e-4), key
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
+    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--compile", "--epochs", "1", "--no-progress",
+                        "--out", str(tmp_path / "nocc")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--compile: torch.compile needs a working C++ compiler" in r.stderr
+    assert not (tmp_path / "nocc").exists()

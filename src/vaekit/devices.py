@@ -27,3 +27,25 @@ def pick_device(name: str) -> torch.device:
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {name}: Apple's MPS backend is not available on this machine; use --device cpu")
     return device
+
+
+def check_compile(device: torch.device) -> None:
+    """What ``--compile`` needs on ``device``, checked before any work: torch.compile's code generator
+    builds C++ for the CPU (a compiler) and Triton kernels for CUDA GPUs (the triton package)."""
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+        except ImportError:  # an older torch: its own message when the step is compiled
+            return
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # torch's InvalidCxxCompiler and whatever running the compiler raised
+            raise ConfigError(f"--compile: torch.compile needs a working C++ compiler for the CPU, and none was "
+                              f"found ({show(str(e).splitlines()[0], 160)}); install one (g++), or leave "
+                              "--compile out") from None
+    elif device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            raise ConfigError("--compile: torch.compile needs the triton package for CUDA GPUs; install it (pip "
+                              "install triton), or leave --compile out")

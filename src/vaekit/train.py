@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, check_loaded_for, load_dataset, relocate, resolve_paths
-from .devices import pick_device
+from .devices import check_compile, pick_device
 from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
@@ -190,6 +190,8 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     # The names the config gives resolve, and fit the model (the model's own were checked in build_model).
     beta_at(cfg.objective, 1), lr_at(cfg.train, 0, 1), get_objective(cfg.objective, model)
     check_loggers(cfg.train.log)
+    if cfg.train.compile:
+        check_compile(device)
     if group.writer:
         ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     model = model.to(device)

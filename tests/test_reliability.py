@@ -216,8 +216,13 @@ def test_nan_batch_stops_at_its_step_and_names_the_term(tmp_path, monkeypatch, d
 def test_absurd_learning_rate_is_caught_before_it_reaches_the_weights(tmp_path):
     cfg = small_cfg(3)
     cfg.train.lr = 1e30
-    with pytest.raises(VaekitError, match=r"became NaN/inf at epoch 1, step \d+; no checkpoint was written yet"):
+    with pytest.raises(VaekitError, match=r"became NaN/inf at epoch 1, step \d+; no checkpoint was written yet.*"
+                                          r"\(now 1e\+30; try 0.001\)"):
         fit(cfg, tmp_path / "r", **QUIET)
+    # Nothing to resume: the folder keeps no half-made run, so the same command (a sane lr) runs again.
+    assert [p.name for p in (tmp_path / "r").iterdir()] == [".vaekit.lock"]
+    cfg.train.lr = 1e-3
+    assert fit(cfg, tmp_path / "r", **QUIET).epoch == 3
 
 
 def test_full_disk_during_training_keeps_the_previous_checkpoint(small_fs):

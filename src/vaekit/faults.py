@@ -146,7 +146,7 @@ def non_finite_error(e: NonFinite, run_dir: Path, cfg: RunConfig) -> VaekitError
              if m.likelihood in STANDARDIZABLE and not m.standardize else "")
     return VaekitError(
         f"training stopped: the {e.term} became NaN/inf {where}; {kept}. "
-        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {cfg.train.lr / 10:g}), data "
+        f"Usual causes: a learning rate too high (now {cfg.train.lr:g}; try {min(cfg.train.lr / 10, 1e-3):g}), data "
         f"outside the range the '{m.likelihood}' likelihood expects (Bernoulli needs [0, 1]){scale}"
     )
 

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -139,7 +139,8 @@ def fit(
             progress = False
         created = False if resume or not group.writer else ckpt.create_run_dir(run_dir)
         try:
-            with run_lock(run_dir, "train") if group.writer else contextlib.nullcontext():
+            with run_lock(run_dir, "train") if group.writer else contextlib.nullcontext(), \
+                    _no_half_made_run(run_dir, created):
                 if not resume and overwrite and group.writer:
                     ckpt.clear_run_dir(run_dir)
                 done = _loop(cfg, run_dir, resume, model, optimizer, gen, data, device, progress, log, max_minutes,
@@ -153,6 +154,18 @@ def fit(
         model.train(False)
         return ckpt.Run(run_dir, cfg, model, done, tuple(data.shape))
     return ckpt.load_run(run_dir, device)
+
+
+@contextlib.contextmanager
+def _no_half_made_run(run_dir: Path, created: bool) -> Iterator[None]:
+    """Within the run's lock: a folder this call made, left by an error before its first checkpoint,
+    is emptied of vaekit's files, so that the same command runs again without --overwrite."""
+    try:
+        yield
+    except BaseException:
+        if created and not (run_dir / ckpt.STATE).exists():
+            ckpt.clear_run_dir(run_dir)
+        raise
 
 
 def _silent(line: str) -> None:

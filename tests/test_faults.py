@@ -140,6 +140,16 @@ def test_torn_last_history_line_is_repaired_on_resume_with_a_warning(run_copy, c
     assert path.read_text().endswith("\n")
 
 
+def test_a_removed_history_is_named_when_the_run_resumes(run_copy, capsys):
+    """history.jsonl removed (or epochs cut out of it): the weights are whole, so training goes on, but
+    the records that are gone are said to be gone, not lost without a word."""
+    (run_copy / ckpt.HISTORY).unlink()
+    assert main(["train", "--resume", str(run_copy), "--epochs", "3", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no record of 2 epochs (1..2) of the 2 trained so far" in err
+    assert [r["epoch"] for r in read_history(run_copy)] == [3]
+
+
 def test_damaged_history_in_the_middle_is_an_error_not_a_silent_loss(run_copy):
     path = run_copy / ckpt.HISTORY
     lines = path.read_text().splitlines()

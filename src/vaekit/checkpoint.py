@@ -479,5 +479,11 @@ def write_history(run_dir: Path, records: list[dict[str, Any]]) -> None:
 def truncate_history(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
     """Keep only the records of epochs up to ``epoch`` (those the checkpoint covers); returns them."""
     kept = [r for r in read_history(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+    missing = sorted(set(range(1, epoch + 1)) - {r["epoch"] for r in kept})
+    if missing:
+        which = f"epoch {missing[0]}" if len(missing) == 1 else f"{len(missing)} epochs ({missing[0]}..{missing[-1]})"
+        warnings.warn(f"{Path(run_dir) / HISTORY}: no record of {which} of the {epoch} trained so far (the file was "
+                      "removed or edited); training goes on, and the curves will lack "
+                      f"{'it' if len(missing) == 1 else 'them'}", stacklevel=2)
     write_history(run_dir, kept)
     return kept

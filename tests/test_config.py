@@ -114,6 +114,7 @@ MISPLACED = {
     "model.pseudo_inputs": ({}, 10), "model.latent_dims": ({}, [4, 2]), "model.block_width": ({}, 32),
     "model.res_blocks": ({}, 3), "model.spatial_latent": ({}, True), "train.lr_min": ({}, 1e-5),
     "data.channels": ({}, 3), "data.data_dir": ({}, "/somewhere"), "data.image_size": ({}, 16), "data.labels": ({}, "y.npy"),
+    "data.resize": ({"data.dataset": "folder:/photos"}, "squash"),
     "data.test_fraction": ({"data.dataset": "mnist"}, 0.2),
 }
 

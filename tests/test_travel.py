@@ -119,22 +119,54 @@ def test_photographs_at_full_size_are_resized_without_a_preset_and_a_preset_name
     monkeypatch.chdir(tmp_path)
     code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "p", "--no-progress")
     assert code == 0, err
-    assert "images of 320x240 are resized to 64x64" in out and "3x64x64 colour images" in out
+    assert "images of 320x240 are cropped to their centred squares and scaled to 64x64" in out and "3x64x64 colour images" in out
     assert load_run("p").data_shape == (3, 64, 64) and load_run("p").config.data.image_size == 64
     code, _, err = run("train", "--preset", "cifar10-resnet", "--dataset", "folder:photos", "--batch-size", "4",
                        "--epochs", "1", "--out", "q", "--no-progress")
     assert code == 2 and "--image-size N (the data are 320x240)" in err and not (tmp_path / "q").exists()
     Image.fromarray((rng.random((48, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / "small.png")
     code, out, err = run("train", "--dataset", "folder:photos", "--epochs", "1", "--out", "mixed", "--no-progress")
-    assert code == 0 and "several sizes (40x48, 320x240) are resized to 40x40" in out, err
+    assert code == 0 and "several sizes (40x48, 320x240) are cropped to their centred squares and scaled to 40x40" in out, err
     # an odd size the 16-image probe does not see: the load meets it, and the folder is resized all the same
     (tmp_path / "late").mkdir()
     for i in range(40):
         Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(tmp_path / "late" / f"{i:03d}.png")
     Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / "late" / "999.png")
     code, out, err = run("train", "--dataset", "folder:late", "--epochs", "1", "--out", "late-run", "--no-progress")
-    assert code == 0 and "several sizes (32x32, 40x40) are resized to 32x32" in out, err
+    assert code == 0 and "several sizes (32x32, 40x40) are scaled to 32x32" in out, err
     assert load_run("late-run").data_shape == (1, 32, 32)
+
+
+def test_photos_of_another_shape_are_cropped_not_squashed_unless_asked(tmp_path, monkeypatch):
+    """A 4:3 photo made square: by default its centred square is scaled (no distortion: a circle stays
+    round); --resize squash scales both sides instead; a run folder written before --resize existed
+    reads as squash, the way its data were made; --resize where nothing is resized is refused."""
+    import json
+
+    from vaekit.checkpoint import load_config, load_run
+    from vaekit.config import DataConfig
+    from vaekit.data import load_dataset
+
+    (tmp_path / "p").mkdir()
+    for i in range(4):  # 80x60, a white stripe on the left eighth, black elsewhere
+        a = np.zeros((60, 80), np.uint8)
+        a[:, :10] = 255
+        Image.fromarray(a).save(tmp_path / "p" / f"{i}.png")
+    x = {how: load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'p'}", image_size=30, resize=how,
+                                      test_fraction=0.25)).train_x[0, 0].numpy() for how in ("crop", "squash")}
+    assert x["crop"].max() == 0  # the centred 60x60 (columns 10..69) misses the stripe
+    assert (x["squash"][:, :3] == 255).all() and x["squash"][:, 5:].max() == 0  # an eighth of the width
+    monkeypatch.chdir(tmp_path)
+    assert run("train", "--dataset", "folder:p", "--image-size", "30", "--epochs", "1", "--out", "r",
+               "--no-progress")[0] == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["data"]["resize"] == "crop"
+    del saved["data"]["resize"]  # as an older vaekit wrote it
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    assert load_config(tmp_path / "r").data.resize == "squash" and load_run(tmp_path / "r").epoch == 1
+    code, _, err = run("train", "--dataset", "folder:p", "--resize", "squash", "--channels", "1", "--hidden", "8",
+                       "--epochs", "1", "--out", "s", "--no-progress", "--preset", "digits-mlp")
+    assert code == 2 and "--resize (data.resize=squash) applies only to folder: data resized" in err
 
 
 def test_no_preset_chooses_a_model_that_fits_the_data(tmp_path, monkeypatch):

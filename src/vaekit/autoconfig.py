@@ -4,7 +4,8 @@ An image folder is colour (3 channels) when any of 16 images spread over it is, 
 says otherwise.
 The rules, in order (an explicit preset or flag always wins over them):
 - images larger than 128 px, or of several sizes, are resized to 64 px (or their smallest side, a
-  multiple of 8, when smaller), unless --image-size says otherwise;
+  multiple of 8, when smaller; a non-square image is cropped to its centred square first, unless
+  --resize squash), unless --image-size says otherwise;
 - images (C, H, W) with sides divisible by 4 and at least 16: the conv architecture, two
   stride-2 layers of 32 and 64 channels (three, adding 128, from 64 px up); smaller or odd
   sizes: an MLP of 512, 256;
@@ -137,7 +138,9 @@ def _resize_to_fit(overrides: dict[str, Any], sizes: list[tuple[int, int]], log:
     if size:
         overrides["data.image_size"] = size
         why = "one model needs one size" if len(set(sizes)) > 1 else "a model of their full size would not fit"
-        log(f"no --image-size: images of {_sizes_text(sizes)} are resized to {size}x{size} ({why}; "
+        how = ("squashed" if overrides.get("data.resize") == "squash" else
+               "cropped to their centred squares and scaled" if any(w != h for w, h in sizes) else "scaled")
+        log(f"no --image-size: images of {_sizes_text(sizes)} are {how} to {size}x{size} ({why}; "
             "--image-size N chooses)")
 
 
@@ -154,7 +157,8 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     from .data.folder import ImageSizesDiffer, probe_folder
 
     overrides = {**(overrides or {}), "data.dataset": dataset}
-    RunConfig().with_overrides(_data_flags(overrides))  # the data flags are checked before any file is opened
+    # The data flags are checked before any file is opened (whether --resize applies is known after the probe).
+    RunConfig().with_overrides({k: v for k, v in _data_flags(overrides).items() if k != "data.resize"})
     kind, _, arg = str(dataset).partition(":")
     channels, sizes = probe_folder(arg) if kind == "folder" else (1, [])
     if kind == "folder" and "data.channels" not in overrides:

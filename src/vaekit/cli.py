@@ -41,6 +41,8 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
                                          help="binarise pixels: once with a fixed seed, or afresh every batch")),
     ("--channels", "data.channels", dict(type=int, metavar="C", help="folder images: 1 gray, 3 RGB")),
     ("--image-size", "data.image_size", dict(type=int, metavar="N", help="folder images: resize to NxN")),
+    ("--resize", "data.resize", dict(choices=["crop", "squash"], help="folder images resized to NxN: crop the centred "
+                                     "square first (default; no distortion), or squash (scale both sides)")),
     ("--labels", "data.labels", dict(metavar="FILE", help="vectors: labels, one per row (.npy of class numbers, "
                                                          "or a .txt/.csv of class numbers or names)")),
     ("--test-fraction", "data.test_fraction", dict(type=float, metavar="F",

@@ -21,6 +21,7 @@ from .errors import ConfigError, VaekitError, did_you_mean, show
 from .files import user_path
 
 FORMAT_VERSION = 1
+RESIZES = ("crop", "squash")  # how folder images of another shape become N x N
 MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
 MAX_IMAGE_SIZE = 8192
 MAX_CONFIG_BYTES = 1 << 20
@@ -53,6 +54,7 @@ class DataConfig:
     binarize: str = "none"  # none | static (once, fixed seed) | dynamic (fresh every epoch)
     channels: int = 1  # folder images: 1 = grayscale, 3 = RGB
     image_size: int | None = None  # folder images: resize to this square size (None: keep, all equal)
+    resize: str = "crop"  # how to make them square: crop (the centred square, scaled) | squash (both sides scaled)
     labels: str | None = None  # vectors: optional .npy of integer labels, one per row
     test_fraction: float = 0.1  # held-out share for sources without an official test split
     split_seed: int = 0  # fixes that held-out split and static binarisation
@@ -148,6 +150,8 @@ class RunConfig:
                 f"{source}: format_version {version!r} is not supported by this vaekit "
                 f"(it reads version {FORMAT_VERSION}); use the vaekit release that wrote it"
             )
+        if "format_version" in d and isinstance(d.get("data"), dict) and "resize" not in d["data"]:
+            d = {**d, "data": {**d["data"], "resize": "squash"}}  # what vaekit did before it could crop
         cfg = _build(cls, d, source, "")
         if "format_version" in d:  # written by vaekit, complete: a setting that does not apply was no one's choice
             cfg = cfg.without_misplaced()
@@ -253,6 +257,7 @@ class RunConfig:
             (t.precision in PRECISIONS, "train.precision", t.precision, f"must be one of {', '.join(PRECISIONS)}"),
             (dc.binarize in ("none", "static", "dynamic"), "data.binarize", dc.binarize,
              "must be none, static or dynamic"),
+            (dc.resize in RESIZES, "data.resize", dc.resize, f"must be {' or '.join(RESIZES)}"),
         ]
         for ok, name, value, why in checks:
             if not ok:
@@ -325,6 +330,9 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
     ("data.channels", "--channels", lambda c: c.data.dataset.startswith("folder:"), "folder: data", "data.dataset"),
     ("data.image_size", "--image-size", lambda c: c.data.dataset.startswith("folder:"), "folder: data",
      "data.dataset"),
+    ("data.resize", "--resize", lambda c: c.data.dataset.startswith("folder:") and c.data.image_size is not None,
+     "folder: data resized to --image-size (given, or chosen for images of several sizes or over 128 px)",
+     "data.image_size"),
     ("data.data_dir", "--data-dir", lambda c: c.data.dataset in DOWNLOADED,
      "mnist, fashion-mnist and cifar10 (folder: and vectors: data name their own path)", "data.dataset"),
     ("data.labels", "--labels", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),

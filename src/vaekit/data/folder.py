@@ -118,7 +118,18 @@ def _opaque(im: Any) -> Any:
     return over.convert("RGB")
 
 
-def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+def _square(im: Any, size: int, resize: str) -> Any:
+    """``im`` as size x size: its centred square scaled (``crop``), or both sides scaled (``squash``)."""
+    from PIL import Image
+
+    if resize == "crop" and im.width != im.height:  # cut first: scaling within a box reads past its edges
+        side = min(im.width, im.height)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    return im.resize((size, size), Image.Resampling.BILINEAR) if im.size != (size, size) else im
+
+
+def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop") -> np.ndarray:
     from PIL import Image, ImageOps
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -129,7 +140,7 @@ def _load_image(path: Path, mode: str, size: int | None) -> np.ndarray:
                 raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
             im = _opaque(_eight_bit(ImageOps.exif_transpose(im), path)).convert(mode)
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
+                im = _square(im, size, resize)
             arr = np.asarray(im, dtype=np.uint8)
     except VaekitError:
         raise
@@ -205,10 +216,10 @@ def _layout(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None,
     return train + test, None, None, len(train)
 
 
-def _cache_key(root: Path, files: list[Path], mode: str, size: int | None) -> str:
+def _cache_key(root: Path, files: list[Path], mode: str, size: int | None, resize: str) -> str:
     """Names, sizes and modification times of every file, and how they are decoded: any change to the
     folder's contents (a file added, removed, replaced or edited) gives another key."""
-    h = hashlib.sha256(f"{CACHE_VERSION} {mode} {size}".encode())
+    h = hashlib.sha256(f"{CACHE_VERSION} {mode} {size}{' ' + resize if size else ''}".encode())
     for f in files:
         st = f.stat()
         h.update(f"\0{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
@@ -239,16 +250,16 @@ class ImageSizesDiffer(DataError):
         self.sizes = sizes
 
 
-def _decode_all(root: Path, files: list[Path], mode: str, size: int | None) -> np.ndarray:
+def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resize: str) -> np.ndarray:
     """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
-    key = _cache_key(root, files, mode, size)
+    key = _cache_key(root, files, mode, size, resize)
     cached = cache_dir("folders") / f"{key}.npy"
     x = _read_cache(cached, len(files))
     if x is not None:
         return x
     images = []
     for i, f in enumerate(files):
-        arr = _load_image(f, mode, size)
+        arr = _load_image(f, mode, size, resize)
         if i == 0:  # every image will have this size: the whole set must fit the budget
             budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
         if images and arr.shape != images[0].shape:
@@ -276,7 +287,7 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
     if len(files) < 2 or n_train == 0 or n_train == len(files):
         what = f"{len(files)} image(s)" if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
         raise DataError(f"{root}: found {what}; a data set needs at least 2 (and one of each in train/ and test/)")
-    x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size))
+    x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size, cfg.resize))
     y = torch.tensor(labels) if labels is not None else None
     if n_train is None:
         parts = split(x, y, cfg.test_fraction, cfg.split_seed)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import wait_until
 from vaekit import checkpoint as ckpt
 from vaekit.checkpoint import load_run, read_history
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -267,3 +268,47 @@ def test_mismatched_weights_and_config_are_refused(tmp_path):
     (run.path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(RunFolderError, match="weights do not match config.json"):
         load_run(run.path)
+
+
+def test_a_child_whose_multithreaded_parent_is_killed_gets_one_sigterm(tmp_path):
+    """A sweep's runs (and --nproc's torchrun) follow their parent: when the parent process dies (kill -9),
+    the child gets SIGTERM exactly once, so that it stops at a clean point, and not before, even when
+    the thread that started it has ended. (The kernel's parent-death signal fires when that thread
+    ends, and again for each thread of the parent as it exits; a second signal means "stop at once",
+    which cut a checkpoint short.)"""
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "from vaekit.children import follow_parent\n"
+        "got = []\n"
+        "signal.signal(signal.SIGTERM, lambda s, f: got.append(time.time()))\n"
+        "follow_parent()\n"
+        "open(sys.argv[2], 'w').write('up')\n"
+        "end = time.monotonic() + 6\n"
+        "while time.monotonic() < end:\n"
+        "    time.sleep(0.05)\n"
+        "open(sys.argv[1], 'w').write(' '.join(map(str, got)))\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import os, signal, subprocess, sys, threading, time\n"
+        "import torch\n"
+        "torch.set_num_threads(4)\n"
+        "torch.randn(500, 500) @ torch.randn(500, 500)\n"
+        "for _ in range(4):\n"
+        "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "from vaekit.children import child_environment\n"
+        "cmd = [sys.executable, sys.argv[1], sys.argv[2], sys.argv[3]]\n"
+        "starter = threading.Thread(target=subprocess.Popen, args=(cmd,),\n"
+        "                           kwargs=dict(env=child_environment(), start_new_session=True))\n"
+        "starter.start()\n"
+        "starter.join()  # the thread that started the child has ended; the process lives on\n"
+        "while not os.path.exists(sys.argv[3]):\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(1)\n"
+        "open(sys.argv[4], 'w').write(str(time.time()))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    got, up, killed = tmp_path / "got", tmp_path / "up", tmp_path / "killed"
+    subprocess.run([sys.executable, str(parent), str(child), str(got), str(up), str(killed)], timeout=120)
+    wait_until(got.exists, 30, "the child's record of its signals")
+    times = [float(t) for t in got.read_text().split()]
+    assert len(times) == 1 and times[0] >= float(killed.read_text()), (times, killed.read_text())

@@ -1,15 +1,18 @@
 """Child processes vaekit starts itself (the runs of a sweep, torchrun for ``train --nproc``): they never
-outlive their parent. The parent names itself in the child's environment; the child asks the kernel
-for SIGTERM when that parent dies (even by kill -9), and SIGTERM makes a training run checkpoint and
-stop (torchrun passes it on to its processes)."""
+outlive their parent. The parent names itself in the child's environment; a thread in the child
+watches for that parent to be gone (even after kill -9) and then sends the child SIGTERM, once, which
+makes a training run checkpoint and stop (torchrun passes it on to its processes). The kernel's own
+parent-death signal is not used: it fires once per thread of a parent as each exits, and a second
+signal means "stop at once"."""
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
+import threading
 
 PARENT = "VAEKIT_PARENT_PID"
+WATCH_SECONDS = 0.5
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -18,15 +21,16 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def follow_parent() -> None:
-    """In a vaekit child (Linux): SIGTERM when the parent that started it dies, or now if it already
-    has. The variable is removed, so that processes this one starts do not inherit it."""
-    parent = os.environ.pop(PARENT, None)
-    if not parent or not sys.platform.startswith("linux"):
+    """In a vaekit child: SIGTERM to this process when the parent that started it is gone, or now if it
+    already is. The variable is removed, so that processes this one starts do not inherit it."""
+    parent = os.environ.pop(PARENT, "")
+    if not parent.isdigit():
         return
-    import ctypes
+    pause = threading.Event()  # never set: a sleep that does not hold up the interpreter's exit
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if str(os.getppid()) != parent:  # the parent died before the request was made
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            pause.wait(WATCH_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    threading.Thread(target=watch, name="vaekit-follow-parent", daemon=True).start()

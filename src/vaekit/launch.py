@@ -77,12 +77,16 @@ def torchrun(args: list[str]) -> int:
         from .budget import usable_cpus
 
         os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // nproc))
+    theirs = os.environ.get("LOGLEVEL")
     os.environ["LOGLEVEL"] = "CRITICAL"  # read once, by the launcher's loggers, as they are made on import
     from torch.distributed import run
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    del os.environ["LOGLEVEL"]  # the training processes keep their own
+    if theirs is None:  # the training processes keep the user's own
+        del os.environ["LOGLEVEL"]
+    else:
+        os.environ["LOGLEVEL"] = theirs
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
     try:
         run.run(run.parse_args(args))

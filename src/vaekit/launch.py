@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from .children import child_environment, follow_parent
 from .errors import ConfigError, one_line
@@ -45,14 +45,21 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
     proc = subprocess.Popen(torchrun_command(argv, nproc, out), env=child_environment(), start_new_session=True)
-    previous = {sig: signal.signal(sig, lambda s, f: proc.send_signal(signal.SIGTERM))
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
+    stopping: list[bool] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.append(True)
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         while True:
             try:
-                return _code(proc.wait())
+                code = _code(proc.wait())
+                return 130 if stopping and code else code  # asked to stop: however the processes ended
             except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
-                proc.send_signal(signal.SIGTERM)
+                stop(signal.SIGINT, None)
                 time.sleep(0.1)
     finally:
         for sig, handler in previous.items():
@@ -88,6 +95,7 @@ def torchrun(args: list[str]) -> int:
     else:
         os.environ["LOGLEVEL"] = theirs
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    stopped = _note_stop_signals()
     try:
         run.run(run.parse_args(args))
         return 0
@@ -96,9 +104,27 @@ def torchrun(args: list[str]) -> int:
         return first.exitcode if first.exitcode >= 0 else 128 - first.exitcode
     except SignalException as e:
         return 128 + int(e.sigval)
-    except Exception as e:  # the launcher itself (a rendezvous that fails, say): one line
+    except Exception as e:  # torchrun itself failed (a rendezvous, say), or its shutdown did after a stop
+        if stopped:
+            return 128 + stopped[0]
         print(f"vaekit: error: torchrun: {one_line(str(e) or type(e).__name__)}", file=sys.stderr)
         return 2
+
+
+def _note_stop_signals() -> list[int]:
+    """The signals torchrun is stopped by, as they come (its handler is wrapped; where this torch names it
+    otherwise, nothing is noted)."""
+    from torch.distributed.elastic.multiprocessing import api
+
+    noted: list[int] = []
+    handler = getattr(api, "_terminate_process_handler", None)
+    if callable(handler):
+        def noting(signum: int, frame: Any) -> None:
+            noted.append(int(signum))
+            handler(signum, frame)
+
+        api._terminate_process_handler = noting
+    return noted
 
 
 if __name__ == "__main__":

@@ -269,6 +269,7 @@ TABLE = [
     ("sample --data-dir without --sampler gmm", ["sample", "{t}/trained", "-o", "{t}/new/s.png", "--data-dir", "{t}"],
      ["--data-dir applies only with --sampler gmm"]),
     ("an empty value in --hidden", [*TRAIN, "--hidden", "64,,32"], ["model.hidden: '64,,32' has an empty value"]),
+    ("a sweep into a file", ["sweep", "--beta", "1,2", "--out", "{t}/empty.npy"], ["--out {t}/empty.npy: exists and is not a folder"]),
     ("an empty value in sweep --beta", ["sweep", "--beta", "1,,2", "--out", "{t}/new"],
      ["--beta 1,,2: an empty value between commas"]),
     ("plot --grid-dims without the grid", ["plot", "{t}/trained", "--only", "curves", "--grid-dims", "0", "1"],

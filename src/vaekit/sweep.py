@@ -28,7 +28,7 @@ from .children import child_environment
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .config import RunConfig, as_run_config
 from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
-from .files import atomic_write, read_regular, strict_json, user_path
+from .files import atomic_write, output_folder, read_regular, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
            ("kl", "KL", "{:.2f}"), ("active_units", "active units", "{}"), ("nll_iwae", "IWAE NLL", "{:.2f}"),
@@ -88,7 +88,7 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     from .downstream import probe
     from .evaluate import evaluate_run, run_data
 
-    base, betas, out = as_run_config(base), parse_values(betas), user_path(out, "out")
+    base, betas, out = as_run_config(base), parse_values(betas), output_folder(out, "--out")
     whole_number(iwae_k, "--iwae-k", lo=0)
     whole_number(generation_n, "--generation-n", lo=10)
     whole_number(jobs, "--jobs", hi=64)

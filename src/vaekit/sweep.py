@@ -24,8 +24,8 @@ from typing import Any, Callable
 import torch
 
 from .budget import usable_cpus
-from .children import child_environment
 from .checkpoint import is_run_folder, load_config, load_run, read_history
+from .children import child_environment
 from .config import RunConfig, as_run_config
 from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json

@@ -100,20 +100,13 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def check_free_space(run_dir: Path, params: int) -> None:
     """Refuse to start when the disk cannot hold two checkpoints (written side by side)."""
     need = 2 * (params * 4 * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
-    where = _existing_ancestor(run_dir)
+    where = files.existing_ancestor(run_dir)
     free = shutil.disk_usage(where).free
     if free < need:
         raise RunFolderError(
             f"{run_dir}: only {free / 2**20:.1f} MiB free, checkpoints need about {need / 2**20:.1f} MiB; "
             "free some space or choose another --out"
         )
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _user_entries(path: Path) -> list[Path]:

@@ -188,7 +188,6 @@ def evaluate_model(
     metrics = {**elbo, "units": "nats" if density else "squared error (+ KL in nats); not a log-likelihood"}
     if density:
         metrics["normalised"] = model.likelihood.normalised_on(data.features(data.test_x))
-    if density:
         metrics["elbo_bits_per_dim"] = elbo["loss"] / (dims * math.log(2))
     if iwae_k > 0:
         per_example = iwae_nll(model, data, iwae_k, "test", seed=seed, progress=progress)

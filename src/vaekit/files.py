@@ -199,15 +199,21 @@ def output_folder(path: str | Path, flag: str) -> Path:
     return out
 
 
+def existing_ancestor(path: str | Path) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists (where a folder to be made would go)."""
+    found = Path(os.path.abspath(path))
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    return found
+
+
 def check_can_write(path: Path, where: str, fix: str = "choose another place") -> None:
     """Before any work, that ``path`` (a file or folder still to be made, or replaced) can be written:
     a nameless file is made and dropped in the nearest folder that exists, so the message carries the
     system's own reason (a read-only file system, no permission) and nothing is left behind."""
     import tempfile
 
-    folder = Path(os.path.abspath(path)).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = existing_ancestor(Path(path).parent)
     if not folder.is_dir():
         raise OutputError(f"{where}: {show(str(folder))} is not a folder; {fix}")
     try:

@@ -51,11 +51,10 @@ def evaluation(run_dir: Path, history: list[dict[str, Any]]) -> tuple[dict[str, 
     return metrics, metrics.get("epoch") == (history[-1]["epoch"] if history else None)
 
 
-def _metric_rows(run_dir: Path) -> tuple[list[tuple[str, int | float, str]], str]:
-    """(name, value, definition) rows and where they come from: metrics.json (evaluate) when it measured
-    the weights the run has now, else the last epoch (saying that the evaluation is older)."""
-    history = read_history(run_dir)
-    metrics, current = evaluation(run_dir, history)
+def _metric_rows(history: list[dict[str, Any]], metrics: dict[str, Any] | None,
+                 current: bool) -> tuple[list[tuple[str, int | float, str]], str]:
+    """(name, value, definition) rows and where they come from: metrics.json (evaluate, ``metrics``) when
+    it measured the weights the run has now, else the last epoch (saying that the evaluation is older)."""
     if metrics is not None and current:
         k = f", K = {metrics['iwae_k']}" if "iwae_k" in metrics else ""
         rows = [(n, metrics[n], d) for n, d in DEFINITIONS.items() if isinstance(metrics.get(n), (int, float))]
@@ -77,7 +76,8 @@ def model_card(run_dir: str | Path) -> str:
     data = read_json_if_there(run_dir / "data.json", "data record") or {}
     history = read_history(run_dir)
     m, o, t = cfg.model, cfg.objective, cfg.train
-    rows, source = _metric_rows(run_dir)
+    measured, current = evaluation(run_dir, history)
+    rows, source = _metric_rows(history, measured, current)
     name = run_dir.resolve().name
     shell_name = shlex.quote(name)
     dataset = cfg.data.dataset.split(":")[0]
@@ -115,11 +115,9 @@ def model_card(run_dir: str | Path) -> str:
     if rows:
         lines += [f"Measured by {source}.", "", "| metric | value | definition |", "|---|---:|---|"]
         lines += [f"| {n} | {figure(v)} | {d} |" for n, v, d in rows]
-        measured = evaluation(run_dir, history)[0] or {}
-        if measured.get("normalised") is False or (m.likelihood == "bernoulli" and cfg.data.binarize == "none"
-                                                   and "normalised" not in measured):
-            lines += ["", f"Note: {NOT_NORMALISED}" + ("" if "normalised" in measured else " (if the data are not "
-                                                                                        "binary)") + "."]
+        known = (measured or {}).get("normalised")
+        if known is False or (known is None and m.likelihood == "bernoulli" and cfg.data.binarize == "none"):
+            lines += ["", f"Note: {NOT_NORMALISED}" + ("" if known is False else " (if the data are not binary)") + "."]
     else:
         lines.append("No metrics yet.")
     lines += [

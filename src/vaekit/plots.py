@@ -432,9 +432,12 @@ def score_histograms(normal: np.ndarray, anomalous: np.ndarray, auroc: float, sc
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     lo, hi = np.percentile(np.r_[normal, anomalous], [0.5, 99.5])
+    if not hi > lo:  # every score equal
+        lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 60)
-    ax.hist(normal, bins=bins, alpha=0.6, density=True, label=f"seen classes (n={len(normal)})")
-    ax.hist(anomalous, bins=bins, alpha=0.6, density=True, label=f"held-out class (n={len(anomalous)})")
+    for scores, label in ((normal, "seen classes"), (anomalous, "held-out class")):
+        # the extreme scores land in the edge bins, so neither histogram is left empty (a density of 0/0)
+        ax.hist(np.clip(scores, lo, hi), bins=bins, alpha=0.6, density=True, label=f"{label} (n={len(scores)})")
     ax.set(title=f"anomaly scores, AUROC {auroc:.3f}", xlabel=score_name, ylabel="density")
     ax.legend()
     ax.grid(alpha=0.3)

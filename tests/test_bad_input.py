@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import struct
+import tarfile
 import zipfile
 
 import numpy as np
@@ -168,6 +169,10 @@ def inputs(tmp_path_factory):
     (t / "mismatch" / "model.safetensors").write_bytes((t / "trained" / "model.safetensors").read_bytes())
     (t / "a_file").write_text("x")
     (t / "bad_line.csv").write_text("a,b,label\n1,2,cat\n3,,dog\n")
+    (t / "named.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},cat {i % 2}\n" for i in range(20)))
+    (t / "archived").mkdir()
+    with tarfile.open(t / "archived" / "photos.tar", "w") as tar:
+        tar.add(t / "imgs_sizes", arcname="photos")
     _more_inputs(t)
     _cifar_inputs(t)
     return t
@@ -209,6 +214,15 @@ TABLE = [
     ("values outside [0, 1] with Bernoulli",
      [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--likelihood", "bernoulli", "--hidden", "8", "--latent-dim", "2",
       "--batch-size", "16"], ["wide.npy", "--likelihood gaussian", "rescale"]),
+    ("image folder holding only an archive of images", [*TRAIN, "--dataset", "folder:{t}/archived"],
+     ["photos.tar", "an archive", "tar -xf"]),
+    ("an archive given as the image folder", [*TRAIN, "--dataset", "folder:{t}/archived/photos.tar"],
+     ["photos.tar", "an archive of images", "unpack"]),
+    ("an archive given as vectors", [*TRAIN, "--dataset", "vectors:{t}/archived/photos.tar"],
+     ["photos.tar", "an archive", ".npy/.npz"]),
+    ("an unknown class held out of named classes",
+     ["anomaly", "--no-progress", "--out", "{t}/new", "--dataset", "vectors:{t}/named.csv", "--holdout-class", "7"],
+     ["no class 7 to hold out", "'cat 0', 'cat 1'"]),
     ("image folder with a text file", [*TRAIN, "--dataset", "folder:{t}/imgs_text"], ["notes.txt", "not an image"]),
     ("image folder with mixed sizes, a preset", [*TRAIN, "--preset", "digits-mlp", "--dataset", "folder:{t}/imgs_sizes"],
      ["big.png", "--image-size"]),

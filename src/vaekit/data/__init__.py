@@ -21,7 +21,7 @@ from ..files import user_path
 from .bundled import load_blobs, load_digits
 from .cifar import load_cifar10
 from .dataset import Dataset
-from .folder import load_folder
+from .folder import UNPACK, is_archive, load_folder
 from .standard import SOURCES, load_idx_source
 from .vectors import load_vectors
 
@@ -63,8 +63,9 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
             raise DataError(f"{cfg.dataset}: has no labels, so no class can be held out")
         missing = sorted(set(cfg.holdout_classes) - set(ds.train_y.unique().tolist()))
         if missing:
-            raise DataError(f"{cfg.dataset}: no class {missing[0]} to hold out (labels are "
-                            f"{sorted(ds.train_y.unique().tolist())})")
+            labels = sorted(ds.train_y.unique().tolist())
+            named = f"; its classes are {show(', '.join(repr(n) for n in ds.class_names), 200)}" if ds.class_names else ""
+            raise DataError(f"{cfg.dataset}: no class {missing[0]} to hold out (labels are {labels}{named})")
         keep = ~torch.isin(ds.train_y, torch.tensor(cfg.holdout_classes))
         ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
     if cfg.binarize != "none":
@@ -92,6 +93,8 @@ def _did_you_mean(kind: str, arg: str) -> str:
     if not kind and not arg:
         return f": no name given; choose one of {NAMES}"
     path = Path(arg or kind).expanduser()
+    if (arg or ":" not in kind) and path.is_file() and is_archive(path):
+        return f"; an archive of images? {UNPACK}"
     if (arg or ":" not in kind) and path.exists():
         meant = f"folder:{arg or kind}" if path.is_dir() else f"vectors:{arg or kind}"
         return f"; did you mean {meant}? (folder: takes a folder of images, vectors: an array or table file)"

@@ -129,11 +129,30 @@ def _square(im: Any, size: int, resize: str) -> Any:
     return im.resize((size, size), Image.Resampling.BILINEAR) if im.size != (size, size) else im
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
+UNPACK = "unpack it (unzip, tar -xf) and pass the unpacked folder as --dataset folder:DIR"
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _check_image_name(path: Path) -> None:
+    """Refuse a file that is no image by its name, before any is decoded (an archive of the images
+    is named as one: it would otherwise be counted as the folder's only image)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return
+    if is_archive(path):
+        raise DataError(f"{path}: an archive, not an image; {UNPACK}")
+    raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
+
+
 def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop") -> np.ndarray:
     from PIL import Image, ImageOps
 
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
+    _check_image_name(path)
     try:
         with open_regular(path, "image file") as f, Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
@@ -284,6 +303,8 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
     if not arg or not root.is_dir():
         raise DataError(f"folder:{arg}: no such folder; pass --dataset folder:PATH with a folder of images")
     files, labels, class_names, n_train = _layout(root)
+    for f in files:
+        _check_image_name(f)
     if len(files) < 2 or n_train == 0 or n_train == len(files):
         what = f"{len(files)} image(s)" if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
         raise DataError(f"{root}: found {what}; a data set needs at least 2 (and one of each in train/ and test/)")

@@ -14,6 +14,7 @@ from .. import budget
 from ..errors import DataError, VaekitError, brief, show
 from ..files import file_size, open_regular
 from .dataset import Dataset, split
+from .folder import UNPACK, is_archive
 from .table import is_text_table, read_label_column, read_table
 
 X_KEYS = ("x", "X", "data", "embeddings", "features")
@@ -93,6 +94,9 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
     path = Path(arg).expanduser()
     if not arg:
         raise DataError("vectors: no file given; pass --dataset vectors:PATH to an (N, D) .npy/.npz file or a .csv table")
+    if is_archive(path):
+        raise DataError(f"{path}: an archive; vectors: reads an (N, D) .npy/.npz file or a .csv/.tsv/.txt table "
+                        f"(for images in it: {UNPACK})")
     class_names = None
     if is_text_table(path):
         x, y, class_names = read_table(path)

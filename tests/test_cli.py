@@ -268,6 +268,19 @@ def test_every_command_takes_the_flags_scripts_pass_to_all():
             assert flag in sub._option_string_actions, (name, flag)
 
 
+def test_the_flags_every_command_takes_may_come_before_it(run_dir, capsys):
+    """`vaekit --max-memory 1K evaluate RUN` is the same as after the command (it was 'invalid
+    choice: 1K'); given in both places, the one after the command wins, as it does in git."""
+    assert main(["--no-progress", "--max-memory", "1K", "evaluate", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "over the memory budget of 1.0 KiB" in err and "--max-memory" in err and "invalid choice" not in err
+    assert main(["--max-memory", "1K", "--max-ratio", "5", "evaluate", str(run_dir), "--max-memory", "4G",
+                 "--iwae-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["iwae_k"] == 2
+    assert main(["--max-memory", "lots", "evaluate", str(run_dir)]) == 2
+    assert "argument --max-memory: 'lots' is not a size" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_every_command_on_a_run_folder_takes_a_device_and_refuses_one_that_is_not_there(run_dir, tmp_path):
     """--device is on every command that runs a run folder's model; cpu and auto run here, and cuda

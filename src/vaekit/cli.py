@@ -637,15 +637,31 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-def _common() -> argparse.ArgumentParser:
-    c = argparse.ArgumentParser(add_help=False)
-    c.add_argument("--max-memory", type=size_flag, metavar="SIZE",
+COMMON = ("max_memory", "no_progress", "max_ratio")
+BEFORE = "before_command_"  # where the common flags go when given before the command (vaekit --no-progress train)
+
+
+def _common(c: argparse.ArgumentParser | None = None, prefix: str = "") -> argparse.ArgumentParser:
+    """The flags every command takes; with ``prefix``, as the top-level parser takes them (not set
+    unless given, so that the command's own parse decides the defaults)."""
+    c = c or argparse.ArgumentParser(add_help=False)
+    given = {"default": argparse.SUPPRESS} if prefix else {}
+    c.add_argument("--max-memory", type=size_flag, metavar="SIZE", dest=prefix + "max_memory", **given,
                    help="memory budget for what files and flags ask for, e.g. 16G "
                         "(default: half the machine's or container's memory, or $VAEKIT_MAX_MEMORY)")
-    c.add_argument("--no-progress", action="store_true", help="no progress bars (every command takes it)")
-    c.add_argument("--max-ratio", type=ratio_flag, metavar="R",
+    c.add_argument("--no-progress", action="store_true", dest=prefix + "no_progress", **given,
+                   help="no progress bars (every command takes it)")
+    c.add_argument("--max-ratio", type=ratio_flag, metavar="R", dest=prefix + "max_ratio", **given,
                    help="largest compression ratio accepted in .gz/.npz input (default 200, or $VAEKIT_MAX_RATIO)")
     return c
+
+
+def _common_before_command(args: argparse.Namespace) -> None:
+    """A common flag given before the command counts as given after it (there, it wins)."""
+    for name in COMMON:
+        before = getattr(args, BEFORE + name, None)
+        if before is not None and getattr(args, name, None) in (None, False):
+            setattr(args, name, before)
 
 
 def _sub(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
@@ -664,6 +680,7 @@ def commands_text() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vaekit", description="Train, evaluate, explore and generate with VAEs.", formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    _common(p, BEFORE)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     p._commands = sub  # type: ignore[attr-defined]
     common = [_common()]
@@ -982,6 +999,7 @@ def _main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    _common_before_command(args)
     empty = _expand_home(args)
     if empty:
         _error(f"{empty}: an empty path; give a file or folder name")

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -165,6 +166,21 @@ def test_compare_tells_two_latent_sizes_apart_on_the_same_examples(run, tmp_path
     e = result["negative_elbo"]
     assert (tmp_path / "c.png").is_file() and e["n"] == json.loads((run / "data.json").read_text())["n_test"] and e["difference"] == pytest.approx(e["a"] - e["b"])
     assert 0 < e["difference_se"] and set(result["latents"]) == {"run", "wider"}
+    assert result["same_data"] is True
+
+
+def test_compare_says_when_run_b_was_trained_on_other_examples(run, tmp_path):
+    """B trained on another split of the same data has seen some of A's test examples: its ELBO on
+    them is no held-out figure, and compare says so (it said nothing)."""
+    other = vaekit.fit({**TINY, "data": {**TINY["data"], "split_seed": 7}}, tmp_path / "other", progress=False,
+                       log=lambda s: None).path
+    with pytest.warns(UserWarning, match="other data or another split.*not a held-out figure for B"):
+        result = vaekit.compare_runs(run, other, tmp_path / "c.png")
+    assert result["same_data"] is False and "negative_elbo" in result
+    (other / "data.json").unlink()  # a run from before data.json: unknown, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert vaekit.compare_runs(run, other, tmp_path / "c.png")["same_data"] is None
 
 
 def test_an_api_writer_is_refused_while_another_process_holds_the_run(run, tmp_path):

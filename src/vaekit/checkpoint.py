@@ -373,10 +373,20 @@ def save_data_record(run_dir: Path, cfg: RunConfig, data: Any) -> None:
     files.atomic_write(run_dir / DATA_RECORD, files.strict_json(record, indent=2) + "\n")
 
 
+def _data_record(run_dir: str | Path) -> dict[str, Any]:
+    record = files.read_json_if_there(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES)
+    return record if isinstance(record, dict) else {}
+
+
+def recorded_fingerprint(run_dir: str | Path) -> str | None:
+    """The fingerprint of the data (split included) a run was trained on (None for older runs or damage)."""
+    value = _data_record(run_dir).get("fingerprint")
+    return value if isinstance(value, str) else None
+
+
 def recorded_class_names(run_dir: str | Path) -> list[str] | None:
     """The class names data.json recorded at training (None for older runs, unnamed classes or damage)."""
-    record = files.read_json_if_there(Path(run_dir) / DATA_RECORD, "data record", MAX_CONFIG_BYTES)
-    names = record.get("class_names") if isinstance(record, dict) else None
+    names = _data_record(run_dir).get("class_names")
     return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
 
 

@@ -4,6 +4,7 @@ to the pure functions in ``plots``. ``vaekit plot RUN_DIR`` is ``plot_run``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -314,4 +315,22 @@ def _compare_into(out: Path, run_a: Path, run_b: Path, n: int, data_dir: str | N
                                           for name, c in zip(names, codes)}, "plot": str(out)}
     if all(m.variational and m.likelihood.is_density for m in models):
         result["negative_elbo"] = paired_loss(a.model, b.model, a.data, seed=a.seed)
+        result["same_data"] = _same_data(run_a, run_b, a.data)
     return result
+
+
+def _same_data(run_a: Path, run_b: Path, data: Any) -> bool | None:
+    """Whether run B was trained on run A's data and split (None: B predates data.json), so that A's
+    test examples are held out from B too; a warning says when they are not."""
+    from .checkpoint import recorded_fingerprint
+    from .data import fingerprint
+
+    theirs = recorded_fingerprint(run_b)
+    if theirs is None:
+        return None
+    if theirs != fingerprint(data):
+        warnings.warn(f"{run_b} was trained on other data or another split than {run_a}'s (data.json "
+                      "fingerprints differ): B's negative ELBO on A's test examples is not a held-out figure for B",
+                      stacklevel=2)
+        return False
+    return True

@@ -170,6 +170,7 @@ def inputs(tmp_path_factory):
     (t / "a_file").write_text("x")
     (t / "bad_line.csv").write_text("a,b,label\n1,2,cat\n3,,dog\n")
     (t / "named.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},cat {i % 2}\n" for i in range(20)))
+    os.symlink(t / "gone", t / "dangling")
     (t / "archived").mkdir()
     with tarfile.open(t / "archived" / "photos.tar", "w") as tar:
         tar.add(t / "imgs_sizes", arcname="photos")
@@ -214,6 +215,10 @@ TABLE = [
     ("values outside [0, 1] with Bernoulli",
      [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--likelihood", "bernoulli", "--hidden", "8", "--latent-dim", "2",
       "--batch-size", "16"], ["wide.npy", "--likelihood gaussian", "rescale"]),
+    ("--out through a broken link", ["train", "--no-progress", "--out", "{t}/dangling/run"],
+     ["{t}/dangling: a broken link (to {t}/gone)"]),
+    ("-o through a broken link", ["sample", "{t}/trained", "-o", "{t}/dangling/s.png"],
+     ["-o", "{t}/dangling: a broken link"]),
     ("image folder holding only an archive of images", [*TRAIN, "--dataset", "folder:{t}/archived"],
      ["photos.tar", "an archive", "tar -xf"]),
     ("an archive given as the image folder", [*TRAIN, "--dataset", "folder:{t}/archived/photos.tar"],

@@ -200,9 +200,13 @@ def output_folder(path: str | Path, flag: str) -> Path:
 
 
 def existing_ancestor(path: str | Path) -> Path:
-    """``path`` made absolute, or its nearest ancestor that exists (where a folder to be made would go)."""
+    """``path`` made absolute, or its nearest ancestor that exists (where a folder to be made would go).
+    A broken link on the way is an error naming it (making the folder would fail with 'File exists')."""
     found = Path(os.path.abspath(path))
     while not found.exists() and found != found.parent:
+        if found.is_symlink():
+            raise OutputError(f"{show(str(found))}: a broken link (to {show(os.readlink(found))}); remove it or "
+                              "restore what it points to")
         found = found.parent
     return found
 

@@ -109,6 +109,61 @@ def test_bad_arguments_are_vaekit_errors_before_any_work(run, tmp_path, call, wo
     assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "new").exists()
 
 
+def _counted_flags():
+    """(command, keyword, flag, lo, hi) for every flag whose converter has a range and whose function
+    takes the keyword of the same name: derived from the parser, so a new flag is covered at once."""
+    import inspect
+
+    for name, sub in build_parser()._commands.choices.items():  # type: ignore[attr-defined]
+        function = getattr(vaekit, vaekit.COMMANDS[name])
+        takes = inspect.signature(function).parameters if callable(function) else {}  # presets: a table
+        for action in sub._actions:
+            if action.dest in takes and hasattr(action.type, "hi"):
+                yield name, action.dest, action.option_strings[0], action.type.lo, action.type.hi
+
+
+CALLS = {
+    "train": lambda r, t, kw: vaekit.fit(TINY, t / "new", progress=False, **kw),
+    "evaluate": lambda r, t, kw: vaekit.evaluate_run(r, **kw),
+    "sample": lambda r, t, kw: vaekit.sample_run(r, t / "s.npy", **kw),
+    "reconstruct": lambda r, t, kw: vaekit.reconstruct_run(r, t / "r.npy", **kw),
+    "plot": lambda r, t, kw: vaekit.plot_run(r, only=["latent-grid"], **kw),
+    "report": lambda r, t, kw: vaekit.report_run(r, out=t / "r.html", **kw),
+    "sweep": lambda r, t, kw: vaekit.run_sweep(TINY, [1, 2], t / "new", **kw),
+    "serve": lambda r, t, kw: vaekit.serve([r], **kw),
+    "probe": lambda r, t, kw: vaekit.probe_run(r, **kw),
+    "anomaly": lambda r, t, kw: vaekit.anomaly_run(r, **kw),
+}
+NEEDS = {("evaluate", "generation_n"): {"generation": True},  # what makes the flag apply
+         ("evaluate", "components"): {"generation": True, "sampler": "gmm"},
+         ("sample", "components"): {"sampler": "gmm"}, ("serve", "components"): {"sampler": "gmm"}}
+
+
+@pytest.mark.parametrize("command,keyword,flag,bad", [
+    (c, k, f, bad) for c, k, f, lo, hi in _counted_flags() for bad in (lo - 1, hi + 1)])
+def test_every_function_refuses_what_its_command_refuses(run, tmp_path, command, keyword, flag, bad):
+    """The functions check the ranges the CLI's converters check (one table, errors.RANGES), before any
+    work: serve(port=70000) listened on port 4464, sample_run(seed=-1) and fit(max_minutes=-1) ran."""
+    import threading
+
+    kw = {**NEEDS.get((command, keyword), {}), keyword: (bad, 0) if keyword == "grid_dims" else bad}
+    raised: list[BaseException] = []
+
+    def call():
+        try:
+            CALLS[command](run, tmp_path, kw)
+        except BaseException as e:  # noqa: BLE001  # handed to the test's thread
+            raised.append(e)
+
+    before = sorted(p.name for p in run.rglob("*"))
+    worker = threading.Thread(target=call, daemon=True)  # an unchecked serve would listen for ever
+    worker.start()
+    worker.join(120)
+    assert raised and isinstance(raised[0], VaekitError), (command, keyword, bad, raised)
+    assert flag in str(raised[0]) and str(bad) in str(raised[0]), str(raised[0])
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "new").exists()
+
+
 def test_fit_takes_a_json_file_or_a_dict_like_config_json(run, tmp_path):
     saved = json.loads((run / "config.json").read_text())
     partial = tmp_path / "mine.json"

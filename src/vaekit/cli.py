@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 from . import __version__
 from .children import follow_parent
 from .config import PRECISIONS
-from .errors import TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
+from .errors import MAX_MINUTES, RANGES, TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
 from .files import strict_json
 
 
@@ -498,7 +498,13 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = "integer"
+    parse.lo, parse.hi = lo, hi  # type: ignore[attr-defined]  # the API's checks are tested against them
     return parse
+
+
+def counted(name: str) -> Callable[[str], int]:
+    """The converter of a counted flag, over its range in RANGES (which the Python functions check too)."""
+    return int_in(*RANGES[name])
 
 
 def _device_flag(parser: argparse.ArgumentParser) -> None:
@@ -509,7 +515,7 @@ def _device_flag(parser: argparse.ArgumentParser) -> None:
 def _sampler_flags(parser: argparse.ArgumentParser, sampler_help: str) -> None:
     """``--sampler prior|gmm`` and ``--components K``, the same on every command that draws codes."""
     parser.add_argument("--sampler", choices=["prior", "gmm"], help=f"{sampler_help} (default prior)")
-    parser.add_argument("--components", type=int_in(1, 1000), metavar="K", help="gmm: mixture components (default 10)")
+    parser.add_argument("--components", type=counted("--components"), metavar="K", help="gmm: mixture components (default 10)")
 
 
 # flags that mean something only beside others: (command, dest, flag, does it apply?, where, default)
@@ -555,6 +561,7 @@ def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], flo
         return value
 
     parse.__name__ = "number"
+    parse.lo, parse.hi = lo, hi  # type: ignore[attr-defined]
     return parse
 
 
@@ -591,9 +598,8 @@ def ratio_flag(text: str) -> float:
 
 DATA_DIR_HELP = ("where the run's data are on this machine, if they moved: the IDX files' folder, or the folder "
                  "holding the run's image folder or vectors file")
-MAX_COUNT = 10**7  # samples, examples, neighbours: anything past this is a typo (the budget checks memory)
-SEED = int_in(0, 2**63 - 1)
-MINUTES = float_in(0, 10**7, lo_open=True)
+SEED = int_in(*RANGES["--seed"])
+MINUTES = float_in(0, MAX_MINUTES, lo_open=True)
 
 
 def _add_train_arguments(t: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -688,20 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = _sub(sub, "train", help="train a VAE or AE into a run folder", parents=common)
     _add_train_arguments(t)
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run (use --epochs to extend)")
-    t.add_argument("--nproc", type=int_in(1, 1024), metavar="N",
+    t.add_argument("--nproc", type=counted("--nproc"), metavar="N",
                    help="train with N data-parallel processes on this machine (runs torchrun; see README, Scaling out)")
     t.set_defaults(func=cmd_train)
 
     e = _sub(sub, "evaluate", help="test-split negative ELBO per example (beta = 1), IWAE NLL; FID etc. with --generation", parents=common)
     e.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     e.add_argument("--json", action="store_true", help="print one JSON object (strict JSON)")
-    e.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
+    e.add_argument("--iwae-k", type=counted("--iwae-k"), default=100, metavar="K",
                    help="importance samples for the NLL estimate (literature: 5000; 0 skips it)")
     e.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     _device_flag(e)
     e.add_argument("--generation", action="store_true",
                    help="also FID, precision and recall of generated examples against the test set")
-    e.add_argument("--generation-n", type=int_in(10, 10**6), metavar="N",
+    e.add_argument("--generation-n", type=counted("--generation-n"), metavar="N",
                    help="generated examples for --generation (default 10000, at most the test set's size)")
     _sampler_flags(e, "--generation draws codes from the prior or from the fitted Gaussian mixture "
                       "(a conditional run's: each class's own)")
@@ -709,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = _sub(sub, "sample", help="decode draws from the prior (or a fitted mixture) into a PNG grid (or .npy)", parents=common)
     s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
-    s.add_argument("-n", type=int_in(1, MAX_COUNT), default=64, help="number of samples (default 64)")
+    s.add_argument("-n", type=counted("-n"), default=64, help="number of samples (default 64)")
     s.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png (or .npy for raw values)")
     s.add_argument("--seed", type=SEED, default=0, help="seed for the draws (same seed, same samples)")
@@ -729,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
     r.add_argument("-o", required=True, type=output_file(".png", ".npy"), metavar="FILE",
                    help="output .png grid, or .npy of shape (2, n, ...): inputs, then reconstructions")
-    r.add_argument("-n", type=int_in(1, 10**5), default=32, help="number of test examples (default 32)")
+    r.add_argument("-n", type=counted("reconstruct -n"), default=32, help="number of test examples (default 32)")
     r.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     _device_flag(r)
     r.set_defaults(func=cmd_reconstruct)
@@ -739,14 +745,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots (names as in RUN_DIR/plots/)")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
     pl.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    pl.add_argument("--grid-dims", nargs=2, type=int_in(0, 65535), metavar=("I", "J"),
+    pl.add_argument("--grid-dims", nargs=2, type=counted("--grid-dims"), metavar=("I", "J"),
                     help="latent grid over dimensions I and J (default: top two principal directions)")
     _device_flag(pl)
     pl.set_defaults(func=cmd_plot)
 
     rp = _sub(sub, "report", help="one self-contained HTML page: config, metrics, every plot", parents=common)
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
-    rp.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K",
+    rp.add_argument("--iwae-k", type=counted("--iwae-k"), default=100, metavar="K",
                     help="importance samples for the NLL estimate (0 skips it)")
     rp.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     rp.add_argument("-o", type=output_file(".html"), metavar="FILE.html",
@@ -770,10 +776,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(sw, skip=("--beta",))
     sw.add_argument("--beta", required=True, metavar="B,B,...",
                     help="the values to train, e.g. 0.5,1,2,4 (replaces the train flag --beta)")
-    sw.add_argument("--iwae-k", type=int_in(0, 10**6), default=100, metavar="K", help="importance samples (0 skips)")
-    sw.add_argument("--jobs", type=int_in(1, 64), default=1, metavar="N",
+    sw.add_argument("--iwae-k", type=counted("--iwae-k"), default=100, metavar="K", help="importance samples (0 skips)")
+    sw.add_argument("--jobs", type=counted("--jobs"), default=1, metavar="N",
                     help="train N runs at once, each in its own process with its share of the cores (default 1)")
-    sw.add_argument("--generation-n", type=int_in(10, 10**6), default=2000, metavar="N",
+    sw.add_argument("--generation-n", type=counted("--generation-n"), default=2000, metavar="N",
                     help="samples for FID / precision / recall (default 2000)")
     sw.set_defaults(func=cmd_sweep)
 
@@ -787,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
               parents=common)
     sv.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder, or two to compare (e.g. AE and VAE)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--port", type=counted("--port"), default=8000, help="port (default 8000; 0 picks a free one)")
     sv.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     _sampler_flags(sv, "gmm: fit each run's Gaussian mixture to its training codes first (as `sample --sampler "
                        "gmm`; kept in the run folder) and offer its samples beside the prior's; a run that "
@@ -797,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = _sub(sub, "probe", help="linear and kNN accuracy of labels from the latent means", parents=common)
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
-    pr.add_argument("-k", type=int_in(1, 10**4), default=5, help="neighbours for kNN (default 5)")
+    pr.add_argument("-k", type=counted("-k"), default=5, help="neighbours for kNN (default 5)")
     pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="confusion matrix (default RUN_DIR/plots/probe-confusion.png)")
@@ -809,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
                     help="a run trained with --holdout-class; without it, train one from the flags")
     _add_train_arguments(an)
-    an.add_argument("--iwae-k", type=int_in(0, 10**6), default=0, metavar="K", help="score by IWAE NLL with K samples")
+    an.add_argument("--iwae-k", type=counted("--iwae-k"), default=0, metavar="K", help="score by IWAE NLL with K samples")
     an.add_argument("--json", action="store_true", help="print one JSON object")
     an.add_argument("-o", type=output_file(".png"), metavar="FILE.png",
                     help="score histograms (default RUN_DIR/plots/anomaly-scores.png)")

@@ -38,13 +38,42 @@ class TrainingInterrupted(Exception):
         self.signal_name = signal_name
 
 
-def whole_number(value: Any, name: str, lo: int = 1, hi: int | None = None) -> int:
+# The range of each counted flag, in one place: the CLI's converters and the Python functions'
+# checks both read it, so a value the command refuses is refused by its function too.
+RANGES: dict[str, tuple[int, int]] = {
+    "-n": (1, 10**7),  # samples: past this is a typo (the budget checks memory)
+    "reconstruct -n": (1, 10**5),
+    "-k": (1, 10**4),
+    "--iwae-k": (0, 10**6),
+    "--generation-n": (10, 10**6),
+    "--components": (1, 1000),
+    "--jobs": (1, 64),
+    "--nproc": (1, 1024),
+    "--port": (0, 65535),
+    "--grid-dims": (0, 65535),
+    "--seed": (0, 2**63 - 1),
+}
+MAX_MINUTES = 10**7
+
+
+def whole_number(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
     """A count given to a Python function, checked as the CLI checks its flag ``name``: a whole
-    number in [lo, hi], else a one-line error naming it."""
+    number in [lo, hi] (by default the flag's range in RANGES), else a one-line error naming it."""
+    known_lo, known_hi = RANGES.get(name, (1, None))
+    lo, hi = known_lo if lo is None else lo, known_hi if hi is None else hi
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         within = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
-        raise VaekitError(f"{name} {value!r}: give a whole number, {within}")
+        raise VaekitError(f"{name.rpartition(' ')[2]} {value!r}: give a whole number, {within}")
     return value
+
+
+def minutes(value: Any, name: str = "--max-minutes") -> float | None:
+    """A time limit given to a Python function (None: no limit), checked as the CLI checks it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_MINUTES:
+        raise VaekitError(f"{name} {value!r}: give a number of minutes above 0, at most {MAX_MINUTES:g}")
+    return float(value)
 
 
 def _escape(text: str) -> str:

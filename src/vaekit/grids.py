@@ -171,6 +171,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .samplers import check_sampler, gmm_for_run, sample_codes
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
+    whole_number(seed, "--seed")
     check_sampler(sampler, components, refit, data_dir)
     run = load_run(user_path(run_dir, "run_dir"), device)
     number, name = class_label(run.path, label, run.model.classes)
@@ -209,7 +210,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
     from .figures import open_run
     from .files import output_file
 
-    out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
+    out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "reconstruct -n")
     view = open_run(user_path(run_dir, "run_dir"), data_dir=data_dir, device=device)
     x, y = view.test_x(n), view.test_y(n)
     if out.suffix.lower() == ".npy":

@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 from .checkpoint import load_config
 from .data import reads_files
-from .errors import VaekitError, as_text
+from .errors import VaekitError, as_text, whole_number
 from .explore import Explorer, RequestError
 from .files import read_regular
-from .samplers import DEFAULT_COMPONENTS
+from .samplers import DEFAULT_COMPONENTS, check_sampler
 
 WEB_DIR = Path(__file__).with_name("web")
 ASSETS = {"": ("index.html", "text/html; charset=utf-8"),
@@ -224,6 +224,8 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
 
     if not 1 <= len(run_dirs) <= 2:
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
+    whole_number(port, "--port")
+    check_sampler(sampler, components)
     sock = bind(host, port)
     try:
         dirs = _data_dirs(run_dirs, data_dir)

@@ -20,7 +20,7 @@ from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, check_loaded_for, load_dataset, relocate, resolve_paths
 from .devices import check_compile, pick_device
-from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError
+from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, minutes
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
@@ -121,6 +121,7 @@ def fit(
     Started by torchrun (``WORLD_SIZE`` > 1), the processes train one run together (distributed.py).
     """
     run_dir = user_path(run_dir, "run_dir")
+    max_minutes = minutes(max_minutes)
     group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = distributed.device_for(group, pick_device(cfg.train.device))

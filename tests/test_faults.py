@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -770,3 +771,57 @@ def test_a_run_on_a_read_only_file_system_is_read_and_its_outputs_go_elsewhere(r
         code, out, err = run_cli(*argv, "--no-progress")
         assert code == 2 and out == "" and "(Read-only file system)" in err and "cannot write in" in err, (argv, err)
     assert sorted(p.name for p in ro.rglob("*")) == listing
+
+
+def _homeless_user() -> int | None:
+    """A user id with no entry in the password database (as containers run with --user N), or None."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    for uid in range(12345, 12400):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    return None
+
+
+@pytest.mark.skipif(_homeless_user() is None or not shutil.which("setpriv"),
+                    reason="needs root and setpriv, to run vaekit as a user id the system does not know")
+def test_a_user_without_a_home_folder_gets_one_line_and_a_private_cache():
+    """A container run as an unknown user id has no HOME: a `~` path was an internal error, and so was
+    any cache (a folder of 1,000 images). Now the path is one line saying why, and the cache goes to a
+    private temporary folder, said once and removed when the command ends."""
+    import tempfile
+
+    uid = _homeless_user()
+    with tempfile.TemporaryDirectory(prefix="vaekit-homeless-") as where:  # pytest's own folders are private
+        tmp_path = Path(where)
+        tmp_path.chmod(0o777)
+        _without_a_home(uid, tmp_path)
+
+
+def _without_a_home(uid: int, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(1000):
+        (photos / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4), i % 256, np.uint8)).save(photos / "ab"[i % 2] / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "VAEKIT_CACHE", "XDG_CACHE_HOME", "TMPDIR")}
+
+    def as_user(*args: str) -> subprocess.CompletedProcess:
+        become = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]  # what `docker --user` does
+        return subprocess.run([*become, sys.executable, "-m", "vaekit", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    home = as_user("train", "--no-progress", "--epochs", "1", "--out", "~/run")
+    assert home.returncode == 2 and home.stderr.count("\n") == 1, home.stderr
+    assert "~/run: '~' cannot be expanded: no home folder is known" in home.stderr and "give the full path" in home.stderr
+    assert not (tmp_path / "~").exists()
+    done = as_user("train", "--no-progress", "--epochs", "1", "--dataset", f"folder:{photos}", "--out", "run")
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "no home folder is known" in line]
+    assert len(warned) == 1 and "VAEKIT_CACHE" in warned[0], done.stderr
+    private = Path(re.search(r"caches in (\S+vaekit-cache-\w+)", warned[0]).group(1))
+    assert not private.exists()  # its cache went with it
+    assert (tmp_path / "run" / "model.safetensors").is_file()

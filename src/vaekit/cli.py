@@ -21,7 +21,7 @@ from . import __version__
 from .children import follow_parent
 from .config import PRECISIONS
 from .errors import MAX_MINUTES, RANGES, TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
-from .files import strict_json
+from .files import expand_home, strict_json
 
 
 def class_arg(text: str) -> str:
@@ -231,7 +231,7 @@ def _check_resume_flags(args: argparse.Namespace, overrides: dict[str, Any]) -> 
         )
     if args.overwrite:
         raise VaekitError("--overwrite starts a run afresh and --resume continues one; give one of them")
-    if args.out and os.path.realpath(os.path.expanduser(args.out)) != os.path.realpath(os.path.expanduser(args.resume)):
+    if args.out and os.path.realpath(expand_home(args.out)) != os.path.realpath(expand_home(args.resume)):
         raise VaekitError(f"--resume {show(args.resume)} continues in that folder, but --out {show(args.out)} names "
                           "another; drop --out (or copy the run folder there and resume the copy)")
 
@@ -1006,7 +1006,11 @@ def _main(argv: list[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     _common_before_command(args)
-    empty = _expand_home(args)
+    try:
+        empty = _expand_home(args)
+    except VaekitError as e:
+        _error(str(e))
+        return 2
     if empty:
         _error(f"{empty}: an empty path; give a file or folder name")
         return 2
@@ -1041,7 +1045,7 @@ def _expand_home(args: argparse.Namespace) -> str | None:
     """A leading ``~`` in any path argument is the home folder, also where the shell left it alone
     (quoted, or passed by a script): never a folder named ``~`` in the current one. Returns the
     argument given as an empty string (an unset shell variable, say), which no command accepts."""
-    expand = lambda v: type(v)(os.path.expanduser(v)) if isinstance(v, (str, Path)) else v  # noqa: E731
+    expand = lambda v: type(v)(expand_home(os.fspath(v))) if isinstance(v, (str, Path)) else v  # noqa: E731
     for name in PATH_ARGS:
         value = getattr(args, name, None)
         if value is None:

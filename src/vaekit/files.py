@@ -59,12 +59,51 @@ def open_regular(path: str | Path, what: str = "file") -> BinaryIO:
         raise
 
 
+def expand_home(text: str) -> str:
+    """A path with a leading ``~`` (or ``~user``) made the home folder; a one-line error where no home
+    folder is known (HOME unset and no entry in the password database: a container run as an
+    arbitrary user id) or no such user exists, never a folder named ``~`` nor a traceback."""
+    if not text.startswith("~"):
+        return text
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        user = text[1:].split("/", 1)[0]
+        why = (f"no user named {show(user)}" if user else
+               f"no home folder is known (HOME is unset and user id {os.getuid()} has no entry in the password database)")
+        raise VaekitError(f"{show(text)}: '~' cannot be expanded: {why}; give the full path, or set HOME")
+    return expanded
+
+
+_PRIVATE_CACHE: list[Path] = []
+
+
 def cache_dir(kind: str) -> Path:
-    """Where vaekit keeps what it can recompute (decoded folders, parsed tables, feature nets):
-    $VAEKIT_CACHE, else $XDG_CACHE_HOME/vaekit, else ~/.cache/vaekit; one sub-folder per kind."""
+    """Where vaekit keeps what it can recompute (decoded folders, parsed tables, feature nets) and
+    what it downloads: $VAEKIT_CACHE, else $XDG_CACHE_HOME/vaekit, else ~/.cache/vaekit; one
+    sub-folder per kind. Where no home folder is known, a private temporary folder of this process
+    (said once, removed at exit), so that a cache never stops a command."""
     if os.environ.get("VAEKIT_CACHE"):
-        return Path(os.environ["VAEKIT_CACHE"]).expanduser() / kind
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaekit" / kind
+        return Path(expand_home(os.environ["VAEKIT_CACHE"])) / kind
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "vaekit" / kind
+    try:
+        return Path(expand_home("~")) / ".cache" / "vaekit" / kind
+    except VaekitError:
+        pass
+    if not _PRIVATE_CACHE:
+        import atexit
+        import shutil
+        import tempfile
+        import warnings
+
+        try:
+            _PRIVATE_CACHE.append(Path(tempfile.mkdtemp(prefix="vaekit-cache-")))  # made 0700, ours alone
+        except OSError:  # nowhere to write: caching then fails quietly, a download with its own message
+            _PRIVATE_CACHE.append(Path(os.devnull))
+        atexit.register(shutil.rmtree, _PRIVATE_CACHE[0], ignore_errors=True)
+        warnings.warn(f"no home folder is known (HOME is unset): this command caches in {_PRIVATE_CACHE[0]}; "
+                      "set VAEKIT_CACHE=DIR to keep the cache (and downloads) between commands", stacklevel=2)
+    return _PRIVATE_CACHE[0] / kind
 
 
 def read_json_if_there(path: str | Path, what: str = "JSON file", max_bytes: int = 16 << 20) -> Any:
@@ -169,7 +208,7 @@ def user_path(value: Any, what: str) -> Path:
         raise VaekitError(f"{what} {show(value)}: give a path (a str or pathlib.Path)")
     if not text.strip():
         raise VaekitError(f"{what}: an empty path; give a file or folder name")
-    return Path(text).expanduser()
+    return Path(expand_home(text))
 
 
 def output_file(path: str | Path, suffixes: tuple[str, ...], flag: str = "") -> Path:

@@ -17,7 +17,7 @@ import torch
 
 from ..config import DOWNLOADED, DataConfig
 from ..errors import DataError, did_you_mean, show
-from ..files import user_path
+from ..files import expand_home, user_path
 from .bundled import load_blobs, load_digits
 from .cifar import load_cifar10
 from .dataset import Dataset
@@ -54,7 +54,7 @@ def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
     loader = LOADERS.get(kind)
     if loader is None:
         raise DataError(f"unknown data set '{show(cfg.dataset)}'{_did_you_mean(kind, arg)}")
-    path = Path(arg).expanduser()
+    path = Path(expand_home(arg))
     if arg and kind in FILE_SOURCES and path.exists() and path.is_dir() != (kind == "folder"):
         raise DataError(f"{show(cfg.dataset)}: is {'a folder' if path.is_dir() else 'a file'}{_did_you_mean(kind, arg)}")
     ds = loader(cfg, arg, progress)
@@ -92,7 +92,7 @@ def _did_you_mean(kind: str, arg: str) -> str:
     with the other one), a name in other case or with a typo; else the list of names."""
     if not kind and not arg:
         return f": no name given; choose one of {NAMES}"
-    path = Path(arg or kind).expanduser()
+    path = Path(expand_home(arg or kind))
     if (arg or ":" not in kind) and path.is_file() and is_archive(path):
         return f"; an archive of images? {UNPACK}"
     if (arg or ":" not in kind) and path.exists():
@@ -105,7 +105,7 @@ def _did_you_mean(kind: str, arg: str) -> str:
 def resolve_paths(cfg: DataConfig) -> DataConfig:
     """The same data config with every path absolute, so that a run folder works from any directory."""
     kind, sep, arg = cfg.dataset.partition(":")
-    absolute = lambda p: os.path.abspath(os.path.expanduser(p)) if p else p  # noqa: E731
+    absolute = lambda p: os.path.abspath(expand_home(p)) if p else p  # noqa: E731
     dataset = f"{kind}:{absolute(arg)}" if kind in FILE_SOURCES and arg else cfg.dataset
     return dataclasses.replace(cfg, dataset=dataset, data_dir=absolute(cfg.data_dir), labels=absolute(cfg.labels))
 

@@ -1,6 +1,6 @@
 """CIFAR-10 from its official binary distribution (plain bytes, no pickle).
 
-Found in ``data_dir`` (or ``$VAEKIT_DATA``, or its ``cifar10`` sub-folder, else ``~/.cache/vaekit/cifar10``)
+Found in ``data_dir`` (or ``$VAEKIT_DATA``, or its ``cifar10`` sub-folder, else vaekit's cache folder, ``~/.cache/vaekit/cifar10``)
 as the extracted ``cifar-10-batches-bin/`` folder or as the tarball ``cifar-10-binary.tar.gz``
 (verified by its md5 and read member by member, nothing unpacked to disk); downloaded when neither
 is there and downloading is allowed. The extracted files have no official checksums, so their

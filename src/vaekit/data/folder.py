@@ -13,7 +13,7 @@ import torch
 from ..config import DataConfig
 from .. import budget
 from ..errors import BudgetError, DataError, VaekitError, as_text, brief, show
-from ..files import cache_dir, file_size, open_regular, write_cache
+from ..files import cache_dir, expand_home, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -174,7 +174,7 @@ CHANNEL_PROBES = 16  # images looked at, spread over the folder (so over its cla
 
 def _probe_files(arg: str) -> list[Path]:
     """Up to CHANNEL_PROBES image files spread evenly over the folder (none when it is no folder)."""
-    root = Path(arg).expanduser()
+    root = Path(expand_home(arg))
     if not root.is_dir():
         return []
     files = [f for f in _layout(root)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -271,11 +271,12 @@ class ImageSizesDiffer(DataError):
 
 def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resize: str) -> np.ndarray:
     """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
-    key = _cache_key(root, files, mode, size, resize)
-    cached = cache_dir("folders") / f"{key}.npy"
-    x = _read_cache(cached, len(files))
-    if x is not None:
-        return x
+    cached = None
+    if len(files) >= CACHE_MIN_FILES:
+        cached = cache_dir("folders") / f"{_cache_key(root, files, mode, size, resize)}.npy"
+        x = _read_cache(cached, len(files))
+        if x is not None:
+            return x
     images = []
     for i, f in enumerate(files):
         arr = _load_image(f, mode, size, resize)
@@ -288,7 +289,7 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
                 [(a.shape[2], a.shape[1]) for a in (images[0], arr)])
         images.append(arr)
     x = np.stack(images)
-    if len(files) >= CACHE_MIN_FILES:
+    if cached is not None:
         write_cache(cached, lambda buf: np.save(buf, x, allow_pickle=False))
     return x
 
@@ -299,7 +300,7 @@ CACHE_MIN_FILES = 1000  # smaller folders decode in well under a second
 def load_folder(cfg: DataConfig, arg: str) -> Dataset:
     """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set;
     ``train/`` and ``test/`` sub-folders keep their split, else ``data.test_fraction`` is held out."""
-    root = Path(arg).expanduser()
+    root = Path(expand_home(arg))
     if not arg or not root.is_dir():
         raise DataError(f"folder:{arg}: no such folder; pass --dataset folder:PATH with a folder of images")
     files, labels, class_names, n_train = _layout(root)

@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST: the four official IDX files, found locally or downloaded, then verified.
 
 Search order: ``data_dir`` (or ``$VAEKIT_DATA``), and its sub-folder named after the data set;
-without either, ``~/.cache/vaekit/<name>``. Files may be gzipped or not. Integrity is checked
+without either, ``~/.cache/vaekit/<name>`` (vaekit's cache folder: files.cache_dir). Files may be gzipped or not. Integrity is checked
 on the uncompressed bytes (recompressed copies stay valid); for Fashion-MNIST, whose
 uncompressed checksums are not published, the official .gz checksum is accepted instead.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DataError, VaekitError, show
 from .download import fetch
-from ..files import read_regular
+from ..files import cache_dir, expand_home, read_regular
 from .idx import md5, parse_idx, read_idx_bytes
 
 FILES = {
@@ -74,7 +74,7 @@ SOURCES = {
 
 
 def _data_root(path: str, what: str) -> Path:
-    root = Path(path).expanduser()
+    root = Path(expand_home(path))
     if root.exists() and not root.is_dir():
         raise DataError(f"{what} {show(path)}: is a file, not a folder; give the folder that holds the data files")
     return root
@@ -88,7 +88,7 @@ def search_dirs(name: str, data_dir: str | None) -> tuple[list[Path], Path]:
     if os.environ.get("VAEKIT_DATA"):
         root = _data_root(os.environ["VAEKIT_DATA"], "$VAEKIT_DATA")
         return [root / name, root], root / name
-    cache = Path.home() / ".cache" / "vaekit" / name
+    cache = cache_dir(name)
     return [cache], cache
 
 

@@ -12,7 +12,7 @@ import torch
 from ..config import DataConfig
 from .. import budget
 from ..errors import DataError, VaekitError, brief, show
-from ..files import file_size, open_regular
+from ..files import expand_home, file_size, open_regular
 from .dataset import Dataset, split
 from .folder import UNPACK, is_archive
 from .table import is_text_table, read_label_column, read_table
@@ -91,7 +91,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
     """``vectors:PATH``; labels from the .npz key 'y', a table's label column or ``data.labels`` (.npy or text)."""
-    path = Path(arg).expanduser()
+    path = Path(expand_home(arg))
     if not arg:
         raise DataError("vectors: no file given; pass --dataset vectors:PATH to an (N, D) .npy/.npz file or a .csv table")
     if is_archive(path):
@@ -123,7 +123,7 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
         raise DataError(f"{path}: has labels of its own (an .npz key 'y', or a label column); --labels "
                         f"{show(cfg.labels)} would replace them: give one of them")
     if cfg.labels:
-        labels = Path(cfg.labels).expanduser()
+        labels = Path(expand_home(cfg.labels))
         if is_text_table(labels):
             y, class_names = read_label_column(labels)
         else:

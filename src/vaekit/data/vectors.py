@@ -94,6 +94,9 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
     path = Path(expand_home(arg))
     if not arg:
         raise DataError("vectors: no file given; pass --dataset vectors:PATH to an (N, D) .npy/.npz file or a .csv table")
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"vectors:{show(arg)}: no such file; pass --dataset vectors:PATH with an (N, D) .npy/.npz "
+                        "file or a .csv/.tsv/.txt table")
     if is_archive(path):
         raise DataError(f"{path}: an archive; vectors: reads an (N, D) .npy/.npz file or a .csv/.tsv/.txt table "
                         f"(for images in it: {UNPACK})")

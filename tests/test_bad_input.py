@@ -232,6 +232,8 @@ TABLE = [
     ("image folder with mixed sizes, a preset", [*TRAIN, "--preset", "digits-mlp", "--dataset", "folder:{t}/imgs_sizes"],
      ["big.png", "--image-size"]),
     ("run folder without config.json", ["evaluate", "{t}/no_config"], ["{t}/no_config", "not a run folder"]),
+    ("a folder of run folders (a sweep's)", ["evaluate", "{t}"],
+     ["not a run folder", "the run folders in it: {t}/", "more; pass one of them"]),
     ("a file as the run folder", ["evaluate", "{t}/a_file"], ["{t}/a_file", "a file, not a run folder"]),
     ("config.json malformed", ["evaluate", "{t}/bad_json"], ["config.json", "not valid JSON"]),
     ("config.json of an unknown version", ["evaluate", "{t}/version"], ["format_version 99"]),

@@ -183,13 +183,25 @@ def save_config(run_dir: Path, cfg: RunConfig) -> None:
     files.atomic_write(run_dir / CONFIG, cfg.to_json() + "\n")
 
 
+def _runs_inside(folder: Path, shown: int = 3) -> str:
+    """What to pass instead of a folder that holds run folders (a sweep's, a runs/ folder)."""
+    try:
+        runs = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p / CONFIG).is_file())
+    except OSError:
+        runs = []
+    if not runs:
+        return "pass a folder made by `vaekit train`"
+    named = ", ".join(show(str(p)) for p in runs[:shown]) + (f" and {len(runs) - shown} more" if len(runs) > shown else "")
+    return f"the run folder{'s' if len(runs) > 1 else ''} in it: {named}; pass one of them"
+
+
 def load_config(run_dir: str | Path) -> RunConfig:
     run_dir = files.user_path(run_dir, "run_dir")
     if not run_dir.is_dir():
         what = "a file, not a run folder" if run_dir.exists() else "no such run folder"
         raise RunFolderError(f"{run_dir}: {what}")
     if not (run_dir / CONFIG).exists():
-        raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}); pass a folder made by `vaekit train`")
+        raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}); {_runs_inside(run_dir)}")
     try:
         return RunConfig.load(run_dir / CONFIG)
     except ConfigError as e:

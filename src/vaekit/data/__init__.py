@@ -43,7 +43,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "cifar10": lambda cfg, arg, progress=True: load_cifar10(cfg.data_dir, cfg.download, progress),
     "digits": lambda cfg, arg, progress=True: load_digits(cfg, arg),
     "blobs": lambda cfg, arg, progress=True: load_blobs(cfg, arg),
-    "folder": lambda cfg, arg, progress=True: load_folder(cfg, arg),
+    "folder": lambda cfg, arg, progress=True: load_folder(cfg, arg, progress),
     "vectors": lambda cfg, arg, progress=True: load_vectors(cfg, arg),
 }
 

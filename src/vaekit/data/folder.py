@@ -269,8 +269,12 @@ class ImageSizesDiffer(DataError):
         self.sizes = sizes
 
 
-def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resize: str) -> np.ndarray:
-    """Every image as one uint8 array (N, C, H, W), decoded once and then read from the cache."""
+def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resize: str,
+                progress: bool = True) -> np.ndarray:
+    """Every image as one uint8 array (N, C, H, W), decoded once (with a progress bar where that takes
+    a while) and then read from the cache."""
+    from tqdm import tqdm
+
     cached = None
     if len(files) >= CACHE_MIN_FILES:
         cached = cache_dir("folders") / f"{_cache_key(root, files, mode, size, resize)}.npy"
@@ -278,7 +282,9 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
         if x is not None:
             return x
     images = []
-    for i, f in enumerate(files):
+    shown = progress and cached is not None  # folders below the cache's size decode in under a second
+    for i, f in enumerate(tqdm(files, desc=f"decoding {root.name or root}", unit="img", leave=False,
+                               disable=None if shown else True)):
         arr = _load_image(f, mode, size, resize)
         if i == 0:  # every image will have this size: the whole set must fit the budget
             budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
@@ -297,7 +303,7 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
 CACHE_MIN_FILES = 1000  # smaller folders decode in well under a second
 
 
-def load_folder(cfg: DataConfig, arg: str) -> Dataset:
+def load_folder(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
     """``folder:PATH``: grayscale or RGB (``data.channels``), resized to ``data.image_size`` if set;
     ``train/`` and ``test/`` sub-folders keep their split, else ``data.test_fraction`` is held out."""
     root = Path(expand_home(arg))
@@ -309,7 +315,8 @@ def load_folder(cfg: DataConfig, arg: str) -> Dataset:
     if len(files) < 2 or n_train == 0 or n_train == len(files):
         what = f"{len(files)} image(s)" if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
         raise DataError(f"{root}: found {what}; a data set needs at least 2 (and one of each in train/ and test/)")
-    x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size, cfg.resize))
+    x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size, cfg.resize,
+                                     progress))
     y = torch.tensor(labels) if labels is not None else None
     if n_train is None:
         parts = split(x, y, cfg.test_fraction, cfg.split_seed)

@@ -399,3 +399,21 @@ def test_the_defaults_the_cli_fills_in_are_the_librarys():
         if command in functions:
             assert inspect.signature(functions[command]).parameters[dest].default == default, (command, dest)
 
+
+
+def test_runs_started_together_without_out_each_get_their_own_folder(tmp_path):
+    """`for lr in ...; do vaekit train --lr $lr & done`: the runs start in the same second, and the
+    default folder runs/<preset>-<time> was one folder for all (the others were refused). Each claims
+    its own now (-2, -3); a refused run leaves no folder, and no runs/ where there was none."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    failed = subprocess.run([sys.executable, "-m", "vaekit", "train", "--no-progress", "--epochs", "1",
+                             "--set", "train.lr=1e30"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert failed.returncode == 2 and "NaN" in failed.stderr and not (tmp_path / "runs").exists()
+    procs = [subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--no-progress", "--epochs", "1",
+                               "--lr", lr], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for lr in ("1e-3", "2e-3", "3e-3")]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 3 and all((f / "model.safetensors").is_file() for f in folders)
+    assert sorted(json.loads((f / "config.json").read_text())["train"]["lr"] for f in folders) == [1e-3, 2e-3, 3e-3]

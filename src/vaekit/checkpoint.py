@@ -114,6 +114,20 @@ def _user_entries(path: Path) -> list[Path]:
     return [p for p in path.iterdir() if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
 
 
+def holds_nothing(path: Path) -> bool:
+    """The folder is missing, or holds nothing but vaekit's lock and temporary files."""
+    return not path.is_dir() or not _user_entries(path)
+
+
+def remove_if_unused(path: Path) -> None:
+    """Remove a folder vaekit made for a run that never wrote into it (its lock file aside)."""
+    if path.is_dir() and not _user_entries(path):
+        with contextlib.suppress(OSError):
+            for p in path.iterdir():
+                p.unlink()
+            path.rmdir()
+
+
 def is_run_folder(path: Path) -> bool:
     """A folder vaekit made: its config.json is a vaekit config (any version), or its weights carry
     vaekit's metadata."""

@@ -180,8 +180,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and not group.active:
         from .launch import launch
 
-        out = None if args.resume else (args.out or _default_out(_start_preset(args)))
-        return launch(args.argv, args.nproc, out)
+        if args.resume:
+            return launch(args.argv, args.nproc, None)
+        return _into_new_folder(args.out, _start_preset(args), lambda out: launch(args.argv, args.nproc, out))
     if group.active and not args.resume and not args.out:
         raise VaekitError("under torchrun every process must write to the same folder: give --out RUN_DIR")
     run = _train(args)
@@ -191,9 +192,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_out(preset: str | None) -> str:
-    """A new run folder under runs/, named after the preset and the time."""
-    return f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _into_new_folder(out: str | None, preset: str | None, work: Callable[[str], Any]) -> Any:
+    """``work(out)``; without ``--out``, into a new folder under runs/ named after the preset and the
+    time, claimed by making it, so that runs started in the same second (by a script's loop, say) get
+    -2, -3, ... rather than one folder. It is removed again if the command leaves it empty (a refused
+    run makes no folder)."""
+    if out:
+        return work(out)
+    base, made_runs = f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}", not os.path.isdir("runs")
+    for n in range(1, 10_000):
+        name = base if n == 1 else f"{base}-{n}"
+        try:
+            os.makedirs(name)  # fails if the name is taken, also by a process that took it just now
+            break
+        except FileExistsError:
+            continue
+        except OSError:  # cannot be made here: the run's own checks say why, naming the folder
+            name = base
+            break
+    from .checkpoint import remove_if_unused
+
+    try:
+        return work(name)
+    finally:
+        remove_if_unused(Path(name))
+        if made_runs:
+            with contextlib.suppress(OSError):
+                os.rmdir("runs")  # only while empty
 
 
 def _start_preset(args: argparse.Namespace) -> str | None:
@@ -215,9 +240,8 @@ def _train(args: argparse.Namespace):
                   max_minutes=args.max_minutes)
     else:
         cfg, data = _new_config(args, overrides)
-        out = args.out or _default_out(cfg.preset)
-        run = fit(cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress,
-                  max_minutes=args.max_minutes)
+        run = _into_new_folder(args.out, cfg.preset, lambda out: fit(
+            cfg, out, overwrite=args.overwrite, data=data, progress=not args.no_progress, max_minutes=args.max_minutes))
     return run
 
 
@@ -392,9 +416,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise VaekitError("--max-minutes applies to `vaekit train`; a sweep trains each run for its --epochs")
     args.beta = None  # the list is the sweep's; every other train flag applies to each run
     cfg, _ = _new_config(args, train_overrides(args))
-    out = args.out or _default_out(f"sweep-{cfg.preset or 'run'}")
-    rows = run_sweep(cfg, betas, out, iwae_k=args.iwae_k, generation_n=args.generation_n,
-                     progress=not args.no_progress, jobs=args.jobs, overwrite=args.overwrite)
+    out = ""
+
+    def sweep_into(folder: str) -> list:
+        nonlocal out
+        out = folder
+        return run_sweep(cfg, betas, folder, iwae_k=args.iwae_k, generation_n=args.generation_n,
+                         progress=not args.no_progress, jobs=args.jobs, overwrite=args.overwrite)
+
+    rows = _into_new_folder(args.out, f"sweep-{cfg.preset or 'run'}", sweep_into)
     print(table(rows))
     picture = f" and {SAMPLES_FIGURE}" if (Path(out) / SAMPLES_FIGURE).is_file() else ""
     print(f"wrote {out}/sweep.json, sweep.md{picture}; one run folder per value in {out}/")

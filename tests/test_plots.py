@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vaekit import plots
+from vaekit.checkpoint import load_run
 from vaekit.cli import main
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.figures import PLOTS, plot_run
@@ -61,6 +62,8 @@ def _cases(model):
         "traversals": (plots.traversals(model, torch.zeros(3), [0, 2], [-2, 0, 2]), (450, 290)),
         "compare": (plots.compare_latents([codes[:, :2], codes], [x[:4].numpy(), x[4:8].numpy()], ["a", "b"],
                                           labels), (1400, 840)),
+        "vector_real_vs_generated": (plots.vector_real_vs_generated(codes, codes[::-1] * 0.5, "N(0, I)"), (1400, 550)),
+        "vector_reconstructions": (plots.vector_reconstructions(codes, codes * 0.9, labels), (1500, 600)),
         "scores": (plots.score_histograms(np.random.rand(100), np.random.rand(20) + 1, 0.9, "nelbo"), (800, 500)),
         "confusion": (plots.confusion_matrix(labels, (labels + (np.arange(300) % 7 == 0)) % 4), (700, 600)),
     }
@@ -304,3 +307,36 @@ def test_score_histograms_show_every_score_even_far_outside_the_rest(anomalous):
     bars = fig.axes[0].containers
     assert len(bars) == 2 and all(np.isfinite([b.get_height() for b in c]).all() for c in bars)
     assert all(sum(b.get_height() for b in c) > 0 for c in bars)
+
+
+@pytest.mark.parametrize("real,recon", [
+    (np.arange(6.0).reshape(6, 1), np.arange(6.0).reshape(6, 1) + 0.1),  # one feature
+    (np.ones((3, 5)), np.full((3, 5), np.nan)),  # no spread, reconstructions not finite
+    (np.random.default_rng(1).normal(size=(2, 300)), np.zeros((2, 300))),  # two examples, many features
+])
+def test_vector_pictures_take_any_shape_of_vectors(real, recon, tmp_path):
+    """One feature (no second principal direction), constant values (no R²), two examples."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, fig in (("rvg", plots.vector_real_vs_generated(real, recon if np.isfinite(recon).all() else real)),
+                          ("rec", plots.vector_reconstructions(real, recon))):
+            assert _png_size(plots.save_figure(fig, tmp_path / f"{name}.png"))[0] > 1000
+    r2 = plots.vector_reconstructions(real, recon).axes[-1].get_title()
+    assert ("R² = nan" in r2) == (not np.isfinite(recon).all() or real.std() == 0), r2
+
+
+def test_a_vector_run_gets_its_reconstructions_and_samples_against_the_real_data(tmp_path):
+    """Vectors (embeddings, tables) had no reconstruction or sample picture: now feature by feature and
+    on the real data's principal plane, with the share of variance the reconstructions keep."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", (np.tanh(rng.normal(size=(400, 3)) @ rng.normal(size=(3, 12))) + 0.05 *
+                                 rng.normal(size=(400, 12))).astype(np.float32))
+    run = fit(RunConfig(data=DataConfig(dataset=f"vectors:{tmp_path / 'v.npy'}"),
+                        model=ModelConfig(hidden=[32], latent_dim=3, likelihood="gaussian", learn_sigma=True),
+                        train=TrainConfig(epochs=12, lr=3e-3, batch_size=32)), tmp_path / "run", **QUIET).path
+    written = plot_run(run, only=["reconstructions", "real-vs-generated"])
+    assert set(written) == {"reconstructions", "real-vs-generated"}
+    assert _png_size(written["reconstructions"]) == (1500, 600)
+    title = plots.vector_reconstructions(np.load(tmp_path / "v.npy")[:40], load_run(run).model.reconstruct(
+        torch.from_numpy(np.load(tmp_path / "v.npy")[:40]))).axes[-1].get_title()
+    assert float(title.rpartition("= ")[2]) > 0.5, title  # a trained model keeps most of the variance

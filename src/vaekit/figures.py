@@ -146,9 +146,13 @@ def _as_class(v: RunView, fig: Figure) -> Figure:
     return fig
 
 
-def _samples(v: RunView) -> Figure | None:
-    prior = {"normal": "N(0, I)", "vamp": "the VampPrior", "hierarchical": "the top-down prior"}.get(
+def _prior(v: RunView) -> str:
+    return {"normal": "N(0, I)", "vamp": "the VampPrior", "hierarchical": "the top-down prior"}.get(
         getattr(v.model.prior, "name", ""), "the prior")
+
+
+def _samples(v: RunView) -> Figure | None:
+    prior = _prior(v)
     if not v.images:
         return None
     if v.model.classes:  # one row per class; each column decodes one z as every class
@@ -161,16 +165,24 @@ def _samples(v: RunView) -> Figure | None:
     return plots.image_grid_figure(v.model.sample(64, v.generator()), f"samples: z ~ {prior}, decoded")
 
 
+VECTOR_POINTS = 2000  # test vectors (and as many samples) in a vector run's pictures
+
+
 def _real_vs_generated(v: RunView) -> Figure | None:
-    return plots.real_vs_generated(v.test_x(16), v.model.sample(16, v.generator())) if v.images else None
+    if v.images:
+        return plots.real_vs_generated(v.test_x(16), v.model.sample(16, v.generator()), prior=_prior(v))
+    n = min(len(v.data.test_x), VECTOR_POINTS)  # a conditional model generates the test examples' classes
+    with torch.no_grad():
+        generated = v.model.sample(n, v.generator(), v.test_y(n))
+    return plots.vector_real_vs_generated(v.test_x(n), generated, _prior(v))
 
 
 def _reconstructions(v: RunView) -> Figure | None:
-    if not v.images:
-        return None
-    x = v.test_x(10)
-    labels = None if v.labels is None else v.labels[:10]
-    return plots.reconstructions(x, v.model.reconstruct(x, v.test_y(10)), labels)
+    n = 10 if v.images else min(len(v.data.test_x), VECTOR_POINTS)
+    x = v.test_x(n)
+    labels = None if v.labels is None else v.labels[:n]
+    draw = plots.reconstructions if v.images else plots.vector_reconstructions
+    return draw(x, v.model.reconstruct(x, v.test_y(n)), labels)
 
 
 def _error_histogram(v: RunView) -> Figure:

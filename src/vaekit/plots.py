@@ -272,7 +272,8 @@ def image_grid_figure(images: Tensor | np.ndarray, title: str, ncol: int = 8) ->
     return fig
 
 
-def real_vs_generated(real: Tensor | np.ndarray, generated: Tensor | np.ndarray, ncol: int = 8) -> Figure:
+def real_vs_generated(real: Tensor | np.ndarray, generated: Tensor | np.ndarray, ncol: int = 8,
+                      prior: str = "N(0, I)") -> Figure:
     """Real test images above decoded prior samples."""
     real, generated = _np(real)[:ncol * 2], _np(generated)[:ncol * 2]
     fig = Figure(figsize=(ncol * 1.1, 5), layout="constrained")
@@ -280,7 +281,7 @@ def real_vs_generated(real: Tensor | np.ndarray, generated: Tensor | np.ndarray,
     _show(top, _tile(real, ncol))
     top.set_title("real (test set)")
     _show(bottom, _tile(generated, ncol))
-    bottom.set_title("generated (z ~ N(0, I))")
+    bottom.set_title(f"generated (z ~ {prior})")
     return fig
 
 
@@ -299,6 +300,81 @@ def reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, labels: 
         im = _show(axes[2, i], err[i], cmap="hot")
         axes[2, i].set_title(f"|error|, MSE {((x[i] - recon[i]) ** 2).mean():.3f}", fontsize=7)
     fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="|x - x̂|")
+    return fig
+
+
+def _rows(a: Tensor | np.ndarray) -> np.ndarray:
+    a = _np(a).astype(np.float64)
+    return a.reshape(len(a), -1)
+
+
+def vector_real_vs_generated(real: Tensor | np.ndarray, generated: Tensor | np.ndarray, prior: str = "N(0, I)",
+                             features: int = 32) -> Figure:
+    """Vectors: the real test vectors and decoded prior samples on the real data's two principal
+    directions, and each feature's mean and spread in both (the first ``features``)."""
+    real, generated = _rows(real), _rows(generated)
+    dim = real.shape[1]
+    center = real.mean(0)
+    axes = np.linalg.svd(real - center, full_matrices=False)[2][:2]
+    if len(axes) < 2:  # one feature (or one direction of variation): the second coordinate is 0
+        axes = np.vstack([axes, np.zeros((2 - len(axes), dim))])
+    fig = Figure(figsize=(14, 5.5), layout="constrained")
+    plane, marginals = fig.subplots(1, 2, width_ratios=[1, 1.5])
+    for rows, label, colour in ((real, f"real (test set, n={len(real)})", "#1f77b4"),
+                                (generated, f"generated (z ~ {prior}, decoded means; n={len(generated)})", "#d62728")):
+        xy = (rows - center) @ axes.T
+        plane.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.45, color=colour, label=label, linewidths=0)
+    plane.set(title="on the real data's principal plane", xlabel="principal direction 1",
+              ylabel="principal direction 2")
+    plane.legend(loc="best", fontsize=8, markerscale=2)
+    plane.grid(alpha=0.3)
+    shown = min(dim, features)
+    at = np.arange(shown)
+    for rows, shift, label, colour in ((real, -0.15, "real", "#1f77b4"), (generated, 0.15, "generated", "#d62728")):
+        marginals.errorbar(at + shift, rows.mean(0)[:shown], yerr=rows.std(0)[:shown], fmt="o", ms=3, capsize=2,
+                           color=colour, label=label)
+    marginals.set(title=f"mean ± standard deviation of each feature (the first {shown} of {dim})", xlabel="feature",
+                  ylabel="value")
+    marginals.legend(fontsize=8)
+    marginals.grid(alpha=0.3)
+    return fig
+
+
+def vector_reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, labels: Sequence[Any] | None = None,
+                           examples: int = 4, features: int = 128, points: int = 20_000) -> Figure:
+    """Vectors: a few test vectors and their reconstructions feature by feature, and every test value
+    against its reconstruction (on the line y = x where it is exact), with the share of variance kept (R²)."""
+    x, recon = _rows(x), _rows(recon)
+    dim, shown = x.shape[1], min(x.shape[1], features)
+    fig = Figure(figsize=(15, 6), layout="constrained")
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.1])
+    for i in range(min(examples, len(x))):
+        ax = fig.add_subplot(grid[i // 2, i % 2])
+        ax.plot(x[i, :shown], color="#1f77b4", lw=1, label="original")
+        ax.plot(recon[i, :shown], color="#d62728", lw=1, ls="--", label="reconstruction")
+        named = f", label {labels[i]}" if labels is not None else ""
+        ax.set_title(f"test example {i}{named}: MSE {np.mean((x[i] - recon[i]) ** 2):.4g}", fontsize=9)
+        ax.set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature", fontsize=8)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    pairs = fig.add_subplot(grid[:, 2])
+    flat_x, flat_r = x.ravel(), recon.ravel()
+    keep = np.isfinite(flat_x) & np.isfinite(flat_r)
+    flat_x, flat_r = flat_x[keep], flat_r[keep]
+    spread = float(((flat_x - flat_x.mean()) ** 2).sum()) if flat_x.size else 0.0
+    r2 = 1 - float(((flat_x - flat_r) ** 2).sum()) / spread if spread > 0 else float("nan")
+    if flat_x.size > points:  # the picture of many values is the same as of a random share of them
+        pick = np.random.default_rng(0).choice(flat_x.size, points, replace=False)
+        flat_x, flat_r = flat_x[pick], flat_r[pick]
+    pairs.scatter(flat_x, flat_r, s=3, alpha=0.3, color="#444444", linewidths=0)
+    if flat_x.size:
+        lo, hi = float(min(flat_x.min(), flat_r.min())), float(max(flat_x.max(), flat_r.max()))
+        pairs.plot([lo, hi], [lo, hi], color="red", lw=1, label="reconstruction = original")
+        pairs.legend(fontsize=8, loc="upper left")
+    pairs.set(title=f"every test value and its reconstruction: R² = {r2:.3f}", xlabel="original value",
+              ylabel="reconstructed value")
+    pairs.grid(alpha=0.3)
     return fig
 
 

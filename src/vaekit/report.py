@@ -47,9 +47,11 @@ CAPTIONS = {
     "kl-per-dim": "KL per latent dimension on the test set; grey bars (below 0.01 nats) are collapsed.",
     "latent-scatter": "Posterior means of the test set, coloured by label.",
     "latent-grid": "Decoded 15 × 15 grid over [−3, 3]² of the latent plane.",
-    "samples": "Samples: z drawn from the prior N(0, I) and decoded.",
-    "real-vs-generated": "Real test images above generated ones.",
-    "reconstructions": "Test images, their reconstructions and the absolute error.",
+    "samples": "Samples: z drawn from the prior (named above the grid) and decoded.",
+    "real-vs-generated": "Real test examples and generated ones: images one above the other; vectors on the real "
+                         "data's principal plane and feature by feature (mean ± standard deviation).",
+    "reconstructions": "Test examples and their reconstructions: images with the absolute error; vectors feature "
+                       "by feature, and every test value against its reconstruction (R²: the variance kept).",
     "error-histogram": "Distribution of per-example reconstruction error.",
     "interpolation": "Decoding the path between two test examples' codes: linear and spherical.",
     "traversals": "Sweeping one latent coordinate at a time, highest-KL dimensions first.",

@@ -197,6 +197,8 @@ def _into_new_folder(out: str | None, preset: str | None, work: Callable[[str], 
     time, claimed by making it, so that runs started in the same second (by a script's loop, say) get
     -2, -3, ... rather than one folder. It is removed again if the command leaves it empty (a refused
     run makes no folder)."""
+    from .checkpoint import remove_if_unused
+
     if out:
         return work(out)
     base, made_runs = f"runs/{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}", not os.path.isdir("runs")
@@ -210,8 +212,6 @@ def _into_new_folder(out: str | None, preset: str | None, work: Callable[[str], 
         except OSError:  # cannot be made here: the run's own checks say why, naming the folder
             name = base
             break
-    from .checkpoint import remove_if_unused
-
     try:
         return work(name)
     finally:
@@ -416,15 +416,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise VaekitError("--max-minutes applies to `vaekit train`; a sweep trains each run for its --epochs")
     args.beta = None  # the list is the sweep's; every other train flag applies to each run
     cfg, _ = _new_config(args, train_overrides(args))
-    out = ""
-
-    def sweep_into(folder: str) -> list:
-        nonlocal out
-        out = folder
-        return run_sweep(cfg, betas, folder, iwae_k=args.iwae_k, generation_n=args.generation_n,
-                         progress=not args.no_progress, jobs=args.jobs, overwrite=args.overwrite)
-
-    rows = _into_new_folder(args.out, f"sweep-{cfg.preset or 'run'}", sweep_into)
+    out, rows = _into_new_folder(args.out, f"sweep-{cfg.preset or 'run'}", lambda folder: (folder, run_sweep(
+        cfg, betas, folder, iwae_k=args.iwae_k, generation_n=args.generation_n, progress=not args.no_progress,
+        jobs=args.jobs, overwrite=args.overwrite)))
     print(table(rows))
     picture = f" and {SAMPLES_FIGURE}" if (Path(out) / SAMPLES_FIGURE).is_file() else ""
     print(f"wrote {out}/sweep.json, sweep.md{picture}; one run folder per value in {out}/")

@@ -138,11 +138,10 @@ def fit(
         if not group.writer:
             log = _silent
             progress = False
-        new = not resume and group.writer and ckpt.holds_nothing(run_dir)
         created = False if resume or not group.writer else ckpt.create_run_dir(run_dir)
         try:
             with run_lock(run_dir, "train") if group.writer else contextlib.nullcontext(), \
-                    _no_half_made_run(run_dir, new):
+                    _no_half_made_run(run_dir, not resume and group.writer):
                 if not resume and overwrite and group.writer:
                     ckpt.clear_run_dir(run_dir)
                 done = _loop(cfg, run_dir, resume, model, optimizer, gen, data, device, progress, log, max_minutes,
@@ -159,10 +158,11 @@ def fit(
 
 
 @contextlib.contextmanager
-def _no_half_made_run(run_dir: Path, new: bool) -> Iterator[None]:
-    """Within the run's lock: a new run's folder (one this call made, or found empty), left by an error
-    before its first checkpoint, is emptied of vaekit's files, so that the same command runs again
-    without --overwrite."""
+def _no_half_made_run(run_dir: Path, starting: bool) -> Iterator[None]:
+    """Within the run's lock: a new run's folder (``starting`` in one that holds nothing yet), left by
+    an error before its first checkpoint, is emptied of vaekit's files, so that the same command runs
+    again without --overwrite."""
+    new = starting and ckpt.holds_nothing(run_dir)
     try:
         yield
     except BaseException:

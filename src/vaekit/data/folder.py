@@ -130,12 +130,11 @@ def _square(im: Any, size: int, resize: str) -> Any:
 
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
-
-
 UNPACK = "unpack it (unzip, tar -xf) and pass the unpacked folder as --dataset folder:DIR"
 
 
 def is_archive(path: Path) -> bool:
+    """An archive by its name (a folder of photos as it is often shared)."""
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 

@@ -404,6 +404,12 @@ def test_vectors_npy_npz_and_labels(tmp_path):
     np.savez(tmp_path / "emb.npz", x=x, y=y)
     dz = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'emb.npz'}"))
     assert torch.equal(dz.train_x, ds.train_x) and torch.equal(dz.train_y, ds.train_y)
+    np.savez(tmp_path / "float_labels.npz", x=x, y=y.astype(np.float64))  # as pandas saves a column with gaps
+    df = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'float_labels.npz'}"))
+    assert df.train_y.dtype == torch.int64 and torch.equal(df.train_y, ds.train_y)
+    np.savez(tmp_path / "fractions.npz", x=x, y=y + 0.5)
+    with pytest.raises(DataError, match="labels must be N=50 integers"):
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'fractions.npz'}"))
 
 
 @pytest.mark.parametrize(

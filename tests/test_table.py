@@ -35,6 +35,11 @@ def test_label_column_anywhere_and_integer_classes_kept(tmp_path):
     _write(tmp_path / "t.csv", "label,x1,x2\n3,1.5,2\n0,-1,4e-3\n")
     x, y, classes = read_table(tmp_path / "t.csv")
     assert x.tolist() == [[1.5, 2.0], [-1.0, np.float32(4e-3)]] and y.tolist() == [3, 0] and classes is None
+    # a float column of class numbers (pandas writes one when a label was missing): numbers, not names
+    # sorted as text, where "10.0" came before "2.0" and --holdout-class 2 meant the class named "10.0"
+    _write(tmp_path / "f.csv", "x,label\n" + "".join(f"{i},{i % 12}.0\n" for i in range(24)))
+    _, y, classes = read_table(tmp_path / "f.csv")
+    assert y.tolist() == [i % 12 for i in range(24)] and classes is None
 
 
 @pytest.mark.parametrize("name,text", [

@@ -32,7 +32,7 @@ from ..files import cache_dir, file_size, open_regular, write_cache
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "targets")  # not "y": often a coordinate
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")  # 3.0: a class number a float column wrote (pandas, with gaps)
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 CACHE_MIN_BYTES = 16 << 20  # smaller tables parse in about half a second or less
 CACHE_VERSION = 1
@@ -147,11 +147,12 @@ class _Labels:
                                 f"labels are at most {limit} classes")
 
     def classes(self) -> tuple[np.ndarray, list[str] | None]:
-        """Integer labels as they are; any other labels become classes 0, 1, ... in sorted order."""
+        """Integer labels (also written as 3.0) as they are; any other labels become classes 0, 1, ... in
+        sorted order."""
         texts = list(self.index)
         ids = np.frombuffer(self.ids, dtype=np.int64) if len(self.ids) else np.zeros(0, np.int64)
         if all(_INTEGER.fullmatch(t) for t in texts):
-            values = np.array([int(t) for t in texts], dtype=object)
+            values = np.array([int(t.partition(".")[0]) for t in texts], dtype=object)
             if len(values) and (min(values) < 0 or max(values) >= 2**31):
                 raise DataError(f"{self.path}: column {show(self.name)} must hold class numbers 0, 1, 2, ... or "
                                 f"class names, got {min(values)} to {max(values)}")

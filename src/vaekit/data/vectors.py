@@ -132,6 +132,8 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
         else:
             (y, _), class_names = _read_array(labels), None
     if y is not None:
+        if y.dtype.kind == "f" and y.ndim == 1 and np.isfinite(y).all() and (y == np.rint(y)).all():
+            y = y.astype(np.int64)  # class numbers saved as floats (a pandas column with a gap, say)
         if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iub":
             raise DataError(
                 f"{cfg.labels or path}: labels must be N={len(x)} integers, got shape {show(y.shape)} dtype {y.dtype}"

@@ -228,6 +228,8 @@ TABLE = [
     ("an unknown class held out of named classes",
      ["anomaly", "--no-progress", "--out", "{t}/new", "--dataset", "vectors:{t}/named.csv", "--holdout-class", "7"],
      ["no class 7 to hold out", "'cat 0', 'cat 1'"]),
+    ("a model flag out of range, before the data are read", [*TRAIN, "--dataset", "folder:{t}/imgs_text",
+                                                               "--latent-dim", "0"], ["model.latent_dim=0"]),
     ("image folder with a text file", [*TRAIN, "--dataset", "folder:{t}/imgs_text"], ["notes.txt", "not an image"]),
     ("image folder with mixed sizes, a preset", [*TRAIN, "--preset", "digits-mlp", "--dataset", "folder:{t}/imgs_sizes"],
      ["big.png", "--image-size"]),

@@ -157,7 +157,9 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     from .data.folder import ImageSizesDiffer, probe_folder
 
     overrides = {**(overrides or {}), "data.dataset": dataset}
-    # The data flags are checked before any file is opened (whether --resize applies is known after the probe).
+    # Checked before any file is opened: every value's range, and whether each data flag applies (that of
+    # --resize is known after the probe, that of a model flag once the model is chosen from the data).
+    RunConfig().check_values(overrides)
     RunConfig().with_overrides({k: v for k, v in _data_flags(overrides).items() if k != "data.resize"})
     kind, _, arg = str(dataset).partition(":")
     channels, sizes = probe_folder(arg) if kind == "folder" else (1, [])

@@ -181,6 +181,17 @@ class RunConfig:
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted keys (``model.latent_dim``) set; string values are parsed by field type."""
+        cfg = self._overridden(overrides).without_misplaced(keep=overrides)
+        cfg.validate()
+        return cfg
+
+    def check_values(self, overrides: dict[str, Any]) -> None:
+        """Refuse an override that is unknown, of the wrong type or out of its range, without the data:
+        what a model chosen from the data would change (whether a setting applies to it) is checked
+        once it is chosen, and the rest is refused before any file is read."""
+        self._overridden(overrides).check_ranges()
+
+    def _overridden(self, overrides: dict[str, Any]) -> RunConfig:
         d = self.to_dict()
 
         def unknown(key: str) -> ConfigError:  # the known keys are listed only when one is mistyped
@@ -199,12 +210,17 @@ class RunConfig:
                 raise unknown(key)
             ftype = _field_type(type(self), parts)
             target[parts[-1]] = _coerce(value, ftype, key) if isinstance(value, str) else value
-        cfg = _build(type(self), d, "override", "").without_misplaced(keep=overrides)
-        cfg.validate()
-        return cfg
+        return _build(type(self), d, "override", "")
 
     def validate(self) -> None:
-        """Range checks on values; names (presets, data sets, kinds) are checked by their registries."""
+        """Range checks on values, and no setting given where it does not apply; names (presets, data
+        sets, kinds) are checked by their registries."""
+        self.check_ranges()
+        for why in list(_misplaced(self).values())[:1]:
+            raise ConfigError(why)
+
+    def check_ranges(self) -> None:
+        """Each value within its range."""
         m, o, t, dc = self.model, self.objective, self.train, self.data
         checks = [
             (_NAME.fullmatch(self.preset) is not None, "preset", self.preset,
@@ -262,8 +278,6 @@ class RunConfig:
         for ok, name, value, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={show(value)} {why}")
-        for why in list(_misplaced(self).values())[:1]:
-            raise ConfigError(why)
 
     def without_misplaced(self, keep: Iterable[str] = ()) -> RunConfig:
         """This config with each setting that does not apply here back at its default, except those in

@@ -173,3 +173,31 @@ def objective_gradcheck(model, x, cfg, names: list[str], beta: float = 0.7, y=No
 
     inputs = tuple(state[k].detach().clone().requires_grad_(True) for k in keys)
     return torch.autograd.gradcheck(objective, inputs, eps=1e-6, atol=1e-5)
+
+
+def on_a_terminal(code: str, env: dict) -> str:
+    """What a Python snippet prints on a real terminal (a pty of 120 columns, as tqdm needs one)."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower,
+                            env={**os.environ, **env})
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, out
+    return out.replace(b"\r", b"\n").decode(errors="replace")

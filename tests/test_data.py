@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import on_a_terminal
+
 from vaekit.config import DataConfig
 from vaekit.data import binarize, load_dataset
 from vaekit.data import standard
@@ -518,33 +520,7 @@ def test_decoded_folders_are_cached_and_the_cache_follows_the_contents(tmp_path,
     assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
 
 
-def _on_a_terminal(code: str, env: dict) -> str:
-    """What a Python snippet prints on a real terminal (a pty of 120 columns, as tqdm needs one)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower,
-                            env={**os.environ, **env})
-    os.close(follower)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(leader, 1 << 16)
-        except OSError:  # the pty closes when the process ends
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(leader)
-    assert proc.wait(timeout=120) == 0, out
-    return out.replace(b"\r", b"\n").decode(errors="replace")
-
-
-def test_decoding_a_large_folder_shows_progress_on_a_terminal(tmp_path):
+def test_decoding_a_large_folder_shows_progresson_a_terminal(tmp_path):
     """1,000 images and more take seconds to decode (60,000 CIFAR photos: 14 s): a bar shows it, once;
     the cached read after it, and progress=False, show none."""
     from vaekit.data import folder
@@ -553,11 +529,11 @@ def test_decoding_a_large_folder_shows_progress_on_a_terminal(tmp_path):
     code = ("from vaekit.data import load_dataset; from vaekit.config import DataConfig\n"
             f"load_dataset(DataConfig(dataset='folder:{tmp_path / 'imgs'}'), progress={{}})")
     env = {"VAEKIT_CACHE": str(tmp_path / "cache")}
-    assert "decoding imgs" not in _on_a_terminal(code.format(False), env)
+    assert "decoding imgs" not in on_a_terminal(code.format(False), env)
     shutil.rmtree(tmp_path / "cache")
-    shown = _on_a_terminal(code.format(True), env)
+    shown = on_a_terminal(code.format(True), env)
     assert "decoding imgs:" in shown and f"/{folder.CACHE_MIN_FILES} [" in shown, shown
-    assert "decoding" not in _on_a_terminal(code.format(True), env)  # read from the cache
+    assert "decoding" not in on_a_terminal(code.format(True), env)  # read from the cache
 
 
 def test_grey_images_saved_as_rgb_count_as_grey_when_choosing_a_model(tmp_path):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
+
+from conftest import on_a_terminal
 
 from vaekit import budget
 from vaekit.config import DataConfig
@@ -174,3 +178,25 @@ def test_a_row_longer_than_the_header_is_refused_when_some_columns_are_left_out(
     _write(tmp_path / "t.csv", ",a,b\n0,1,2\n1,3,4,5\n")
     with pytest.raises(DataError, match="line 3 has 4 columns, the header 3"):
         read_table(tmp_path / "t.csv")
+
+
+def test_parsing_a_large_table_shows_progress_on_a_terminal(tmp_path):
+    """A table large enough to be cached takes seconds per 100 MB to parse: a bar over its bytes shows
+    it (once per pass); the cached read after it, and progress=False, show none."""
+    from vaekit.data.table import CACHE_MIN_BYTES
+
+    rng = np.random.default_rng(0)
+    rows = CACHE_MIN_BYTES // 100 + 1
+    with open(tmp_path / "big.csv", "w") as f:
+        f.write(",".join(f"f{i}" for i in range(12)) + ",label\n")
+        np.savetxt(f, rng.normal(size=(rows, 12)), fmt="%.6f", delimiter=",", newline=",cat\n")
+    assert (tmp_path / "big.csv").stat().st_size >= CACHE_MIN_BYTES
+    code = ("from vaekit.data import load_dataset; from vaekit.config import DataConfig\n"
+            f"print(load_dataset(DataConfig(dataset='vectors:{tmp_path / 'big.csv'}'), progress={{}}).class_names)")
+    env = {"VAEKIT_CACHE": str(tmp_path / "cache")}
+    quiet = on_a_terminal(code.format(False), env)
+    assert "parsing" not in quiet and "['cat']" in quiet
+    shutil.rmtree(tmp_path / "cache")
+    shown = on_a_terminal(code.format(True), env)
+    assert "parsing big.csv:" in shown and "M/19.8M [" in shown and "['cat']" in shown, shown
+    assert "parsing" not in on_a_terminal(code.format(True), env)  # read from the cache

@@ -44,7 +44,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": lambda cfg, arg, progress=True: load_digits(cfg, arg),
     "blobs": lambda cfg, arg, progress=True: load_blobs(cfg, arg),
     "folder": lambda cfg, arg, progress=True: load_folder(cfg, arg, progress),
-    "vectors": lambda cfg, arg, progress=True: load_vectors(cfg, arg),
+    "vectors": lambda cfg, arg, progress=True: load_vectors(cfg, arg, progress),
 }
 
 

@@ -21,7 +21,7 @@ import re
 import warnings
 from array import array
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -162,8 +162,54 @@ class _Labels:
         return np.array([where[t] for t in texts], dtype=np.int64)[ids], names
 
 
-def read_table(path: Path) -> Table:
-    """(values (N, D) float32, labels (N,) int64 or None, class names or None) from a text table."""
+class _Counted(io.BufferedIOBase):
+    """A binary file whose reads move a progress bar (a pass over the file from its start restarts it)."""
+
+    def __init__(self, raw: BinaryIO, bar: Any) -> None:
+        super().__init__()
+        self.raw, self.bar = raw, bar
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        at = self.raw.seek(offset, whence)
+        self.bar.reset(total=self.bar.total)
+        self.bar.update(at)
+        return at
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(self.raw.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(self.raw.read1(size))
+
+    def _count(self, data: bytes) -> bytes:
+        self.bar.update(len(data))
+        return data
+
+
+@contextlib.contextmanager
+def _watched(raw: BinaryIO, path: Path, size: int, shown: bool) -> Iterator[BinaryIO]:
+    """``raw``, with a progress bar over its bytes where ``shown`` (and the output is a terminal)."""
+    if not shown:
+        yield raw
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=size, desc=f"parsing {path.name}", unit="B", unit_scale=True, leave=False) as bar:
+        yield _Counted(raw, bar)
+
+
+def read_table(path: Path, progress: bool = True) -> Table:
+    """(values (N, D) float32, labels (N,) int64 or None, class names or None) from a text table;
+    ``progress`` shows the parse of one large enough to be cached (seconds per 100 MB)."""
     with open_regular(path, "text table (.csv, .tsv or .txt)") as raw:
         st = os.fstat(raw.fileno())
         budget.check(2 * (st.st_size + 1), f"{path} as float32 (up to one value per 2 bytes of text)")
@@ -172,7 +218,8 @@ def read_table(path: Path) -> Table:
         if table is not None:
             return table
         try:
-            table = _parse(path, raw)
+            with _watched(raw, path, st.st_size, progress and cached is not None) as watched:
+                table = _parse(path, watched)
         except VaekitError:
             raise
         except UnicodeDecodeError as e:

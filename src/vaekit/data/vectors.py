@@ -89,7 +89,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise DataError(f"{path}: cannot read array '{show(xk)}' ({brief(e)})") from None
 
 
-def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
+def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
     """``vectors:PATH``; labels from the .npz key 'y', a table's label column or ``data.labels`` (.npy or text)."""
     path = Path(expand_home(arg))
     if not arg:
@@ -102,7 +102,7 @@ def load_vectors(cfg: DataConfig, arg: str) -> Dataset:
                         f"(for images in it: {UNPACK})")
     class_names = None
     if is_text_table(path):
-        x, y, class_names = read_table(path)
+        x, y, class_names = read_table(path, progress)
     else:
         x, y = _read_array(path)
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":

@@ -15,8 +15,8 @@ import torch
 from matplotlib.figure import Figure
 
 from . import plots
-from .checkpoint import Run, load_run, read_history
-from .data import Dataset
+from .checkpoint import Run, load_config, load_run, read_history
+from .data import Dataset, check_outside
 from .errors import VaekitError, did_you_mean, show, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 from .files import output_folder, user_path
@@ -263,6 +263,8 @@ def plot_run(
         raise VaekitError("--grid-dims (grid_dims=) applies only with the latent grid (no --only, or --only latent-grid)")
     run_dir = user_path(run_dir, "run_dir")
     out = output_folder(out_dir, "--out") if out_dir is not None else run_dir / PLOTS_DIR
+    if out_dir is not None:
+        check_outside(load_config(run_dir).data, out, "--out")
     with writing_into(run_dir, [out], "plot", "--out DIR"):
         return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 

@@ -27,6 +27,7 @@ from .budget import usable_cpus
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .children import child_environment
 from .config import RunConfig, as_run_config
+from .data import check_outside
 from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json
 
@@ -92,6 +93,7 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     whole_number(iwae_k, "--iwae-k", lo=0)
     whole_number(generation_n, "--generation-n", lo=10)
     whole_number(jobs, "--jobs", hi=64)
+    check_outside(base.data, out, "--out")
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts
         if path.exists() and any(path.iterdir()) and not is_run_folder(path):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
-from .data import Dataset, binarize, check_loaded_for, load_dataset, relocate, resolve_paths
+from .data import Dataset, binarize, check_loaded_for, check_outside, load_dataset, relocate, resolve_paths
 from .devices import check_compile, pick_device
 from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, minutes
 from .evaluate import elbo_metrics, labels_for
@@ -186,6 +186,7 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
                           f"give more than {saved[0]} to continue it")
     if not resume:
         ckpt.check_new_run_dir(run_dir, overwrite)
+        check_outside(cfg.data, run_dir, "--out")
     if data is None:
         data = load_dataset(cfg.data, progress=progress and group.writer)
     data = check_loaded_for(data, cfg.data)

@@ -116,6 +116,18 @@ def reads_files(cfg: DataConfig) -> bool:
     return kind in FILE_SOURCES or kind in DOWNLOADED
 
 
+def check_outside(cfg: DataConfig, out: str | Path, flag: str) -> None:
+    """Refuse to write a run, a sweep or plots inside the image folder the data are read from: their
+    PNG and other files would become part of the data (or an error in them) the next time it is read."""
+    kind, _, arg = cfg.dataset.partition(":")
+    if kind != "folder" or not arg:
+        return
+    root, where = os.path.realpath(expand_home(arg)), os.path.realpath(out)
+    if where == root or where.startswith(root.rstrip(os.sep) + os.sep):
+        raise DataError(f"{flag} {show(str(out))}: inside the image folder {show(root)} that the data are read "
+                        "from, where its files would become part of the data; choose a place outside it")
+
+
 def check_data_dir(cfg: DataConfig, data_dir: str | None) -> None:
     """Refuse a data folder for data that are read from none (a flag that would do nothing)."""
     if data_dir and not reads_files(cfg):
@@ -191,5 +203,5 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x.clamp(0, 1), generator=generator)
 
 
-__all__ = ["Dataset", "LOADERS", "binarize", "check_data_dir", "fingerprint", "load_dataset", "reads_files",
+__all__ = ["Dataset", "LOADERS", "binarize", "check_data_dir", "check_outside", "fingerprint", "load_dataset", "reads_files",
            "relocate", "resolve_paths"]

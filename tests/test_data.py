@@ -565,3 +565,43 @@ def test_a_class_folder_named_by_a_number_is_sampled_by_that_name(tmp_path):
     assert code == 0 and 'class 0 "1"' in out, (out, err)  # no class is named 0: the number
     code, _, err = run_cli("sample", run, "--label", "7", "-o", str(tmp_path / "t.npy"))
     assert code == 2 and "classes 0..2" in err
+
+
+def test_the_cache_stays_within_its_limit_removing_the_least_recently_used(tmp_path, monkeypatch):
+    """Each changed folder or --image-size leaves a new cached array (60,000 photos: 184 MB each); the
+    cache grew without end. Now the entries of all kinds stay within $VAEKIT_CACHE_MAX together: the
+    least recently used (written or read) are removed first, and an entry larger than that is not kept."""
+    from vaekit.files import cache_dir, cache_used, write_cache
+
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VAEKIT_CACHE_MAX", "10K")
+    blob = lambda n: lambda buf: buf.write(bytes(n))  # noqa: E731
+    names = [cache_dir(kind) / f"{i}.bin" for i, kind in enumerate(["folders", "tables", "featurenets", "folders"])]
+    for i, name in enumerate(names[:3]):
+        assert write_cache(name, blob(3000))
+        os.utime(name, (1000 + i, 1000 + i))  # written in this order
+    cache_used(names[0])  # read again: now the most recently used
+    assert write_cache(names[3], blob(3000))  # 12,000 bytes would pass 10K: the oldest, names[1], goes
+    assert [n.exists() for n in names] == [True, False, True, True]
+    assert not write_cache(cache_dir("tables") / "huge.bin", blob(20_000))  # over the limit on its own
+    assert not (cache_dir("tables") / "huge.bin").exists() and all(names[i].exists() for i in (0, 2, 3))
+    (cache_dir("folders") / "mine.txt").mkdir()  # not a cache entry: never counted, never removed
+    monkeypatch.setenv("VAEKIT_CACHE_MAX", "lots")
+    with pytest.warns(UserWarning, match=r"\$VAEKIT_CACHE_MAX: 'lots' is not a size.*; nothing is cached"):
+        assert not write_cache(cache_dir("tables") / "more.bin", blob(10))
+    assert (cache_dir("folders") / "mine.txt").is_dir()
+
+
+def test_a_cache_entry_never_takes_the_last_free_space_of_its_disk(small_fs, monkeypatch):
+    """A run's checkpoints need the space more: an entry that would leave its disk nearly full (under
+    5 % of a small disk, 1 GiB of a large one) is not kept. On a real 4 MiB file system."""
+    from conftest import fill_disk
+
+    from vaekit.files import write_cache
+
+    disk = small_fs(4 << 20)
+    monkeypatch.setenv("VAEKIT_CACHE", str(disk / "cache"))
+    assert write_cache(disk / "cache" / "folders" / "a.bin", lambda buf: buf.write(bytes(1 << 20)))
+    fill_disk(disk, leave=(1 << 20) + 100_000)
+    assert not write_cache(disk / "cache" / "folders" / "b.bin", lambda buf: buf.write(bytes(1 << 20)))
+    assert not (disk / "cache" / "folders" / "b.bin").exists()

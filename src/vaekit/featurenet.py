@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset, fingerprint
-from .files import cache_dir, write_cache
+from .files import cache_dir, cache_used, write_cache
 
 FEATURES = 128
 EPOCHS = 4
@@ -114,4 +114,7 @@ def _load(net: nn.Module, path: Path) -> float | None:
         accuracy = float(json.loads(meta["accuracy"]))
     except Exception:  # a missing, damaged or foreign cache is retrained, never trusted
         return None
-    return accuracy if 0 <= accuracy <= 1 else None
+    if not 0 <= accuracy <= 1:
+        return None
+    cache_used(path)
+    return accuracy

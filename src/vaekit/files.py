@@ -282,14 +282,75 @@ def write_via_buffer(path: str | Path, writer: Any) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
-def write_cache(path: str | Path, writer: Any) -> bool:
-    """Best-effort write of something vaekit can recompute (``writer(buffer)`` fills it): an
-    unwritable or full cache folder costs time later, never the command. Returns whether it was kept."""
+CACHE_KINDS = ("folders", "tables", "featurenets")  # what write_cache keeps, and removes again to make room
+DEFAULT_CACHE_MAX = 20 << 30
+CACHE_RESERVE = 1 << 30  # free space on its disk that a cache entry never takes (5 % of a smaller disk)
+
+
+def cache_limit() -> int | None:
+    """The most bytes the cached entries may take together: $VAEKIT_CACHE_MAX (e.g. 50G), default 20 GiB;
+    None (cache nothing) where the variable cannot be read, said in a warning."""
+    import warnings
+
+    text = os.environ.get("VAEKIT_CACHE_MAX")
+    if not text:
+        return DEFAULT_CACHE_MAX
     try:
-        write_via_buffer(path, writer)
+        return budget.parse_size(text)
+    except VaekitError as e:
+        warnings.warn(f"$VAEKIT_CACHE_MAX: {e}; nothing is cached", stacklevel=3)
+        return None
+
+
+def write_cache(path: str | Path, writer: Any) -> bool:
+    """Best-effort write of something vaekit can recompute (``writer(buffer)`` fills it) as
+    ``cache_dir(kind) / name``: an unwritable or full cache folder costs time later, never the command.
+    The entries of all kinds stay within ``cache_limit()`` together, the least recently used removed
+    first, and an entry is not kept where it would leave its disk nearly full (the run's checkpoints
+    need the space more). Returns whether it was kept."""
+    import shutil
+
+    path = Path(path)
+    try:
+        buf = io.BytesIO()
+        writer(buf)
+        size, limit = buf.tell(), cache_limit()
+        if limit is None or size > limit:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        disk = shutil.disk_usage(path.parent)
+        if disk.free - size < min(CACHE_RESERVE, disk.total // 20):
+            return False
+        _make_room(path.parent.parent, limit - size)
+        atomic_write(path, buf.getvalue())
         return True
     except (OSError, OutputError):
         return False
+
+
+def _make_room(root: Path, room: int) -> None:
+    """Remove the least recently used cache entries under ``root`` until they take at most ``room`` bytes."""
+    entries = []
+    for kind in CACHE_KINDS:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(root / kind):
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and not entry.name.startswith("."):
+                        entries.append((st.st_mtime, entry.path, st.st_size))
+    total = sum(size for _, _, size in entries)
+    for _, name, size in sorted(entries):
+        if total <= room:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        total -= size
+
+
+def cache_used(path: str | Path) -> None:
+    """Mark a cache entry as just used (its modification time), so that it is removed last."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def finite_or_none(obj: Any, path: str = "", bad: list[str] | None = None) -> Any:

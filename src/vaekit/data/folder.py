@@ -13,7 +13,7 @@ import torch
 from ..config import DataConfig
 from .. import budget
 from ..errors import BudgetError, DataError, VaekitError, as_text, brief, show
-from ..files import cache_dir, expand_home, file_size, open_regular, write_cache
+from ..files import cache_dir, cache_used, expand_home, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -257,6 +257,7 @@ def _read_cache(path: Path, n: int) -> np.ndarray | None:
         return None
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or len(x) != n:
         return None
+    cache_used(path)
     return x
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from .. import budget
 from ..config import MAX_CLASSES
 from ..errors import BudgetError, DataError, VaekitError, brief, show
-from ..files import cache_dir, file_size, open_regular, write_cache
+from ..files import cache_dir, cache_used, file_size, open_regular, write_cache
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "targets")  # not "y": often a coordinate
@@ -253,6 +253,8 @@ def _read_cache(cached: Path) -> Table | None:
         return None
     ok = x.dtype == np.float32 and x.ndim == 2 and (y is None or (y.dtype == np.int64 and y.shape == (len(x),)))
     ok = ok and (names is None or all(isinstance(n, str) for n in names))
+    if ok:
+        cache_used(cached)
     return (x, y, names) if ok else None
 
 

@@ -172,19 +172,62 @@ def _worker_pids(launcher: int) -> dict[str, int]:
     return pids
 
 
-def test_a_killed_rank_ends_the_job_with_the_last_checkpoint_intact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["torchrun", "nproc"])
+def test_a_killed_rank_ends_the_job_with_the_last_checkpoint_intact(tmp_path: Path, launcher: str) -> None:
+    """kill -9 of one process (what the out-of-memory killer does): the job ends within a minute, the
+    run loads, and what is said is where to go on (one line from `--nproc`, naming the killed process),
+    not an internal error."""
     run = tmp_path / "run"
-    proc = subprocess.Popen(_torchrun(2, *TRAIN, "--epochs", "200", "--out", str(run)), env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [*TRAIN, "--epochs", "200", "--out", str(run)]
+    cmd = _torchrun(2, *args) if launcher == "torchrun" else [sys.executable, "-m", "vaekit", *args, "--nproc", "2"]
+    proc = subprocess.Popen(cmd, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for_epochs(run, 1, proc)
-    pids = _worker_pids(proc.pid)
+    pids = _worker_pids(proc.pid if launcher == "torchrun" else _only_child(proc.pid))
     assert set(pids) == {"0", "1"}, pids
     os.kill(pids["1"], signal.SIGKILL)
     t0 = time.monotonic()
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert time.monotonic() - t0 < 60 and proc.returncode != 0
     loaded = load_run(run)
     assert loaded.epoch >= 1 and len(read_history(run)) == loaded.epoch
+    assert "internal error" not in err
+    resume = f"the run in {run} keeps its last checkpoint; continue with: vaekit train --resume {run}"
+    if launcher == "torchrun":
+        assert "vaekit: error: another process of this job stopped (" in err and resume in err, _why(proc)
+    else:
+        assert err.strip().splitlines() == [
+            "vaekit: error: process 1 of the job was killed by SIGKILL (kill -9, or the system's out-of-memory "
+            f"killer); {resume}"], err
+
+
+def test_the_launcher_says_each_cause_once(tmp_path: Path) -> None:
+    """What the processes of a --nproc job left: the same message once, different ones each with its
+    rank, and an echo of another's failure only where no cause was said (its advice joins the cause)."""
+    from vaekit.launch import job_errors, leave_error
+
+    def said(*records: tuple[str, str, bool, str]) -> list[tuple[str, str]]:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        for rank, message, echo, then in records:
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("VAEKIT_JOB_ERRORS", str(folder))
+                env.setenv("RANK", rank)
+                env.setenv("WORLD_SIZE", "3")
+                assert leave_error(message, echo, then)
+        return job_errors(folder)
+
+    assert said(("1", "bad", False, ""), ("0", "bad", False, ""), ("2", "bad", False, "")) == [("", "bad")]
+    assert said(("0", "no file", False, ""), ("2", "no GPU", False, "")) == [("", "no file"), (" (rank 2)", "no GPU")]
+    assert said(("0", "peer gone; kept", True, "kept"), ("1", "peer gone", True, "")) == [("", "peer gone; kept")]
+    assert said(("0", "peer gone; kept", True, "kept"), ("2", "disk", False, "")) == [(" (rank 2)", "disk; kept")]
+    assert not leave_error("alone", False, "")  # not in a job: the process says it itself
+
+
+def _only_child(pid: int) -> int:
+    """The one process ``pid`` started (vaekit's launcher runs torchrun)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
 
 
 def test_nproc_runs_the_launcher_for_you(tmp_path: Path) -> None:
@@ -197,8 +240,11 @@ def test_nproc_runs_the_launcher_for_you(tmp_path: Path) -> None:
 def test_refusals_under_torchrun(tmp_path: Path) -> None:
     r = _run(_torchrun(2, *TRAIN, "--epochs", "1"))
     assert r.returncode != 0 and "give --out RUN_DIR" in r.stderr
-    r = _run(_torchrun(2, *TRAIN, "--epochs", "1", "--batch-size", "1", "--out", str(tmp_path / "b")))
-    assert r.returncode != 0 and "too few to give each of 2 processes one" in r.stderr
+    r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--batch-size", "1", "--nproc", "2", "--out",
+              str(tmp_path / "b")])  # every process refuses: the launcher says it once
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "vaekit: error: --batch-size 1: with 1438 training examples the last batch has 1, too few to give each of 2 "
+        "processes one; choose another batch size"], r.stderr
     assert not (tmp_path / "b").exists()
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 from . import __version__
 from .children import follow_parent
 from .config import PRECISIONS
-from .errors import MAX_MINUTES, RANGES, TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
+from .errors import MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
 from .files import expand_home, strict_json
 
 
@@ -1009,7 +1009,12 @@ def _output_lost() -> str | None:
     return f"standard output: {failed.strerror or failed}; what was printed is incomplete"
 
 
-def _error(text: str) -> None:
+def _error(text: str, e: BaseException | None = None) -> None:
+    """The one line of a failure; in a process of a ``--nproc`` job, left for its launcher to say once."""
+    from .launch import leave_error
+
+    if "WORLD_SIZE" in os.environ and leave_error(one_line(text), isinstance(e, PeerStopped), getattr(e, "then", "")):
+        return
     print(f"{_ERROR_PREFIX}: error: {one_line(text)}", file=sys.stderr)
 
 
@@ -1096,7 +1101,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
             return 2
         return code
     except VaekitError as e:
-        _error(str(e))
+        _error(str(e), e)
         return 2
     except OSError as e:  # a path the user gave that cannot be read or written
         where = f"{e.filename}: " if e.filename else ""

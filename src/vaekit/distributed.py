@@ -13,14 +13,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, show
+from .errors import ConfigError, PeerStopped, show
 
 TIMEOUT = datetime.timedelta(minutes=30)  # a collective waits this long for a rank (rank 0 evaluates alone)
 
@@ -118,6 +119,32 @@ def agree(group: Group, failed: bool) -> bool:
     if dist.get_backend() == "nccl":
         flag = flag.cuda()
     return bool(all_sum(group, flag).item())
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    """A collective that failed because a peer went away (gloo or NCCL say so in their messages; newer
+    torch raises its DistError types)."""
+    kinds = tuple(k for k in (getattr(torch.distributed, "DistError", None),) if isinstance(k, type))
+    return isinstance(e, kinds) or any(word in str(e) for word in ("gloo", "NCCL", "by peer"))
+
+
+def _cause(e: BaseException) -> str:
+    """The gist of a collective's failure: its first sentence, without the source-file prefix."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", (str(e).strip().splitlines() or [""])[0])
+    return show(text.split(". ")[0] or type(e).__name__, 120)
+
+
+@contextlib.contextmanager
+def peers_watched(group: Group, kept: Callable[[], str]) -> Iterator[None]:
+    """A collective that fails because another process ended (killed, out of memory, a lost node)
+    becomes a one-line PeerStopped naming what the run kept (``kept()``, asked after the failure),
+    not an internal error."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not group.active or not is_collective_failure(e):
+            raise
+        raise PeerStopped(f"another process of this job stopped ({_cause(e)})", kept()) from None
 
 
 def barrier(group: Group) -> None:

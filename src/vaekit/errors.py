@@ -30,6 +30,15 @@ class BudgetError(VaekitError):
     """A file or a flag asks for more memory than the budget allows."""
 
 
+class PeerStopped(VaekitError):
+    """This process of a data-parallel job stopped because another one did (refused the run, failed or
+    was killed); that one's own message says why. ``then``: what the run folder kept, and how to go on."""
+
+    def __init__(self, cause: str, then: str = "") -> None:
+        super().__init__(f"{cause}; {then}" if then else cause)
+        self.then = then
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; the message says how to resume."""
 

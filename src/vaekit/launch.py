@@ -4,16 +4,24 @@ processes on this machine, so that a single-node data-parallel run needs no seco
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from .children import child_environment, follow_parent
-from .errors import ConfigError, one_line
+from .errors import ConfigError, VaekitError, one_line
+
+JOB_ERRORS = "VAEKIT_JOB_ERRORS"  # the folder where the processes of a --nproc job leave their errors
+KILLED = "launcher"  # the record torchrun leaves for a process that a signal killed
 
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
@@ -44,7 +52,22 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
     0 checkpoints once)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
-    proc = subprocess.Popen(torchrun_command(argv, nproc, out), env=child_environment(), start_new_session=True)
+    said = tempfile.mkdtemp(prefix="vaekit-job-")
+    try:
+        code, stopping = _run_job(torchrun_command(argv, nproc, out), {**child_environment(), JOB_ERRORS: said})
+        lines = job_errors(Path(said))
+        if code and not stopping and not lines:
+            lines = [f"the job failed (exit code {code}) and none of its processes said why"]
+        for line in lines:
+            print(f"vaekit{line[0]}: error: {one_line(line[1])}", file=sys.stderr)
+        return code
+    finally:
+        shutil.rmtree(said, ignore_errors=True)
+
+
+def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """torchrun's exit code as vaekit's, and whether the launcher was asked to stop."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     stopping: list[bool] = []
 
     def stop(signum: int, frame: Any) -> None:
@@ -57,13 +80,60 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
         while True:
             try:
                 code = _code(proc.wait())
-                return 130 if stopping and code else code  # asked to stop: however the processes ended
+                return (130 if stopping and code else code), bool(stopping)  # asked to stop: however they ended
             except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
                 stop(signal.SIGINT, None)
                 time.sleep(0.1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def leave_error(message: str, echo: bool = False, then: str = "") -> bool:
+    """In a process of a ``vaekit train --nproc`` job: leave this process's error for the launcher,
+    which says each cause once for the whole job, and return True. Elsewhere (torchrun started by
+    hand, one process) or when it cannot be left, return False: the process prints it itself.
+    ``echo``: the message only says that another process stopped; ``then``: what the run kept."""
+    from .files import atomic_write
+
+    folder, rank = os.environ.get(JOB_ERRORS), os.environ.get("RANK")
+    if not folder or not rank or "WORLD_SIZE" not in os.environ:
+        return False
+    try:
+        atomic_write(Path(folder) / f"{rank}.json", json.dumps({"rank": rank, "message": message, "echo": echo,
+                                                               "then": then}))
+    except (OSError, VaekitError):
+        return False
+    return True
+
+
+def job_errors(folder: Path) -> list[tuple[str, str]]:
+    """What the processes of a job left, as (who, message) lines to print: each cause once, rank 0's
+    first; a process killed by a signal named; messages that only echo another's failure dropped
+    (one is said where no cause is known; what the run kept is added to the cause's line)."""
+    from .files import read_regular
+
+    records = []
+    for path in folder.glob("*.json"):
+        try:
+            records.append(json.loads(read_regular(path, max_bytes=1 << 16)))
+        except (OSError, VaekitError, ValueError):
+            continue
+    killed = [r for r in records if r.get("rank") == KILLED]
+    said = sorted((r for r in records if r.get("rank") != KILLED), key=lambda r: int(r["rank"]))
+    then = next((r["then"] for r in said if r.get("then")), "")
+    who = lambda r: "" if r["rank"] in ("0", KILLED) else f" (rank {r['rank']})"  # noqa: E731
+    causes = [(who(r), r["message"]) for r in killed + [r for r in said if not r.get("echo")]]
+    if not causes and said:  # each process saw another stop and none said why: one says so, with the advice
+        r = next((r for r in said if r.get("then")), said[0])
+        causes = [(who(r), r["message"])]
+    elif then:
+        causes[0] = (causes[0][0], f"{causes[0][1]}; {then}")
+    lines: list[tuple[str, str]] = []
+    for who, message in causes:
+        if message not in (m for _, m in lines):
+            lines.append((who, message))
+    return lines
 
 
 def _code(returncode: int) -> int:
@@ -100,8 +170,10 @@ def torchrun(args: list[str]) -> int:
         run.run(run.parse_args(args))
         return 0
     except ChildFailedError as e:
-        first = min(e.failures.values(), key=lambda f: f.timestamp)
-        return first.exitcode if first.exitcode >= 0 else 128 - first.exitcode
+        first = min(e.failures.items(), key=lambda item: item[1].timestamp)
+        if first[1].exitcode < 0 and not stopped:
+            _leave_killed(first[0], -first[1].exitcode)
+        return first[1].exitcode if first[1].exitcode >= 0 else 128 - first[1].exitcode
     except SignalException as e:
         return 128 + int(e.sigval)
     except Exception as e:  # torchrun itself failed (a rendezvous, say), or its shutdown did after a stop
@@ -109,6 +181,20 @@ def torchrun(args: list[str]) -> int:
             return 128 + stopped[0]
         print(f"vaekit: error: torchrun: {one_line(str(e) or type(e).__name__)}", file=sys.stderr)
         return 2
+
+
+def _leave_killed(rank: int, signum: int) -> None:
+    """For the launcher: which process a signal killed (kill -9, or the kernel's out-of-memory killer)."""
+    from .files import atomic_write
+
+    folder = os.environ.get(JOB_ERRORS)
+    if not folder:
+        return
+    name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+    why = " (kill -9, or the system's out-of-memory killer)" if signum == signal.SIGKILL else ""
+    with contextlib.suppress(OSError, VaekitError):
+        atomic_write(Path(folder) / f"{KILLED}.json", json.dumps({"rank": KILLED, "message":
+                                                                   f"process {rank} of the job was killed by {name}{why}"}))
 
 
 def _note_stop_signals() -> list[int]:

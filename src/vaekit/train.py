@@ -20,7 +20,8 @@ from . import distributed
 from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, check_loaded_for, check_outside, load_dataset, relocate, resolve_paths
 from .devices import check_compile, pick_device
-from .errors import BudgetError, ConfigError, DataError, RunFolderError, TrainingInterrupted, VaekitError, minutes
+from .errors import (BudgetError, ConfigError, DataError, PeerStopped, RunFolderError, TrainingInterrupted, VaekitError,
+                     minutes)
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
@@ -125,14 +126,14 @@ def fit(
     group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = distributed.device_for(group, pick_device(cfg.train.device))
-    with distributed.joined(group, device):
+    with distributed.joined(group, device), distributed.peers_watched(group, lambda: _what_is_kept(run_dir)):
         try:
             prepared = _prepare(cfg, run_dir, resume, overwrite, epochs, overrides, data, progress, device, group)
         except VaekitError:
             distributed.agree(group, True)
             raise
         if distributed.agree(group, False):
-            raise VaekitError("stopped: another process of this job refused the run (its message says why)")
+            raise PeerStopped("stopped: another process of this job refused the run (its message says why)")
         cfg, model, optimizer, data = prepared
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         if not group.writer:
@@ -169,6 +170,13 @@ def _no_half_made_run(run_dir: Path, starting: bool) -> Iterator[None]:
         if new and not (run_dir / ckpt.STATE).exists():
             ckpt.clear_run_dir(run_dir)
         raise
+
+
+def _what_is_kept(run_dir: Path) -> str:
+    """After a failure: what the run folder holds and how to go on from it."""
+    if (run_dir / ckpt.STATE).exists():
+        return f"the run in {run_dir} keeps its last checkpoint; continue with: vaekit train --resume {run_dir}"
+    return f"{run_dir} holds no checkpoint yet; start the run again"
 
 
 def _silent(line: str) -> None:

@@ -250,6 +250,7 @@ def test_an_api_writer_is_refused_while_another_process_holds_the_run(run, tmp_p
         for call in (lambda: vaekit.plot_run(run, only=["curves"]), lambda: vaekit.probe_run(run),
                      lambda: vaekit.compare_runs(run, run), lambda: vaekit.report_run(run, iwae_k=0),
                      lambda: vaekit.export_run(run, out=run / "onnx"),
+                     lambda: vaekit.sample_run(run, run / "more.png"), lambda: vaekit.reconstruct_run(run, run / "r.npy"),
                      lambda: vaekit.fit(None, run, resume=True, epochs=2, progress=False)):
             with pytest.raises(RunFolderError, match=f"in use by another vaekit process \\(pid {holder.pid}"):
                 call()

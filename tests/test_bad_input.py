@@ -236,6 +236,14 @@ TABLE = [
     ("a sweep inside the image folder it reads", ["sweep", "--beta", "1,2", "--preset", "digits-mlp", "--dataset",
                                                   "folder:{t}/imgs_text", "--out", "{t}/imgs_text"],
      ["--out {t}/imgs_text: inside the image folder"]),
+    *[(f"{argv[0]} writing into the image folder its run reads", argv, [f"{argv[-2]} {argv[-1]}: inside the image folder "
+                                                                       "{t}/imgs_changing", "choose a place outside it"])
+      for argv in (["sample", "{t}/folder_run", "-o", "{t}/imgs_changing/s.png"],
+                   ["reconstruct", "{t}/folder_run", "-o", "{t}/imgs_changing/r.npy"],
+                   ["report", "{t}/folder_run", "-o", "{t}/imgs_changing/r.html"],
+                   ["compare", "{t}/trained", "{t}/folder_run", "-o", "{t}/imgs_changing/c.png"],
+                   ["plot", "{t}/folder_run", "--out", "{t}/imgs_changing/plots"],
+                   ["export", "{t}/folder_run", "--out", "{t}/imgs_changing/onnx"])],
     ("image folder with a text file", [*TRAIN, "--dataset", "folder:{t}/imgs_text"], ["notes.txt", "not an image"]),
     ("image folder with mixed sizes, a preset", [*TRAIN, "--preset", "digits-mlp", "--dataset", "folder:{t}/imgs_sizes"],
      ["big.png", "--image-size"]),

@@ -15,8 +15,8 @@ import torch
 from matplotlib.figure import Figure
 
 from . import plots
-from .checkpoint import Run, load_config, load_run, read_history
-from .data import Dataset, check_outside
+from .checkpoint import Run, load_run, read_history
+from .data import Dataset
 from .errors import VaekitError, did_you_mean, show, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 from .files import output_folder, user_path
@@ -263,8 +263,6 @@ def plot_run(
         raise VaekitError("--grid-dims (grid_dims=) applies only with the latent grid (no --only, or --only latent-grid)")
     run_dir = user_path(run_dir, "run_dir")
     out = output_folder(out_dir, "--out") if out_dir is not None else run_dir / PLOTS_DIR
-    if out_dir is not None:
-        check_outside(load_config(run_dir).data, out, "--out")
     with writing_into(run_dir, [out], "plot", "--out DIR"):
         return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 
@@ -297,11 +295,12 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     each run's latent range and std (``latents``), the figure's path (``plot``) and, for two VAEs with a
     density, both negative ELBOs on that test set with their paired difference (``negative_elbo``)."""
     from .files import output_file
-    from .runlock import writing_into
+    from .runlock import outside_the_data, writing_into
 
     whole_number(n, "n", hi=64)
     run_a, run_b = user_path(run_a, "run_a"), user_path(run_b, "run_b")
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
+    outside_the_data(run_b, [out], "-o")
     with writing_into(run_a, [out], "compare", "-o FILE.png"):
         return _compare_into(out, run_a, run_b, n, data_dir, device)
 

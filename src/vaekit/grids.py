@@ -168,39 +168,42 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .checkpoint import class_label, load_run
     from .files import output_file
     from .models import check_batch_budget
+    from .runlock import writing_into
     from .samplers import check_sampler, gmm_for_run, sample_codes
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
     whole_number(seed, "--seed")
     check_sampler(sampler, components, refit, data_dir)
-    run = load_run(user_path(run_dir, "run_dir"), device)
-    number, name = class_label(run.path, label, run.model.classes)
-    count, cols = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
-    if out.suffix.lower() == ".png":
-        _need_images(run.model, "sample grid")
-        check_grid(count, run.model.data_shape, cols)
-    chunk = min(count, SAMPLE_CHUNK)  # decoded this many at a time
-    check_batch_budget(run.model, chunk, f"sample -n {count}")
-    budget.check(count * (math.prod(run.model.data_shape) + run.model.latent_dim) * 4,
-                 f"sample -n {count} (the codes and the samples, float32)")
-    gmm = gmm_for_run(run.path, components, data_dir, refit) if sampler == "gmm" else None
-    gen = torch.Generator(device=run.model.device).manual_seed(seed)
-    per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
-    codes, y, ncol = grid_codes(run.model, n, lambda k, y: sample_codes(run.model, k, sampler, gen, gmm, y),
-                                number, shared_style=not per_class)
-    if out.suffix.lower() == ".npy":
-        values = np.empty((count, *run.model.data_shape), dtype=np.float32)
-        with torch.no_grad():
-            for i in range(0, count, chunk):
-                part = slice(i, i + chunk)
-                values[part] = run.model.mean(run.model.decode(codes[part], None if y is None else y[part])).cpu()
-        write_via_buffer(out, lambda buf: np.save(buf, values))
-    else:
-        save_png(sample_grid(run.model, count, seed, codes, y, ncol), out)
-    source = ("N(0, I): an AE has no prior and its codes need not follow one; --sampler gmm draws from a fit to them"
-              if sampler == "prior" and not run.model.variational else sampler) + (" per class" if per_class else "") + (
-        f"; {ncol} per class, class by class" if ncol else "" if number is None else f"; class {number}{name}")
-    return {"file": out, "n": count, "codes": source}
+    run_dir = user_path(run_dir, "run_dir")
+    with writing_into(run_dir, [out], "sample", "-o FILE"):  # none in the image folder; the run's lock inside it
+        run = load_run(run_dir, device)
+        number, name = class_label(run.path, label, run.model.classes)
+        count, cols = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
+        if out.suffix.lower() == ".png":
+            _need_images(run.model, "sample grid")
+            check_grid(count, run.model.data_shape, cols)
+        chunk = min(count, SAMPLE_CHUNK)  # decoded this many at a time
+        check_batch_budget(run.model, chunk, f"sample -n {count}")
+        budget.check(count * (math.prod(run.model.data_shape) + run.model.latent_dim) * 4,
+                     f"sample -n {count} (the codes and the samples, float32)")
+        gmm = gmm_for_run(run.path, components, data_dir, refit) if sampler == "gmm" else None
+        gen = torch.Generator(device=run.model.device).manual_seed(seed)
+        per_class = gmm is not None and bool(gmm.by_class)  # each class's codes from its own mixture
+        codes, y, ncol = grid_codes(run.model, n, lambda k, y: sample_codes(run.model, k, sampler, gen, gmm, y),
+                                    number, shared_style=not per_class)
+        if out.suffix.lower() == ".npy":
+            values = np.empty((count, *run.model.data_shape), dtype=np.float32)
+            with torch.no_grad():
+                for i in range(0, count, chunk):
+                    part = slice(i, i + chunk)
+                    values[part] = run.model.mean(run.model.decode(codes[part], None if y is None else y[part])).cpu()
+            write_via_buffer(out, lambda buf: np.save(buf, values))
+        else:
+            save_png(sample_grid(run.model, count, seed, codes, y, ncol), out)
+        source = ("N(0, I): an AE has no prior and its codes need not follow one; --sampler gmm draws from a fit to them"
+                  if sampler == "prior" and not run.model.variational else sampler) + (" per class" if per_class else "") + (
+            f"; {ncol} per class, class by class" if ncol else "" if number is None else f"; class {number}{name}")
+        return {"file": out, "n": count, "codes": source}
 
 
 def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_dir: str | None = None,
@@ -209,20 +212,23 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
     .npy of shape (2, n, ...): the inputs, then the reconstructions. Returns the file and the count."""
     from .figures import open_run
     from .files import output_file
+    from .runlock import writing_into
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "reconstruct -n")
-    view = open_run(user_path(run_dir, "run_dir"), data_dir=data_dir, device=device)
-    x, y = view.test_x(n), view.test_y(n)
-    if out.suffix.lower() == ".npy":
-        pair = np.empty((2, *x.shape), dtype=np.float32)
-        pair[0] = x.cpu()
-        with torch.no_grad():
-            for i in range(0, len(x), SAMPLE_CHUNK):
-                part = slice(i, i + SAMPLE_CHUNK)
-                pair[1, part] = view.model.reconstruct(x[part], None if y is None else y[part]).cpu()
-        write_via_buffer(out, lambda buf: np.save(buf, pair))
-    else:
-        _need_images(view.model, "reconstruction grid")
-        check_grid(2 * len(x), view.model.data_shape, 8, per_item=2)
-        save_png(reconstruction_grid(view.model, x, y=y), out)
-    return {"file": out, "n": len(x)}
+    run_dir = user_path(run_dir, "run_dir")
+    with writing_into(run_dir, [out], "reconstruct", "-o FILE"):  # as sample's
+        view = open_run(run_dir, data_dir=data_dir, device=device)
+        x, y = view.test_x(n), view.test_y(n)
+        if out.suffix.lower() == ".npy":
+            pair = np.empty((2, *x.shape), dtype=np.float32)
+            pair[0] = x.cpu()
+            with torch.no_grad():
+                for i in range(0, len(x), SAMPLE_CHUNK):
+                    part = slice(i, i + SAMPLE_CHUNK)
+                    pair[1, part] = view.model.reconstruct(x[part], None if y is None else y[part]).cpu()
+            write_via_buffer(out, lambda buf: np.save(buf, pair))
+        else:
+            _need_images(view.model, "reconstruction grid")
+            check_grid(2 * len(x), view.model.data_shape, 8, per_item=2)
+            save_png(reconstruction_grid(view.model, x, y=y), out)
+        return {"file": out, "n": len(x)}

@@ -85,11 +85,31 @@ def run_lock(run_dir: str | Path, command: str, elsewhere: str = "") -> Iterator
 
 @contextlib.contextmanager
 def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str, elsewhere: str = "") -> Iterator[None]:
-    """Take the run folder's lock when any of ``outputs`` lies inside it; else nothing to guard."""
+    """Guard what a command writes for a run: no output outside the run folder may lie in the image
+    folder the run's data are read from (it would become part of the data), and the run folder's lock
+    is taken when any output lies inside it. ``elsewhere``: the flag that writes elsewhere ("-o FILE")."""
     root = Path(run_dir).resolve()
-    inside = any(Path(p).resolve().is_relative_to(root) for p in outputs)
-    if inside and root.is_dir():
+    inside = [Path(p).resolve().is_relative_to(root) for p in outputs]
+    outside_the_data(root, [p for p, i in zip(outputs, inside) if not i], (elsewhere or "-o").split()[0])
+    if any(inside) and root.is_dir():
         with run_lock(root, command, elsewhere):
             yield
     else:
         yield
+
+
+def outside_the_data(run_dir: str | Path, outputs: list[str | Path], flag: str) -> None:
+    """Refuse ``outputs`` inside the image folder that the run in ``run_dir`` reads its data from. A run
+    whose config cannot be read is left to the command's own reading, which says what is wrong."""
+    from .checkpoint import load_config
+    from .data import check_outside
+    from .errors import VaekitError
+
+    if not outputs:
+        return
+    try:
+        data = load_config(run_dir).data
+    except (VaekitError, OSError):
+        return
+    for out in outputs:
+        check_outside(data, out, flag)

@@ -196,6 +196,39 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
     assert main(["train", "--resume", str(out), "--epochs", str(len(epochs) + 1), "--no-progress"]) == 0
 
 
+def _with_flock_failing(errno_name: str, *args: str) -> subprocess.CompletedProcess:
+    """``vaekit ARGS`` with every flock(2) answered ``errno_name`` by the kernel (strace's fault
+    injection, as a file system without locks answers: NFS without lockd, some FUSE mounts)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (Debian: apt-get install strace): it injects the flock failures")
+    probe = subprocess.run([strace, "-qq", "-e", "trace=none", "-o", "/dev/null", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here (ptrace not permitted): {probe.stderr.decode()[:200]}")
+    return subprocess.run([strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=flock", "-e", f"inject=flock:error={errno_name}", "-o",
+                           "/dev/null", sys.executable, "-m", "vaekit", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_file_system_without_locks_works_unguarded_and_says_so_once(tmp_path):
+    """flock answering ENOLCK (no locks on this file system): a run trains and resumes, each with one
+    warning line; any other flock failure (EIO) is a one-line refusal that changes nothing."""
+    run = tmp_path / "run"
+    for args in (["train", "--preset", "tiny-4-8-2", "--epochs", "1", "--out", str(run), "--no-progress"],
+                 ["train", "--resume", str(run), "--epochs", "2", "--no-progress"]):
+        r = _with_flock_failing("ENOLCK", *args)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.strip().splitlines() == [f"vaekit: warning: {run}: this file system cannot lock files (No locks "
+                                                 "available); nothing keeps a second vaekit process from writing into "
+                                                 "this run at the same time"], r.stderr
+    assert load_run(run).epoch == 2 and len(read_history(run)) == 2
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = _with_flock_failing("EIO", "train", "--resume", str(run), "--epochs", "3", "--no-progress")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"vaekit: error: {run}: cannot lock this folder (Input/output error)"], r.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_two_resumes_at_once_one_trains_the_other_is_refused(run_copy):
     cmd = [sys.executable, "-m", "vaekit", "train", "--resume", str(run_copy), "--epochs", "60", "--no-progress"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

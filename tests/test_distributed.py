@@ -153,6 +153,31 @@ def test_a_run_stopped_under_one_count_resumes_under_another(tmp_path: Path, uni
     _same_weights(uninterrupted, run)
 
 
+def test_two_nodes_with_a_rendezvous_train_the_same_run_as_one(tmp_path: Path, uninterrupted: Path) -> None:
+    """The multi-node command of the README (torchrun's c10d rendezvous, run once per node), with two
+    "nodes" on this machine, one process each: the same losses and weights as one process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
+            "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vaekit-test", "-m", "vaekit", *LONG,
+            "--out", str(run)]
+    nodes = [subprocess.Popen(node, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        said = [p.communicate(timeout=240) for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in said]
+    assert sum(out.count(f"done: {EPOCHS} epochs") for out, _ in said) == 1  # rank 0, on whichever node
+    for (ta, ea), (tb, eb) in zip(_losses(uninterrupted), _losses(run)):
+        assert tb == pytest.approx(ta, rel=1e-5) and eb == pytest.approx(ea, rel=1e-5)
+    _same_weights(uninterrupted, run)
+
+
 def _worker_pids(launcher: int) -> dict[str, int]:
     """RANK -> pid of the processes torchrun started (children of its agent)."""
     pids = {}

@@ -52,17 +52,22 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
     0 checkpoints once)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give the number of processes, 1 or more")
-    said = tempfile.mkdtemp(prefix="vaekit-job-")
     try:
-        code, stopping = _run_job(torchrun_command(argv, nproc, out), {**child_environment(), JOB_ERRORS: said})
-        lines = job_errors(Path(said))
-        if code and not stopping and not lines:
-            lines = [f"the job failed (exit code {code}) and none of its processes said why"]
-        for line in lines:
-            print(f"vaekit{line[0]}: error: {one_line(line[1])}", file=sys.stderr)
+        said: str | None = tempfile.mkdtemp(prefix="vaekit-job-")
+    except OSError:  # no writable temporary folder: each process says its own errors
+        said = None
+    try:
+        code, stopping = _run_job(torchrun_command(argv, nproc, out),
+                                  {**child_environment(), **({JOB_ERRORS: said} if said else {})})
+        lines = job_errors(Path(said)) if said else []
+        if said and code and not stopping and not lines:
+            lines = [("", f"the job failed (exit code {code}) and none of its processes said why")]
+        for who, message in lines:
+            print(f"vaekit{who}: error: {one_line(message)}", file=sys.stderr)
         return code
     finally:
-        shutil.rmtree(said, ignore_errors=True)
+        if said:
+            shutil.rmtree(said, ignore_errors=True)
 
 
 def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:

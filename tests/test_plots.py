@@ -46,6 +46,7 @@ def model():
 
 def _cases(model):
     x = torch.rand(10, 1, 8, 8)
+    vectors = build_model(ModelConfig(hidden=[16], latent_dim=3, likelihood="gaussian"), (300,)).eval()
     codes, labels = np.random.default_rng(0).normal(size=(300, 3)), np.arange(300) % 4
     return {
         "training_curves": (plots.training_curves(_history()), (1500, 800)),
@@ -64,6 +65,8 @@ def _cases(model):
                                           labels), (1400, 840)),
         "vector_real_vs_generated": (plots.vector_real_vs_generated(codes, codes[::-1] * 0.5, "N(0, I)"), (1400, 550)),
         "vector_reconstructions": (plots.vector_reconstructions(codes, codes * 0.9, labels), (1500, 600)),
+        "vector_interpolation": (plots.vector_interpolation(vectors, torch.rand(300), torch.rand(300)), (1200, 600)),
+        "vector_traversals": (plots.vector_traversals(vectors, torch.zeros(3), [0, 2]), (1200, 360)),
         "scores": (plots.score_histograms(np.random.rand(100), np.random.rand(20) + 1, 0.9, "nelbo"), (800, 500)),
         "confusion": (plots.confusion_matrix(labels, (labels + (np.arange(300) % 7 == 0)) % 4), (700, 600)),
     }
@@ -309,6 +312,20 @@ def test_score_histograms_show_every_score_even_far_outside_the_rest(anomalous):
     assert all(sum(b.get_height() for b in c) > 0 for c in bars)
 
 
+def test_a_vector_traversal_names_the_features_each_dimension_moves():
+    """A decoder that ignores z[1] and reads z[0] into feature 4 alone: z[1]'s map is blank, z[0]'s names feature 4."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=[], latent_dim=3, likelihood="gaussian"), (6,)).eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features == 3)
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[4, 0] = 2.0
+    fig = plots.vector_traversals(model, torch.zeros(3), [0, 1])
+    titles = [ax.get_title(loc="left") for ax in fig.axes[:2]]
+    assert titles[0].startswith("z[0] moves features 4,") and "(up to 6)" in titles[0], titles
+    assert titles[1].endswith("(up to 0)"), titles
+
+
 @pytest.mark.parametrize("real,recon", [
     (np.arange(6.0).reshape(6, 1), np.arange(6.0).reshape(6, 1) + 0.1),  # one feature
     (np.ones((3, 5)), np.full((3, 5), np.nan)),  # no spread, reconstructions not finite
@@ -326,16 +343,17 @@ def test_vector_pictures_take_any_shape_of_vectors(real, recon, tmp_path):
 
 
 def test_a_vector_run_gets_its_reconstructions_and_samples_against_the_real_data(tmp_path):
-    """Vectors (embeddings, tables) had no reconstruction or sample picture: now feature by feature and
-    on the real data's principal plane, with the share of variance the reconstructions keep."""
+    """Vectors (embeddings, tables) had no reconstruction, sample, interpolation or traversal picture:
+    now feature by feature, on the real data's principal plane (with the share of variance the
+    reconstructions keep) and as heat maps of the decoded vectors."""
     rng = np.random.default_rng(0)
     np.save(tmp_path / "v.npy", (np.tanh(rng.normal(size=(400, 3)) @ rng.normal(size=(3, 12))) + 0.05 *
                                  rng.normal(size=(400, 12))).astype(np.float32))
     run = fit(RunConfig(data=DataConfig(dataset=f"vectors:{tmp_path / 'v.npy'}"),
                         model=ModelConfig(hidden=[32], latent_dim=3, likelihood="gaussian", learn_sigma=True),
                         train=TrainConfig(epochs=12, lr=3e-3, batch_size=32)), tmp_path / "run", **QUIET).path
-    written = plot_run(run, only=["reconstructions", "real-vs-generated"])
-    assert set(written) == {"reconstructions", "real-vs-generated"}
+    written = plot_run(run)
+    assert set(written) == set(PLOTS) - {"latent-grid", "samples"}  # an image's pictures only
     assert _png_size(written["reconstructions"]) == (1500, 600)
     title = plots.vector_reconstructions(np.load(tmp_path / "v.npy")[:40], load_run(run).model.reconstruct(
         torch.from_numpy(np.load(tmp_path / "v.npy")[:40]))).axes[-1].get_title()

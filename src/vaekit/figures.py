@@ -190,31 +190,35 @@ def _error_histogram(v: RunView) -> Figure:
 
 
 def _interpolation(v: RunView) -> Figure | None:
-    if not v.images or len(v.data.test_x) < 2:
+    if len(v.data.test_x) < 2:
         return None
     x = v.test_x(len(v.data.test_x))
     j = 1
     if v.labels is not None:  # two examples of different classes make a more telling path
         j = int(np.argmax(v.labels != v.labels[0])) or 1
     y = v.test_y(len(v.data.test_x))
-    return plots.interpolation(v.model, x[0], x[j], y_ab=None if y is None else (y[0], y[j]))
+    draw = plots.interpolation if v.images else plots.vector_interpolation
+    return draw(v.model, x[0], x[j], y_ab=None if y is None else (y[0], y[j]))
 
 
 def _traversals(v: RunView) -> Figure | None:
-    """VAE: each coordinate swept over [-3, 3] of the prior; AE: over its codes' 1st-99th percentile."""
-    if not v.images:
-        return None
+    """VAE: each coordinate swept over [-3, 3] of the prior; AE: over its codes' 1st-99th percentile.
+    Images: the decoded images; vectors: heat maps of how the decoded vector changes."""
+    draw = plots.traversals if v.images else plots.vector_traversals
     dims = list(range(v.surface.latent_dim))
     if v.model.variational:
         order = v.surface_kl or v.surface_codes.var(0).tolist()  # a mixture prior: by the codes' variance
         dims = sorted(dims, key=lambda d: -order[d])
-        return _as_class(v, plots.traversals(v.surface, v.surface_codes.mean(0), dims[:8]))
+        return _as_class(v, draw(v.surface, v.surface_codes.mean(0), dims[:8]))
     codes = v.surface_codes.cpu().float()
     lo, hi = torch.quantile(codes, 0.01, dim=0), torch.quantile(codes, 0.99, dim=0)
     dims = sorted(dims, key=lambda d: -float(hi[d] - lo[d]))[:8]
     spans = {d: np.linspace(float(lo[d]), float(hi[d]), 9) for d in dims}
-    return _as_class(v, plots.traversals(v.surface, v.surface_codes.mean(0), dims, spans=spans))
+    return _as_class(v, draw(v.surface, v.surface_codes.mean(0), dims, spans=spans))
 
+
+NOT_APPLICABLE = {"curves": "no training history yet", "kl-per-dim": "an AE, or a prior without a KL per dimension",
+                  "interpolation": "fewer than 2 test examples", "latent-grid": "images only", "samples": "images only"}
 
 PLOTS: dict[str, Callable[[RunView], Figure | None]] = {
     "curves": _curves,
@@ -281,7 +285,7 @@ def _plot_into(out: Path, only: list[str] | None, view: RunView, log: Callable[[
             continue
         fig = make(view)
         if fig is None:
-            log(f"  {name}: not applicable to this run (vector data or no history)")
+            log(f"  {name}: not applicable to this run ({NOT_APPLICABLE.get(name, 'vector data')})")
             continue
         written[name] = plots.save_figure(fig, out / f"{name}.png")
         log(f"  {name}: {written[name]}")

@@ -441,6 +441,85 @@ def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10,
     return fig
 
 
+VECTOR_FEATURES = 1024  # columns of a vector heat map (the first this many features)
+
+
+def _heat(ax: Any, rows: np.ndarray, limit: float, diverging: bool) -> Any:
+    """Rows of vectors as a heat map: features across, one row per vector."""
+    return ax.imshow(rows, aspect="auto", interpolation="nearest", cmap="RdBu_r" if diverging else "viridis",
+                     vmin=-limit if diverging else None, vmax=limit if diverging else None)
+
+
+def _limit(a: np.ndarray) -> float:
+    finite = np.abs(a[np.isfinite(a)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+@torch.no_grad()
+def vector_interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10,
+                         y_ab: tuple[Tensor, Tensor] | None = None) -> Figure:
+    """Vectors: the path between two examples' posterior means, decoded (linear and spherical), as heat
+    maps: input A, the decoded steps and input B, one row each, features across."""
+    ya, yb = (None, None) if y_ab is None else (y_ab[0].reshape(1), y_ab[1].reshape(1))
+    za, zb = model.encode(x_a[None], ya)[0][0], model.encode(x_b[None], yb)[0][0]
+    t = torch.linspace(0, 1, steps, device=za.device)
+    y = None if y_ab is None else blend_labels(model.classes, int(ya), int(yb), t)
+    ends = _rows(torch.stack([x_a, x_b]))
+    dim = ends.shape[1]
+    shown = min(dim, VECTOR_FEATURES)
+    paths = [np.concatenate([ends[:1], _rows(model.mean(model.decode(z, y))), ends[1:]])[:, :shown]
+             for z in ((1 - t)[:, None] * za + t[:, None] * zb, slerp(za, zb, t))]
+    finite = np.concatenate(paths)[np.isfinite(np.concatenate(paths))]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fig = Figure(figsize=(12, 6), layout="constrained")
+    axes = fig.subplots(2, 1)
+    for ax, rows, name in zip(axes, paths, ("linear", "spherical (slerp)")):
+        image = _heat(ax, rows, 1.0, diverging=False)
+        image.set_clim(lo, hi if hi > lo else lo + 1)
+        ax.set_yticks([0, (steps + 1) / 2, steps + 1], ["input A", "halfway", "input B"], fontsize=8)
+        ax.axhline(0.5, color="white", lw=1)
+        ax.axhline(steps + 0.5, color="white", lw=1)
+        ax.set_title(f"{name}: input A, {steps} decoded steps, input B", fontsize=9)
+    axes[-1].set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature")
+    fig.colorbar(image, ax=axes, label="value", shrink=0.8)
+    return fig
+
+
+@torch.no_grad()
+def vector_traversals(model: LatentModel, z0: Tensor, dims: Sequence[int], values: Sequence[float] = tuple(
+        np.linspace(-3, 3, 9)), spans: dict[int, Sequence[float]] | None = None) -> Figure:
+    """Vectors: for each latent dimension, how the decoded vector changes as that coordinate is swept
+    (over ``values``, or per dimension over ``spans[d]``) with the others at z0: one heat map per
+    dimension of the change from z0's decoding, features across; the features it moves most are named."""
+    centre = _rows(model.mean(model.decode(z0[None])))[0]
+    dim = centre.shape[0]
+    shown = min(dim, VECTOR_FEATURES)
+    changes = {}
+    for d in dims:
+        sweep = torch.tensor(list(spans[d] if spans else values), dtype=torch.float32, device=z0.device)
+        z = z0.repeat(len(sweep), 1)
+        z[:, d] = sweep
+        changes[d] = _rows(model.mean(model.decode(z))) - centre
+    limit = _limit(np.concatenate([c[:, :shown] for c in changes.values()]))
+    fig = Figure(figsize=(12, 1.2 * len(dims) + 1.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(dims), 1, sharex=True, squeeze=False)[:, 0])
+    for ax, d in zip(axes, dims):
+        change = changes[d]
+        image = _heat(ax, change[:, :shown], limit, diverging=True)
+        sweep = list(spans[d] if spans else values)
+        ax.set_yticks([0, len(sweep) - 1], [f"{sweep[0]:.2g}", f"{sweep[-1]:.2g}"], fontsize=7)
+        spread = np.nan_to_num(np.abs(change).max(0), nan=0.0)
+        top = ", ".join(str(int(i)) for i in np.argsort(-spread)[:3])
+        ax.set_ylabel(f"z[{d}]", rotation=0, ha="right", va="center")
+        ax.set_title(f"z[{d}] moves features {top} most (up to {spread.max():.3g})", fontsize=8, loc="left")
+    what = "each code's own range (1st to 99th percentile)" if spans else "the prior's range"
+    fig.suptitle(f"latent traversals over {what}: change of the decoded vector from that of the mean code",
+                 fontsize=10)
+    axes[-1].set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature")
+    fig.colorbar(image, ax=list(axes), label="change", shrink=0.8)
+    return fig
+
+
 @torch.no_grad()
 def traversals(
     model: LatentModel, z0: Tensor, dims: Sequence[int], values: Sequence[float] = tuple(np.linspace(-3, 3, 9)),

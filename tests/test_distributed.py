@@ -246,6 +246,10 @@ def test_the_launcher_says_each_cause_once(tmp_path: Path) -> None:
     assert said(("0", "peer gone; kept", True, "kept"), ("1", "peer gone", True, "")) == [("", "peer gone; kept")]
     assert said(("0", "peer gone; kept", True, "kept"), ("2", "disk", False, "")) == [(" (rank 2)", "disk; kept")]
     assert not leave_error("alone", False, "")  # not in a job: the process says it itself
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "x.json").write_text('{"rank": "x", "message": 3}')  # what no process leaves: passed over
+    (tmp_path / "odd" / "y.json").write_text("[1]")
+    assert job_errors(tmp_path / "odd") == []
 
 
 def _only_child(pid: int) -> int:

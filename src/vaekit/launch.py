@@ -124,14 +124,15 @@ def job_errors(folder: Path) -> list[tuple[str, str]]:
             records.append(json.loads(read_regular(path, max_bytes=1 << 16)))
         except (OSError, VaekitError, ValueError):
             continue
+    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("message"), str)]
     killed = [r for r in records if r.get("rank") == KILLED]
-    said = sorted((r for r in records if r.get("rank") != KILLED), key=lambda r: int(r["rank"]))
-    then = next((r["then"] for r in said if r.get("then")), "")
-    who = lambda r: "" if r["rank"] in ("0", KILLED) else f" (rank {r['rank']})"  # noqa: E731
-    causes = [(who(r), r["message"]) for r in killed + [r for r in said if not r.get("echo")]]
+    said = sorted((r for r in records if str(r.get("rank")).isdigit()), key=lambda r: int(r["rank"]))
+    then = next((r["then"] for r in said if isinstance(r.get("then"), str) and r["then"]), "")
+    label = lambda r: "" if r["rank"] in ("0", KILLED) else f" (rank {r['rank']})"  # noqa: E731
+    causes = [(label(r), r["message"]) for r in killed + [r for r in said if not r.get("echo")]]
     if not causes and said:  # each process saw another stop and none said why: one says so, with the advice
         r = next((r for r in said if r.get("then")), said[0])
-        causes = [(who(r), r["message"])]
+        causes = [(label(r), r["message"])]
     elif then:
         causes[0] = (causes[0][0], f"{causes[0][1]}; {then}")
     lines: list[tuple[str, str]] = []

@@ -444,10 +444,9 @@ def interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 10,
 VECTOR_FEATURES = 1024  # columns of a vector heat map (the first this many features)
 
 
-def _heat(ax: Any, rows: np.ndarray, limit: float, diverging: bool) -> Any:
-    """Rows of vectors as a heat map: features across, one row per vector."""
-    return ax.imshow(rows, aspect="auto", interpolation="nearest", cmap="RdBu_r" if diverging else "viridis",
-                     vmin=-limit if diverging else None, vmax=limit if diverging else None)
+def _heat(ax: Any, rows: np.ndarray, lo: float, hi: float, cmap: str) -> Any:
+    """Rows of vectors as a heat map over [lo, hi]: features across, one row per vector."""
+    return ax.imshow(rows, aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1)
 
 
 def _limit(a: np.ndarray) -> float:
@@ -474,8 +473,7 @@ def vector_interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: in
     fig = Figure(figsize=(12, 6), layout="constrained")
     axes = fig.subplots(2, 1)
     for ax, rows, name in zip(axes, paths, ("linear", "spherical (slerp)")):
-        image = _heat(ax, rows, 1.0, diverging=False)
-        image.set_clim(lo, hi if hi > lo else lo + 1)
+        image = _heat(ax, rows, lo, hi, "viridis")
         ax.set_yticks([0, (steps + 1) / 2, steps + 1], ["input A", "halfway", "input B"], fontsize=8)
         ax.axhline(0.5, color="white", lw=1)
         ax.axhline(steps + 0.5, color="white", lw=1)
@@ -505,7 +503,7 @@ def vector_traversals(model: LatentModel, z0: Tensor, dims: Sequence[int], value
     axes = np.atleast_1d(fig.subplots(len(dims), 1, sharex=True, squeeze=False)[:, 0])
     for ax, d in zip(axes, dims):
         change = changes[d]
-        image = _heat(ax, change[:, :shown], limit, diverging=True)
+        image = _heat(ax, change[:, :shown], -limit, limit, "RdBu_r")
         sweep = list(spans[d] if spans else values)
         ax.set_yticks([0, len(sweep) - 1], [f"{sweep[0]:.2g}", f"{sweep[-1]:.2g}"], fontsize=7)
         spread = np.nan_to_num(np.abs(change).max(0), nan=0.0)

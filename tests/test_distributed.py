@@ -275,6 +275,16 @@ def test_refusals_under_torchrun(tmp_path: Path) -> None:
         "vaekit: error: --batch-size 1: with 1438 training examples the last batch has 1, too few to give each of 2 "
         "processes one; choose another batch size"], r.stderr
     assert not (tmp_path / "b").exists()
+    from vaekit.cli import main
+    from vaekit.runlock import run_lock
+
+    run = tmp_path / "held"
+    assert main(["train", "--preset", "tiny-4-8-2", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
+    with run_lock(run, "train"):  # rank 0 alone takes the lock: the others are stopped with the job, unheard
+        r = _run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs", "2", "--nproc", "2"])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"vaekit: error: {run}: in use by another vaekit process (pid {os.getpid()}, vaekit train); wait for it to "
+        "finish or stop it, then try again"], r.stderr
 
 
 def test_the_nproc_launcher_speaks_in_one_line_and_takes_its_processes_with_it(tmp_path: Path) -> None:

@@ -1112,7 +1112,8 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
             print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
+        if _ERROR_PREFIX == "vaekit":  # under torchrun, the others were stopped with the job: rank 0 speaks
+            print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
         return 130
     except MemoryError:
         _error("out of memory; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "

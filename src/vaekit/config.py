@@ -348,7 +348,8 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
      "folder: data resized to --image-size (given, or chosen for images of several sizes or over 128 px)",
      "data.image_size"),
     ("data.data_dir", "--data-dir", lambda c: c.data.dataset in DOWNLOADED,
-     "mnist, fashion-mnist and cifar10 (folder: and vectors: data name their own path)", "data.dataset"),
+     "mnist, fashion-mnist and cifar10 (folder: and vectors: data name their own path: where they have moved, give "
+     "--dataset folder:PATH or vectors:PATH)", "data.dataset"),
     ("data.labels", "--labels", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),
     ("data.test_fraction", "--test-fraction", _own_split, "data sets without a test split of their own (mnist, "
      "fashion-mnist and cifar10 have one)", "data.dataset"),

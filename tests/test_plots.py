@@ -256,8 +256,7 @@ def test_the_smallest_data_sets_go_through_every_command(tmp_path):
         warnings.simplefilter("error")  # nothing may warn either (the spread of one code is 0, not NaN)
         for path in runs.values():
             assert vaekit.evaluate_run(path, iwae_k=5, progress=False)["n"] >= 1
-            plot_run(path)
-            assert report_run(path, iwae_k=0).is_file()
+            assert report_run(path, iwae_k=0).is_file()  # which draws every plot that applies
             explorer = vaekit.Explorer(path, log=lambda s: None)
             assert explorer.info()["latent_dim"] == 3 and explorer.map_points()
             with pytest.raises(VaekitError, match="--generation compares at least 10 samples"):

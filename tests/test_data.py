@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -287,6 +288,27 @@ def test_exif_orientation_is_applied(tmp_path):
         Image.fromarray(pixels).save(tmp_path / f"{i}.png", exif=exif)
     ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
     assert ds.shape == (1, 4, 2) and ds.train_x[0, 0].tolist() == [[0, 255], [0, 0], [0, 0], [0, 0]]
+
+
+def test_an_animated_image_is_read_as_its_first_frame_and_said_so(tmp_path):
+    """An animated GIF or WebP in an image folder is no error, but no frame is left out without a word."""
+    from PIL import Image
+
+    first, second = np.full((4, 4), 200, np.uint8), np.full((4, 4), 20, np.uint8)
+    Image.fromarray(first).save(tmp_path / "a.gif", save_all=True, append_images=[Image.fromarray(second)])
+    Image.fromarray(first).save(tmp_path / "b.webp", save_all=True, append_images=[Image.fromarray(second)],
+                                lossless=True)
+    Image.fromarray(second).save(tmp_path / "c.png")
+    with pytest.warns(UserWarning, match=r"2 animated image\(s\), e.g. .*a.gif: the first frame of each is read"):
+        ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.34))
+    firsts = sorted(int(v) for v in torch.cat([ds.train_x, ds.test_x])[:, 0, 0, 0])
+    assert firsts == [20, 200, 200]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # still images say nothing
+        (tmp_path / "a.gif").unlink()
+        (tmp_path / "b.webp").unlink()
+        Image.fromarray(first).save(tmp_path / "d.png")
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
 
 
 def test_transparent_pixels_are_composited_over_white(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,10 @@ def _check_image_name(path: Path) -> None:
     raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
 
 
-def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop") -> np.ndarray:
+def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop",
+                animated: list[Path] | None = None) -> np.ndarray:
+    """One image as uint8 (C, H, W); of an animation (GIF, APNG, WebP) its first frame, and its path
+    is added to ``animated`` so that the caller can say so."""
     from PIL import Image, ImageOps
 
     _check_image_name(path)
@@ -156,6 +160,8 @@ def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop") -
         with open_regular(path, "image file") as f, Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise DataError(f"{path}: {im.width}x{im.height} is too large to load; downscale it first")
+            if animated is not None and getattr(im, "n_frames", 1) > 1:
+                animated.append(path)
             im = _opaque(_eight_bit(ImageOps.exif_transpose(im), path)).convert(mode)
             if size is not None and im.size != (size, size):
                 im = _square(im, size, resize)
@@ -281,11 +287,11 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
         x = _read_cache(cached, len(files))
         if x is not None:
             return x
-    images = []
+    images, animated = [], []
     shown = progress and cached is not None  # folders below the cache's size decode in under a second
     for i, f in enumerate(tqdm(files, desc=f"decoding {root.name or root}", unit="img", leave=False,
                                disable=None if shown else True)):
-        arr = _load_image(f, mode, size, resize)
+        arr = _load_image(f, mode, size, resize, animated)
         if i == 0:  # every image will have this size: the whole set must fit the budget
             budget.check(2 * len(files) * arr.nbytes, f"{root}: {len(files):,} images of {arr.shape[2]}x{arr.shape[1]}")
         if images and arr.shape != images[0].shape:
@@ -294,6 +300,9 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
                 f"({images[0].shape[2]}x{images[0].shape[1]}); pass --image-size N to resize all images",
                 [(a.shape[2], a.shape[1]) for a in (images[0], arr)])
         images.append(arr)
+    if animated:
+        warnings.warn(f"{root}: {len(animated)} animated image(s), e.g. {as_text(str(animated[0]))}: the first frame of "
+                      "each is read", stacklevel=2)
     x = np.stack(images)
     if cached is not None:
         write_cache(cached, lambda buf: np.save(buf, x, allow_pickle=False))

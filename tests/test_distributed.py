@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,7 +229,7 @@ def test_a_killed_rank_ends_the_job_with_the_last_checkpoint_intact(tmp_path: Pa
 def test_the_launcher_says_each_cause_once(tmp_path: Path) -> None:
     """What the processes of a --nproc job left: the same message once, different ones each with its
     rank, and an echo of another's failure only where no cause was said (its advice joins the cause)."""
-    from vaekit.launch import job_errors, leave_error
+    from vaekit.launch import job_errors, job_warnings, leave_error, leave_warnings
 
     def said(*records: tuple[str, str, bool, str]) -> list[tuple[str, str]]:
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
@@ -246,6 +247,13 @@ def test_the_launcher_says_each_cause_once(tmp_path: Path) -> None:
     assert said(("0", "peer gone; kept", True, "kept"), ("1", "peer gone", True, "")) == [("", "peer gone; kept")]
     assert said(("0", "peer gone; kept", True, "kept"), ("2", "disk", False, "")) == [(" (rank 2)", "disk; kept")]
     assert not leave_error("alone", False, "")  # not in a job: the process says it itself
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VAEKIT_JOB_ERRORS", str(tmp_path / "0"))
+        env.setenv("WORLD_SIZE", "3")
+        for rank, lines in (("2", ["b", "c"]), ("0", ["a", "b"])):
+            env.setenv("RANK", rank)
+            assert leave_warnings(lines)
+    assert job_warnings(tmp_path / "0") == [("", "a"), ("", "b"), (" (rank 2)", "c")]
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "x.json").write_text('{"rank": "x", "message": 3}')  # what no process leaves: passed over
     (tmp_path / "odd" / "y.json").write_text("[1]")
@@ -259,10 +267,24 @@ def _only_child(pid: int) -> int:
     return int(children[0])
 
 
-def test_nproc_runs_the_launcher_for_you(tmp_path: Path) -> None:
-    r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "r")])
+def test_nproc_runs_the_launcher_for_you_and_says_each_warning_once(tmp_path: Path) -> None:
+    """Every process reads the data and warns alike (an animated image read as its first frame): the
+    launcher says it once."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((8, 8), 5 * i, np.uint8)).save(folder / f"{i}.png")
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(folder / "moving.gif", save_all=True, append_images=frames[1:])
+    r = _run([sys.executable, "-m", "vaekit", "train", "--dataset", f"folder:{folder}", "--hidden", "16",
+              "--latent-dim", "2", "--batch-size", "8", "--epochs", "1", "--no-progress", "--nproc", "2", "--out",
+              str(tmp_path / "r")])
     assert r.returncode == 0, _why(r)
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["batch_size"] == 50
+    assert r.stderr.strip().splitlines() == [f"vaekit: warning: {folder}: 1 animated image(s), e.g. {folder}/moving.gif: "
+                                             "the first frame of each is read"], r.stderr
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["batch_size"] == 8
     assert load_run(tmp_path / "r").epoch == 1
 
 

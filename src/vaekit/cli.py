@@ -869,9 +869,17 @@ def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
         try:
             yield
         finally:
-            if show_them[0]:
-                for text in _warning_lines(caught):
-                    print(f"vaekit: warning: {text}", file=sys.stderr)
+            lines = _warning_lines(caught) if show_them[0] else []
+            if lines and not ("WORLD_SIZE" in os.environ and _leave_warnings(lines)):
+                for text in lines:
+                    print(f"{_ERROR_PREFIX}: warning: {text}", file=sys.stderr)
+
+
+def _leave_warnings(lines: list[str]) -> bool:
+    """In a process of a ``--nproc`` job: its warnings left for the launcher, which says each once."""
+    from .launch import leave_warnings
+
+    return leave_warnings(lines)
 
 
 def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .children import child_environment, follow_parent
 from .errors import ConfigError, VaekitError, one_line
 
-JOB_ERRORS = "VAEKIT_JOB_ERRORS"  # the folder where the processes of a --nproc job leave their errors
+JOB_ERRORS = "VAEKIT_JOB_ERRORS"  # the folder where the processes of a --nproc job leave their errors and warnings
 KILLED = "launcher"  # the record torchrun leaves for a process that a signal killed
 
 
@@ -59,6 +59,8 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
     try:
         code, stopping = _run_job(torchrun_command(argv, nproc, out),
                                   {**child_environment(), **({JOB_ERRORS: said} if said else {})})
+        for who, text in job_warnings(Path(said)) if said else []:
+            print(f"vaekit{who}: warning: {one_line(text)}", file=sys.stderr)
         lines = job_errors(Path(said)) if said else []
         if said and code and not stopping and not lines:
             lines = [("", f"the job failed (exit code {code}) and none of its processes said why")]
@@ -99,32 +101,57 @@ def leave_error(message: str, echo: bool = False, then: str = "") -> bool:
     which says each cause once for the whole job, and return True. Elsewhere (torchrun started by
     hand, one process) or when it cannot be left, return False: the process prints it itself.
     ``echo``: the message only says that another process stopped; ``then``: what the run kept."""
+    return _leave("error", {"message": message, "echo": echo, "then": then})
+
+
+def leave_warnings(lines: list[str]) -> bool:
+    """As ``leave_error``, for the warnings a process of the job gives: the launcher says each once."""
+    return _leave("warnings", {"warnings": lines})
+
+
+def _leave(kind: str, record: dict[str, Any]) -> bool:
     from .files import atomic_write
 
     folder, rank = os.environ.get(JOB_ERRORS), os.environ.get("RANK")
     if not folder or not rank or "WORLD_SIZE" not in os.environ:
         return False
     try:
-        atomic_write(Path(folder) / f"{rank}.json", json.dumps({"rank": rank, "message": message, "echo": echo,
-                                                               "then": then}))
+        atomic_write(Path(folder) / f"{kind}-{rank}.json", json.dumps({"rank": rank, **record}))
     except (OSError, VaekitError):
         return False
     return True
+
+
+def _records(folder: Path, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind that the job's processes left (any that cannot be read passed over)."""
+    from .files import read_regular
+
+    records = []
+    for path in folder.glob(f"{kind}-*.json"):
+        try:
+            records.append(json.loads(read_regular(path, max_bytes=1 << 20)))
+        except (OSError, VaekitError, ValueError):
+            continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def job_warnings(folder: Path) -> list[tuple[str, str]]:
+    """The job's warnings as (who, line): each once, rank 0's first; one that rank 0 did not give is
+    labelled with the first rank that did."""
+    lines: list[tuple[str, str]] = []
+    said = sorted((r for r in _records(folder, "warnings") if str(r.get("rank")).isdigit()), key=lambda r: int(r["rank"]))
+    for r in said:
+        for text in r.get("warnings", []) if isinstance(r.get("warnings"), list) else []:
+            if isinstance(text, str) and text not in (t for _, t in lines):
+                lines.append(("" if r["rank"] == "0" else f" (rank {r['rank']})", text))
+    return lines
 
 
 def job_errors(folder: Path) -> list[tuple[str, str]]:
     """What the processes of a job left, as (who, message) lines to print: each cause once, rank 0's
     first; a process killed by a signal named; messages that only echo another's failure dropped
     (one is said where no cause is known; what the run kept is added to the cause's line)."""
-    from .files import read_regular
-
-    records = []
-    for path in folder.glob("*.json"):
-        try:
-            records.append(json.loads(read_regular(path, max_bytes=1 << 16)))
-        except (OSError, VaekitError, ValueError):
-            continue
-    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("message"), str)]
+    records = [r for r in _records(folder, "error") if isinstance(r.get("message"), str)]
     killed = [r for r in records if r.get("rank") == KILLED]
     said = sorted((r for r in records if str(r.get("rank")).isdigit()), key=lambda r: int(r["rank"]))
     then = next((r["then"] for r in said if isinstance(r.get("then"), str) and r["then"]), "")
@@ -199,7 +226,7 @@ def _leave_killed(rank: int, signum: int) -> None:
     name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
     why = " (kill -9, or the system's out-of-memory killer)" if signum == signal.SIGKILL else ""
     with contextlib.suppress(OSError, VaekitError):
-        atomic_write(Path(folder) / f"{KILLED}.json", json.dumps({"rank": KILLED, "message":
+        atomic_write(Path(folder) / f"error-{KILLED}.json", json.dumps({"rank": KILLED, "message":
                                                                    f"process {rank} of the job was killed by {name}{why}"}))
 
 

@@ -301,8 +301,8 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
                 [(a.shape[2], a.shape[1]) for a in (images[0], arr)])
         images.append(arr)
     if animated:
-        warnings.warn(f"{root}: {len(animated)} animated image(s), e.g. {as_text(str(animated[0]))}: the first frame of "
-                      "each is read", stacklevel=2)
+        warnings.warn(f"{as_text(str(root))}: {len(animated)} animated image(s), e.g. {as_text(str(animated[0]))}: the "
+                      "first frame of each is read", stacklevel=2)
     x = np.stack(images)
     if cached is not None:
         write_cache(cached, lambda buf: np.save(buf, x, allow_pickle=False))

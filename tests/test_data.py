@@ -538,8 +538,9 @@ def test_decoded_folders_are_cached_and_the_cache_follows_the_contents(tmp_path,
     assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
     for f in (tmp_path / "cache" / "folders").glob("*.npy"):
         f.unlink()
-        f.mkdir()  # the cache file cannot be written: decoded all the same
-    assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
+        f.mkdir()  # the cache file cannot be written: decoded all the same, and said
+    with pytest.warns(UserWarning, match=r"not cached: .*\.npy: is a folder; .*; it is computed again"):
+        assert torch.equal(load_dataset(cfg).train_x, changed.train_x)
 
 
 def test_decoding_a_large_folder_shows_progress_on_a_terminal(tmp_path):
@@ -603,7 +604,9 @@ def test_the_cache_stays_within_its_limit_removing_the_least_recently_used(tmp_p
     cache_used(names[0])  # read again: now the most recently used
     assert write_cache(names[3], blob(3000))  # 12,000 bytes would pass 10K: the oldest, names[1], goes
     assert [n.exists() for n in names] == [True, False, True, True]
-    assert not write_cache(cache_dir("tables") / "huge.bin", blob(20_000))  # over the limit on its own
+    with pytest.warns(UserWarning, match=r"not cached: 19.5 KiB is more than the cache may hold "
+                                         r"\(\$VAEKIT_CACHE_MAX=10.0 KiB\); it is computed again"):
+        assert not write_cache(cache_dir("tables") / "huge.bin", blob(20_000))  # over the limit on its own
     assert not (cache_dir("tables") / "huge.bin").exists() and all(names[i].exists() for i in (0, 2, 3))
     (cache_dir("folders") / "mine.txt").mkdir()  # not a cache entry: never counted, never removed
     monkeypatch.setenv("VAEKIT_CACHE_MAX", "lots")
@@ -614,7 +617,7 @@ def test_the_cache_stays_within_its_limit_removing_the_least_recently_used(tmp_p
 
 def test_a_cache_entry_never_takes_the_last_free_space_of_its_disk(small_fs, monkeypatch):
     """A run's checkpoints need the space more: an entry that would leave its disk nearly full (under
-    5 % of a small disk, 1 GiB of a large one) is not kept. On a real 4 MiB file system."""
+    5 % of a small disk, 1 GiB of a large one) is not kept, and a warning says so. On a real 4 MiB file system."""
     from conftest import fill_disk
 
     from vaekit.files import write_cache
@@ -623,5 +626,6 @@ def test_a_cache_entry_never_takes_the_last_free_space_of_its_disk(small_fs, mon
     monkeypatch.setenv("VAEKIT_CACHE", str(disk / "cache"))
     assert write_cache(disk / "cache" / "folders" / "a.bin", lambda buf: buf.write(bytes(1 << 20)))
     fill_disk(disk, leave=(1 << 20) + 100_000)
-    assert not write_cache(disk / "cache" / "folders" / "b.bin", lambda buf: buf.write(bytes(1 << 20)))
+    with pytest.warns(UserWarning, match=r"not cached: the disk of .*/cache/folders has .* free, kept for the runs'"):
+        assert not write_cache(disk / "cache" / "folders" / "b.bin", lambda buf: buf.write(bytes(1 << 20)))
     assert not (disk / "cache" / "folders" / "b.bin").exists()

@@ -307,24 +307,34 @@ def write_cache(path: str | Path, writer: Any) -> bool:
     ``cache_dir(kind) / name``: an unwritable or full cache folder costs time later, never the command.
     The entries of all kinds stay within ``cache_limit()`` together, the least recently used removed
     first, and an entry is not kept where it would leave its disk nearly full (the run's checkpoints
-    need the space more). Returns whether it was kept."""
+    need the space more). Returns whether it was kept; where it was not, a warning says why (unless
+    the cache was switched off with VAEKIT_CACHE_MAX=0), since every later command then pays the time."""
     import shutil
+    import warnings
 
     path = Path(path)
+    again = "it is computed again by the next command that needs it"
     try:
         buf = io.BytesIO()
         writer(buf)
         size, limit = buf.tell(), cache_limit()
         if limit is None or size > limit:
+            if limit:
+                warnings.warn(f"not cached: {budget.human(size)} is more than the cache may hold "
+                              f"($VAEKIT_CACHE_MAX={budget.human(limit)}); {again}", stacklevel=2)
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
         disk = shutil.disk_usage(path.parent)
         if disk.free - size < min(CACHE_RESERVE, disk.total // 20):
+            warnings.warn(f"not cached: the disk of {show(str(path.parent), 300)} has {budget.human(disk.free)} free, "
+                          f"kept for the runs' own files; {again}", stacklevel=2)
             return False
         _make_room(path.parent.parent, limit - size)
         atomic_write(path, buf.getvalue())
         return True
-    except (OSError, OutputError):
+    except (OSError, OutputError) as e:
+        where = f"{show(str(path.parent), 300)} cannot be written ({e.strerror or e})" if isinstance(e, OSError) else str(e)
+        warnings.warn(f"not cached: {where}; {again}; set VAEKIT_CACHE to a folder you can write", stacklevel=2)
         return False
 
 

@@ -613,6 +613,10 @@ def test_the_cache_stays_within_its_limit_removing_the_least_recently_used(tmp_p
     with pytest.warns(UserWarning, match=r"\$VAEKIT_CACHE_MAX: 'lots' is not a size.*; nothing is cached"):
         assert not write_cache(cache_dir("tables") / "more.bin", blob(10))
     assert (cache_dir("folders") / "mine.txt").is_dir()
+    monkeypatch.setenv("VAEKIT_CACHE_MAX", "0")  # the cache switched off: nothing kept, nothing said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not write_cache(cache_dir("tables") / "off.bin", blob(10))
 
 
 def test_a_cache_entry_never_takes_the_last_free_space_of_its_disk(small_fs, monkeypatch):

@@ -289,12 +289,14 @@ CACHE_RESERVE = 1 << 30  # free space on its disk that a cache entry never takes
 
 def cache_limit() -> int | None:
     """The most bytes the cached entries may take together: $VAEKIT_CACHE_MAX (e.g. 50G), default 20 GiB;
-    None (cache nothing) where the variable cannot be read, said in a warning."""
+    0 to cache nothing; None (cache nothing) where the variable cannot be read, said in a warning."""
     import warnings
 
     text = os.environ.get("VAEKIT_CACHE_MAX")
     if not text:
         return DEFAULT_CACHE_MAX
+    if text.strip() == "0":
+        return 0
     try:
         return budget.parse_size(text)
     except VaekitError as e:

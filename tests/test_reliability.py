@@ -270,6 +270,22 @@ def test_mismatched_weights_and_config_are_refused(tmp_path):
         load_run(run.path)
 
 
+def test_a_child_whose_parent_is_gone_before_it_starts_stops_in_one_line(tmp_path):
+    """A sweep killed while it starts its runs: the child finds its parent gone and stops at once, as on
+    SIGTERM, with vaekit's one line (it was a KeyboardInterrupt traceback, the signal landing before the
+    command's own handling began), and starts no run."""
+    from vaekit.children import PARENT
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--preset", "tiny-4-8-2", "--epochs", "1",
+                        "--no-progress", "--out", str(tmp_path / "run")], env={**os.environ, PARENT: str(gone.pid)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr.strip().splitlines() == [
+        "vaekit: interrupted; files being written were left as they were"], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_child_whose_multithreaded_parent_is_killed_gets_one_sigterm(tmp_path):
     """A sweep's runs (and --nproc's torchrun) follow their parent: when the parent process dies (kill -9),
     the child gets SIGTERM exactly once, so that it stops at a clean point, and not before, even when

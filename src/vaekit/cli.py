@@ -1030,7 +1030,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr with exit code 2 (130 when interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with _standard_streams():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # a signal before the command's own handling began (a sweep gone at the start)
+            return _interrupted()
+
+
+def _interrupted() -> int:
+    if _ERROR_PREFIX == "vaekit":  # under torchrun, the others were stopped with the job: rank 0 speaks
+        print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
+    return 130
 
 
 def _main(argv: list[str]) -> int:
@@ -1063,11 +1072,14 @@ def _main(argv: list[str]) -> int:
         sys.stdout = _Discard()
         global _ERROR_PREFIX
         _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's stays ignored
-    follow_parent()  # a sweep's child: stops (as on SIGTERM) when the sweep dies
-    hook, sys.unraisablehook = sys.unraisablehook, _interrupt_again
+    previous: dict[int, Any] = {}
+    hook = sys.unraisablehook
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's stays ignored
+                previous[sig] = signal.signal(sig, _terminate)
+        sys.unraisablehook = _interrupt_again
+        follow_parent()  # a sweep's child: stops (as on SIGTERM) when the sweep dies, at once if it has
         return _run(func, args)
     finally:
         sys.unraisablehook = hook
@@ -1120,9 +1132,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
             print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        if _ERROR_PREFIX == "vaekit":  # under torchrun, the others were stopped with the job: rank 0 speaks
-            print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
-        return 130
+        return _interrupted()
     except MemoryError:
         _error("out of memory; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "
                "model, batch or data set")

@@ -1037,6 +1037,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
+    """The line and exit code of a command stopped by a signal where no checkpoint was to be saved."""
     if _ERROR_PREFIX == "vaekit":  # under torchrun, the others were stopped with the job: rank 0 speaks
         print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
     return 130

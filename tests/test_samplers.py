@@ -106,6 +106,20 @@ def test_a_hierarchy_samples_through_a_mixture_over_all_its_layers(tmp_path):
     assert GaussianMixture.load(path / GMM_FILE, 8).dim == 8  # the codes of both layers, 5 + 3
 
 
+def test_fitting_a_mixture_per_class_shows_progress_on_a_terminal():
+    """MNIST's eleven mixtures take about a minute: a bar counts them on a terminal, and nothing is
+    drawn where stderr is no terminal or progress is off."""
+    from conftest import on_a_terminal
+
+    code = ("import torch; from vaekit.samplers import fit_gmm_by_class\n"
+            "labels = torch.arange(3).repeat_interleave(40)\n"
+            "codes = torch.randn(120, 2, generator=torch.Generator().manual_seed(0)) + 5 * labels[:, None]\n"
+            "print(sorted(fit_gmm_by_class(codes, labels, components=2, progress={}).by_class))")
+    shown = on_a_terminal(code.format(True), {})
+    assert "fitting Gaussian mixtures:" in shown and "/4 [" in shown and "[0, 1, 2]" in shown, shown
+    assert "fitting" not in on_a_terminal(code.format(False), {})
+
+
 def test_a_mixture_per_class_draws_each_class_from_its_own_codes(tmp_path):
     """Three classes whose codes lie in separate places: a class's draws come from its own place, the
     pooled mixture's from all three, and the file keeps every class's mixture (a damaged one is refused)."""

@@ -148,14 +148,22 @@ def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) 
 
 
 def fit_gmm_by_class(codes: Tensor, labels: Tensor, components: int = DEFAULT_COMPONENTS,
-                     seed: int = 0) -> GaussianMixture:
+                     seed: int = 0, progress: bool = True) -> GaussianMixture:
     """The pooled mixture, with one mixture per class fitted to that class's codes alone (up to
-    ``components``, at most one per two codes; a class with fewer than 4 codes keeps the pooled one)."""
-    pooled = fit_gmm(codes, components, seed)
-    for c in torch.unique(labels).tolist():
-        mine = codes[labels == c]
-        if len(mine) >= 4:
-            pooled.by_class[int(c)] = fit_gmm(mine, min(components, len(mine) // 2), seed)
+    ``components``, at most one per two codes; a class with fewer than 4 codes keeps the pooled one).
+    ``progress``: a bar on a terminal, one step per mixture (MNIST's eleven take about a minute)."""
+    from tqdm import tqdm
+
+    classes = torch.unique(labels).tolist()
+    with tqdm(total=1 + len(classes), desc="fitting Gaussian mixtures", unit="mixture", leave=False,
+              disable=None if progress else True) as bar:
+        pooled = fit_gmm(codes, components, seed)
+        bar.update()
+        for c in classes:
+            mine = codes[labels == c]
+            if len(mine) >= 4:
+                pooled.by_class[int(c)] = fit_gmm(mine, min(components, len(mine) // 2), seed)
+            bar.update()
     return pooled
 
 

@@ -509,7 +509,8 @@ def vector_traversals(model: LatentModel, z0: Tensor, dims: Sequence[int], value
         spread = np.nan_to_num(np.abs(change).max(0), nan=0.0)
         top = ", ".join(str(int(i)) for i in np.argsort(-spread)[:3])
         ax.set_ylabel(f"z[{d}]", rotation=0, ha="right", va="center")
-        ax.set_title(f"z[{d}] moves features {top} most (up to {spread.max():.3g})", fontsize=8, loc="left")
+        among = f" of all {dim}" if shown < dim else ""
+        ax.set_title(f"z[{d}] moves features {top} most{among} (up to {spread.max():.3g})", fontsize=8, loc="left")
     what = "each code's own range (1st to 99th percentile)" if spans else "the prior's range"
     fig.suptitle(f"latent traversals over {what}: change of the decoded vector from that of the mean code",
                  fontsize=10)

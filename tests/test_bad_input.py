@@ -121,6 +121,7 @@ def _more_inputs(t):
         Image.new("L", (8, 8), 20 * i).save(imgs / f"{i}.png")
     main(["train", "--dataset", f"folder:{imgs}", "--hidden", "8", "--latent-dim", "2", "--batch-size", "4",
           "--epochs", "1", "--out", str(t / "folder_run"), "--no-progress"])
+    shutil.copytree(imgs, t / "moved" / imgs.name)  # the run's images as they were, moved elsewhere
     for i in range(12):
         Image.new("L", (10, 10), 20 * i).save(imgs / f"{i}.png")
 
@@ -244,6 +245,9 @@ TABLE = [
                    ["compare", "{t}/trained", "{t}/folder_run", "-o", "{t}/imgs_changing/c.png"],
                    ["plot", "{t}/folder_run", "--out", "{t}/imgs_changing/plots"],
                    ["export", "{t}/folder_run", "--out", "{t}/imgs_changing/onnx"])],
+    ("plots into the image folder its run reads, moved", ["plot", "{t}/folder_run", "--data-dir", "{t}/moved",
+                                                          "--out", "{t}/moved/imgs_changing/plots"],
+     ["--out {t}/moved/imgs_changing/plots: inside the image folder {t}/moved/imgs_changing", "outside it"]),
     ("image folder with a text file", [*TRAIN, "--dataset", "folder:{t}/imgs_text"], ["notes.txt", "not an image"]),
     ("image folder with mixed sizes, a preset", [*TRAIN, "--preset", "digits-mlp", "--dataset", "folder:{t}/imgs_sizes"],
      ["big.png", "--image-size"]),

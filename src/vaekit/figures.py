@@ -267,7 +267,7 @@ def plot_run(
         raise VaekitError("--grid-dims (grid_dims=) applies only with the latent grid (no --only, or --only latent-grid)")
     run_dir = user_path(run_dir, "run_dir")
     out = output_folder(out_dir, "--out") if out_dir is not None else run_dir / PLOTS_DIR
-    with writing_into(run_dir, [out], "plot", "--out DIR"):
+    with writing_into(run_dir, [out], "plot", "--out DIR", data_dir):
         return _plot_into(out, only, view or open_run(run_dir, data_dir=data_dir, device=device), log, grid_dims)
 
 
@@ -304,8 +304,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     whole_number(n, "n", hi=64)
     run_a, run_b = user_path(run_a, "run_a"), user_path(run_b, "run_b")
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
-    outside_the_data(run_b, [out], "-o")
-    with writing_into(run_a, [out], "compare", "-o FILE.png"):
+    outside_the_data(run_b, [out], "-o", data_dir)
+    with writing_into(run_a, [out], "compare", "-o FILE.png", data_dir):
         return _compare_into(out, run_a, run_b, n, data_dir, device)
 
 

@@ -175,7 +175,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     whole_number(seed, "--seed")
     check_sampler(sampler, components, refit, data_dir)
     run_dir = user_path(run_dir, "run_dir")
-    with writing_into(run_dir, [out], "sample", "-o FILE"):  # none in the image folder; the run's lock inside it
+    with writing_into(run_dir, [out], "sample", "-o FILE", data_dir):  # none in the image folder; the run's lock inside it
         run = load_run(run_dir, device)
         number, name = class_label(run.path, label, run.model.classes)
         count, cols = grid_layout(run.model, n, number)  # a conditional model's grid: one row per class
@@ -216,7 +216,7 @@ def reconstruct_run(run_dir: str | Path, out: str | Path, n: int = 32, *, data_d
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "reconstruct -n")
     run_dir = user_path(run_dir, "run_dir")
-    with writing_into(run_dir, [out], "reconstruct", "-o FILE"):  # as sample's
+    with writing_into(run_dir, [out], "reconstruct", "-o FILE", data_dir):  # as sample's
         view = open_run(run_dir, data_dir=data_dir, device=device)
         x, y = view.test_x(n), view.test_y(n)
         if out.suffix.lower() == ".npy":

@@ -99,7 +99,7 @@ def report_run(
     whole_number(iwae_k, "--iwae-k", lo=0)
     if out is not None:
         page = output_file(out, (".html",), "-o")
-        with writing_into(run_dir, [page], "report"), tempfile.TemporaryDirectory(prefix="vaekit-report-") as tmp:
+        with writing_into(run_dir, [page], "report", data_dir=data_dir), tempfile.TemporaryDirectory(prefix="vaekit-report-") as tmp:
             return _report(run_dir, page, Path(tmp), iwae_k, data_dir, log, progress, device)
     with writing_into(run_dir, [run_dir], "report", "-o FILE.html"):
         return _report(run_dir, run_dir / REPORT, None, iwae_k, data_dir, log, progress, device)

@@ -84,13 +84,15 @@ def run_lock(run_dir: str | Path, command: str, elsewhere: str = "") -> Iterator
 
 
 @contextlib.contextmanager
-def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str, elsewhere: str = "") -> Iterator[None]:
+def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str, elsewhere: str = "",
+                 data_dir: str | None = None) -> Iterator[None]:
     """Guard what a command writes for a run: no output outside the run folder may lie in the image
-    folder the run's data are read from (it would become part of the data), and the run folder's lock
-    is taken when any output lies inside it. ``elsewhere``: the flag that writes elsewhere ("-o FILE")."""
+    folder the run's data are read from (it would become part of the data; ``data_dir``: where they
+    are now, as the command was told), and the run folder's lock is taken when any output lies inside
+    it. ``elsewhere``: the flag that writes elsewhere ("-o FILE")."""
     root = Path(run_dir).resolve()
     inside = [Path(p).resolve().is_relative_to(root) for p in outputs]
-    outside_the_data(root, [p for p, i in zip(outputs, inside) if not i], (elsewhere or "-o").split()[0])
+    outside_the_data(root, [p for p, i in zip(outputs, inside) if not i], (elsewhere or "-o").split()[0], data_dir)
     if any(inside) and root.is_dir():
         with run_lock(root, command, elsewhere):
             yield
@@ -98,18 +100,21 @@ def writing_into(run_dir: str | Path, outputs: list[str | Path], command: str, e
         yield
 
 
-def outside_the_data(run_dir: str | Path, outputs: list[str | Path], flag: str) -> None:
-    """Refuse ``outputs`` inside the image folder that the run in ``run_dir`` reads its data from. A run
-    whose config cannot be read is left to the command's own reading, which says what is wrong."""
+def outside_the_data(run_dir: str | Path, outputs: list[str | Path], flag: str, data_dir: str | None = None) -> None:
+    """Refuse ``outputs`` inside the image folder that the run in ``run_dir`` reads its data from: where
+    it was trained, and where ``data_dir`` says the data are now. A run whose config (or data folder)
+    cannot be read is left to the command's own reading, which says what is wrong."""
     from .checkpoint import load_config
-    from .data import check_outside
+    from .data import check_outside, relocate
     from .errors import VaekitError
 
     if not outputs:
         return
     try:
-        data = load_config(run_dir).data
+        recorded = load_config(run_dir).data
+        places = [recorded] + ([relocate(recorded, data_dir)] if data_dir else [])
     except (VaekitError, OSError):
         return
-    for out in outputs:
-        check_outside(data, out, flag)
+    for data in places:
+        for out in outputs:
+            check_outside(data, out, flag)

@@ -869,17 +869,12 @@ def _dependency_warnings(show_them: list[bool]) -> Iterator[None]:
         try:
             yield
         finally:
+            from .launch import leave_warnings
+
             lines = _warning_lines(caught) if show_them[0] else []
-            if lines and not ("WORLD_SIZE" in os.environ and _leave_warnings(lines)):
+            if lines and not leave_warnings(lines):  # in a --nproc job, the launcher says each once
                 for text in lines:
                     print(f"{_ERROR_PREFIX}: warning: {text}", file=sys.stderr)
-
-
-def _leave_warnings(lines: list[str]) -> bool:
-    """In a process of a ``--nproc`` job: its warnings left for the launcher, which says each once."""
-    from .launch import leave_warnings
-
-    return leave_warnings(lines)
 
 
 def _warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -1021,7 +1016,7 @@ def _error(text: str, e: BaseException | None = None) -> None:
     """The one line of a failure; in a process of a ``--nproc`` job, left for its launcher to say once."""
     from .launch import leave_error
 
-    if "WORLD_SIZE" in os.environ and leave_error(one_line(text), isinstance(e, PeerStopped), getattr(e, "then", "")):
+    if leave_error(one_line(text), isinstance(e, PeerStopped), getattr(e, "then", "")):
         return
     print(f"{_ERROR_PREFIX}: error: {one_line(text)}", file=sys.stderr)
 

@@ -4,7 +4,6 @@ processes on this machine, so that a single-node data-parallel run needs no seco
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -110,13 +109,19 @@ def leave_warnings(lines: list[str]) -> bool:
 
 
 def _leave(kind: str, record: dict[str, Any]) -> bool:
+    rank = os.environ.get("RANK")
+    return bool(rank) and "WORLD_SIZE" in os.environ and _write_record(f"{kind}-{rank}", {"rank": rank, **record})
+
+
+def _write_record(name: str, record: dict[str, Any]) -> bool:
+    """``record`` as NAME.json in the job's folder; False where there is none or it cannot be written."""
     from .files import atomic_write
 
-    folder, rank = os.environ.get(JOB_ERRORS), os.environ.get("RANK")
-    if not folder or not rank or "WORLD_SIZE" not in os.environ:
+    folder = os.environ.get(JOB_ERRORS)
+    if not folder:
         return False
     try:
-        atomic_write(Path(folder) / f"{kind}-{rank}.json", json.dumps({"rank": rank, **record}))
+        atomic_write(Path(folder) / f"{name}.json", json.dumps(record))
     except (OSError, VaekitError):
         return False
     return True
@@ -218,16 +223,9 @@ def torchrun(args: list[str]) -> int:
 
 def _leave_killed(rank: int, signum: int) -> None:
     """For the launcher: which process a signal killed (kill -9, or the kernel's out-of-memory killer)."""
-    from .files import atomic_write
-
-    folder = os.environ.get(JOB_ERRORS)
-    if not folder:
-        return
     name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
     why = " (kill -9, or the system's out-of-memory killer)" if signum == signal.SIGKILL else ""
-    with contextlib.suppress(OSError, VaekitError):
-        atomic_write(Path(folder) / f"error-{KILLED}.json", json.dumps({"rank": KILLED, "message":
-                                                                   f"process {rank} of the job was killed by {name}{why}"}))
+    _write_record(f"error-{KILLED}", {"rank": KILLED, "message": f"process {rank} of the job was killed by {name}{why}"})
 
 
 def _note_stop_signals() -> list[int]:

@@ -303,6 +303,11 @@ def reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, labels: 
     return fig
 
 
+def _feature_axis(shown: int, dim: int) -> str:
+    """The label of an axis of vector features, of which the first ``shown`` are drawn."""
+    return f"feature (the first {shown} of {dim})" if shown < dim else "feature"
+
+
 def _rows(a: Tensor | np.ndarray) -> np.ndarray:
     a = _np(a).astype(np.float64)
     return a.reshape(len(a), -1)
@@ -354,7 +359,7 @@ def vector_reconstructions(x: Tensor | np.ndarray, recon: Tensor | np.ndarray, l
         ax.plot(recon[i, :shown], color="#d62728", lw=1, ls="--", label="reconstruction")
         named = f", label {labels[i]}" if labels is not None else ""
         ax.set_title(f"test example {i}{named}: MSE {np.mean((x[i] - recon[i]) ** 2):.4g}", fontsize=9)
-        ax.set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature", fontsize=8)
+        ax.set_xlabel(_feature_axis(shown, dim), fontsize=8)
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=8)
@@ -468,7 +473,8 @@ def vector_interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: in
     shown = min(dim, VECTOR_FEATURES)
     paths = [np.concatenate([ends[:1], _rows(model.mean(model.decode(z, y))), ends[1:]])[:, :shown]
              for z in ((1 - t)[:, None] * za + t[:, None] * zb, slerp(za, zb, t))]
-    finite = np.concatenate(paths)[np.isfinite(np.concatenate(paths))]
+    values = np.concatenate(paths)
+    finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     fig = Figure(figsize=(12, 6), layout="constrained")
     axes = fig.subplots(2, 1)
@@ -478,7 +484,7 @@ def vector_interpolation(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: in
         ax.axhline(0.5, color="white", lw=1)
         ax.axhline(steps + 0.5, color="white", lw=1)
         ax.set_title(f"{name}: input A, {steps} decoded steps, input B", fontsize=9)
-    axes[-1].set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature")
+    axes[-1].set_xlabel(_feature_axis(shown, dim))
     fig.colorbar(image, ax=axes, label="value", shrink=0.8)
     return fig
 
@@ -514,7 +520,7 @@ def vector_traversals(model: LatentModel, z0: Tensor, dims: Sequence[int], value
     what = "each code's own range (1st to 99th percentile)" if spans else "the prior's range"
     fig.suptitle(f"latent traversals over {what}: change of the decoded vector from that of the mean code",
                  fontsize=10)
-    axes[-1].set_xlabel(f"feature (the first {shown} of {dim})" if shown < dim else "feature")
+    axes[-1].set_xlabel(_feature_axis(shown, dim))
     fig.colorbar(image, ax=list(axes), label="change", shrink=0.8)
     return fig
 

@@ -270,6 +270,29 @@ def test_mismatched_weights_and_config_are_refused(tmp_path):
         load_run(run.path)
 
 
+def test_a_signal_that_lands_while_an_error_unwinds_does_not_hide_the_error(tmp_path):
+    """torchrun stops the other processes of a job (SIGTERM) when one dies; rank 0, already unwinding
+    its "another process stopped; the run keeps ..." error, said "interrupted" instead (a rare race of
+    the killed-rank test). The error is the news: a real SIGTERM during its unwinding leaves it the line."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "import os, signal, sys, time\n"
+        "import vaekit.train\n"
+        "from vaekit.errors import RunFolderError\n"
+        "def fit(*a, **k):\n"
+        "    try:\n"
+        "        raise RunFolderError('the news')\n"
+        "    finally:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)  # the handler raises here, while the error unwinds\n"
+        "vaekit.train.fit = fit\n"
+        "from vaekit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["vaekit: error: the news"], r.stderr
+
+
 def test_a_child_whose_parent_is_gone_before_it_starts_stops_in_one_line(tmp_path):
     """A sweep killed while it starts its runs: the child finds its parent gone and stops at once, as on
     SIGTERM, with vaekit's one line (it was a KeyboardInterrupt traceback, the signal landing before the

@@ -1127,7 +1127,10 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         if _ERROR_PREFIX == "vaekit":  # under torchrun, rank 0 alone says where the run stopped
             print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e.__context__, VaekitError):  # the signal landed while an error unwound: the error is the news
+            _error(str(e.__context__), e.__context__)
+            return 2
         return _interrupted()
     except MemoryError:
         _error("out of memory; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "

@@ -95,8 +95,8 @@ def main() -> None:
                 print(f"{model:15s} {precision:5s} compile={'yes' if compile_ else 'no ':3s} "
                       f"{row['seconds_per_epoch']:.3f} s/epoch (range {row['min']:.3f}-{row['max']:.3f}; first "
                       f"{row['first_epoch_seconds']:.1f} s)  test loss {row['test_loss']:.2f}", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+                if args.out:  # after every row: a run stopped at its time limit keeps what it measured
+                    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

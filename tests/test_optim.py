@@ -185,6 +185,39 @@ def test_fused_adam_is_torchs_fused_adam_bit_for_bit_and_takes_its_state(weight_
             assert torch.equal(p, q)
 
 
+def test_fused_adam_moments_keep_a_channels_last_weights_layout_through_a_checkpoint():
+    """A conv net trains channels-last on a GPU; its saved moments come back contiguous, and CUDA's
+    fused kernel refuses moments laid out unlike their parameter (a resumed fp16 conv run failed
+    there on an H200). Loaded moments take their parameter's layout, and the steps go on equal."""
+    from vaekit.optim import FusedAdam
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+
+    def step(model, opt, seed):
+        x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
+        opt.zero_grad(set_to_none=True)
+        model(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+        opt.step()
+
+    a = net()
+    opt = FusedAdam(a.parameters(), lr=1e-2)
+    step(a, opt, 0)
+    saved = {i: {k: v.contiguous() for k, v in s.items()} for i, s in opt.state_dict()["state"].items()}
+    assert not saved[0]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    b = net()
+    b.load_state_dict(a.state_dict())
+    resumed = FusedAdam(b.parameters(), lr=1e-2)
+    resumed.load_state_dict({"state": saved, "param_groups": resumed.state_dict()["param_groups"]})
+    weight = b.weight
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert resumed.state[weight][k].stride() == weight.stride()
+        assert torch.equal(resumed.state[weight][k], opt.state[a.weight][k])
+    step(a, opt, 1), step(b, resumed, 1)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
 def test_a_vaekit_command_does_not_import_the_compiler_stack(tmp_path):
     """A small training run (and so every command that does less) starts without torch._dynamo and
     scikit-learn, the two largest imports it used to pay for."""

@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import os
 import re
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -161,25 +160,33 @@ class Shard:
     total: int
 
 
-_SHARD: ContextVar[Shard | None] = ContextVar("vaekit_batch_shard", default=None)
+class _Current:
+    """The step's shard, as a plain attribute: torch.compile reads through it (and guards on it),
+    where a ContextVar's ``get`` split the compiled step into seven graphs."""
+
+    shard: Shard | None = None
+
+
+_CURRENT = _Current()
 
 
 @contextlib.contextmanager
 def batch_shard(offset: int, size: int, total: int) -> Iterator[None]:
     """Within this block, noise drawn for a batch of ``size`` rows is cut from a draw for all
     ``total`` rows of the global batch (rows ``offset`` on), so every rank draws what one process would."""
-    token = _SHARD.set(Shard(offset, size, total) if size != total else None)
+    before = _CURRENT.shard
+    _CURRENT.shard = Shard(offset, size, total) if size != total else None
     try:
         yield
     finally:
-        _SHARD.reset(token)
+        _CURRENT.shard = before
 
 
 def noise_rows(shape: torch.Size, generator: torch.Generator | None, device: torch.device,
                dtype: torch.dtype) -> Tensor | None:
     """Standard normal noise of ``shape`` (batch on axis -2) cut from the global batch's draw, or
     None outside a sharded step (or for tensors whose axis -2 is not this rank's batch)."""
-    shard = _SHARD.get()
+    shard = _CURRENT.shard
     if shard is None or len(shape) < 2 or shape[-2] != shard.size:
         return None
     full = torch.randn((*shape[:-2], shard.total, shape[-1]), generator=generator, device=device, dtype=dtype)

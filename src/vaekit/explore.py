@@ -125,10 +125,11 @@ class Explorer:
 
     @cached_property
     def _plane(self) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """The map's coordinates: the code itself for a 2-d latent, else its top two principal directions."""
+        """The map's coordinates, on the CPU whatever the model's device: the code itself for a 2-d
+        latent, else its top two principal directions."""
         if self.latent_dim == 2:
             return torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64), "latent dimensions 1 and 2"
-        return (*principal_plane(self._examples[1]), "principal components 1 and 2 of the test codes")
+        return (*principal_plane(self._examples[1].cpu()), "principal components 1 and 2 of the test codes")
 
     @cached_property
     def kl_order(self) -> tuple[list[int], list[float] | None]:
@@ -160,7 +161,7 @@ class Explorer:
         """The map: one 2-d point per example, with its label."""
         _, codes, labels = self._examples
         center, axes, title = self._plane
-        xy = ((codes.double() - center) @ axes.T).float()
+        xy = ((codes.double().cpu() - center) @ axes.T).float()
         lo, hi = xy.min(0).values, xy.max(0).values
         pad = (hi - lo).clamp_min(1e-3) * 0.05
         return {"xy": xy.tolist(), "labels": None if labels is None else [int(v) for v in labels],

@@ -71,7 +71,9 @@ class FusedAdam:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Per-parameter state by index (as ``state_dict`` gives it); each parameter's entry needs its
-        step and both moments, which take the parameter's device and type (the step stays float32)."""
+        step and both moments, which take the parameter's device, type and memory layout (the step
+        stays float32): the fused kernel refuses moments laid out unlike their parameter, as a
+        channels-last conv weight's are after a plain copy."""
         params = self._params()
         state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
         for i, entry in state_dict["state"].items():
@@ -80,7 +82,8 @@ class FusedAdam:
             if missing:
                 raise ValueError(f"parameter {i} lacks {sorted(missing)[0]}")
             state[p] = {"step": torch.as_tensor(entry["step"], dtype=torch.float32).to(p.device).reshape(()).clone(),
-                        "exp_avg": entry["exp_avg"].to(p).clone(), "exp_avg_sq": entry["exp_avg_sq"].to(p).clone()}
+                        "exp_avg": torch.empty_like(p).copy_(entry["exp_avg"]),
+                        "exp_avg_sq": torch.empty_like(p).copy_(entry["exp_avg_sq"])}
         for group, saved in zip(self.param_groups, state_dict["param_groups"]):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = state

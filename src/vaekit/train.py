@@ -220,7 +220,14 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     if group.writer:
         ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
     model = model.to(device)
+    if channels_last(cfg, data, device):  # before the optimiser's state is made or loaded: it takes this layout
+        model.to(memory_format=torch.channels_last)
     return cfg, model, make_optimizer(model, cfg), data.to(device)
+
+
+def channels_last(cfg: RunConfig, data: Dataset, device: torch.device) -> bool:
+    """Whether the conv net trains channels-last (NHWC), the layout cuDNN's fastest kernels take."""
+    return device.type == "cuda" and data.is_image and cfg.model.arch != "mlp"
 
 
 def with_classes(cfg: RunConfig, data: Dataset) -> RunConfig:
@@ -318,9 +325,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
     if writer and precision.note:
         log(f"note: {precision.note}")
     precision.load_state(start.rng)
-    channels_last = device.type == "cuda" and data.is_image and cfg.model.arch != "mlp"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    nhwc = channels_last(cfg, data, device)
     step_fn = _wrap(StepModule(model, cfg), device, group)
     if cfg.train.compile:
         import torch._inductor.config as inductor
@@ -356,7 +361,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     y = data.labels(batches[step]) if model.classes else None
                     if cfg.data.binarize == "dynamic":
                         x = binarize(x, gen)  # drawn for the whole batch: the same on every process
-                    if channels_last:
+                    if nhwc:
                         x = x.contiguous(memory_format=torch.channels_last)
                     size = len(x)
                     offset, rows = group.share(size)

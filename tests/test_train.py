@@ -154,6 +154,7 @@ def test_max_minutes_stops_after_the_epoch_that_fills_the_budget(digits_cfg, tmp
     ("fashion-conv-2d-ae", (1, 28, 28), {}), ("cifar10-resnet", (3, 32, 32), {}), ("mnist-vamp-iwae", (1, 28, 28), {}),
     ("mnist-hvae", (1, 28, 28), {}), ("embedding-mlp", (768,), {}),
 ])
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own import
 def test_every_model_familys_step_compiles_to_one_graph(preset, shape, overrides):
     """--compile pays only when the whole step is one graph: a break (an operation torch.compile cannot
     trace, such as a ContextVar read in the noise) cuts it into pieces run apart, and the compiled

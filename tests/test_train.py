@@ -173,6 +173,7 @@ def test_every_model_familys_step_compiles_to_one_graph(preset, shape, overrides
         r.reason.splitlines()[0] for r in explained.break_reasons]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own import
 def test_compile_on_the_cpu_trains_the_same_run_and_needs_a_compiler(digits_cfg, tmp_path):
     """--compile (torch.compile of the whole step) gives the eager run's numbers on the CPU; where no C++
     compiler works, it is refused in one line before any folder is made (it was an internal error after

@@ -119,13 +119,41 @@ def test_deferred_guard_reports_the_first_bad_step_and_term():
         for step in range(9, 50):
             guard.update(ok, step)
     assert (e.value.term, e.value.epoch, e.value.step) == ("KL term", 3, 7)
-    guard.start_epoch(4, first_step=10)  # resumed mid-epoch: steps count from 10
+    guard.start_epoch(4)  # resumed mid-epoch: the steps go on from 10
     guard.update(ok, 10)
     guard.check()
     guard.update(torch.tensor([math.nan, 1.0]), 11)
     with pytest.raises(NonFinite) as e:
         guard.check()
     assert (e.value.term, e.value.epoch, e.value.step) == ("reconstruction term", 4, 11)
+
+
+def test_the_deferred_guard_costs_a_gpu_step_one_copy():
+    """A GPU step is bound by the operations the host issues (about 3 ms per step on an H200,
+    whatever the batch): the guard's share of a step is one copy into its buffer (it was 14
+    kernels), and the loop adds one in-place sum, not a stack of reordered terms."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    guard = FiniteGuard(torch.device("cpu"))
+    guard.every = 50
+    guard.start_epoch(1)
+    parts, sums = torch.tensor([3.0, 1.0, 2.0]), torch.zeros(3)
+    guard.update(parts[1:3], 0)  # the first update makes the buffer
+    for step in range(1, 5):
+        with Count() as count:
+            guard.update(parts[1:3], step)
+            sums += parts[:3]
+        assert [op for op in count.ops if op not in ("aten.select.int", "aten.slice.Tensor")] == [
+            "aten.copy_.default", "aten.add_.Tensor"], count.ops
 
 
 def test_immediate_guard_on_cpu():

@@ -5,6 +5,7 @@ state a checkpoint needs to resume exactly. Used by ``train.fit``; nothing here 
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -88,21 +89,21 @@ class FiniteGuard:
     before that step's update can reach a checkpoint.
 
     On a CPU the check is a free read every step. On a GPU a host read would stall the queue
-    every step, so the first bad step is recorded on the device and read every ``every``
-    steps and before each checkpoint: the weights in memory may be spoilt by then, but no
-    spoilt weights are ever written and the message still names the exact step.
+    every step, so each step's terms are copied into a row of a buffer on the device (one
+    operation: a GPU step's cost is the number of operations the host issues) and the rows are
+    read every ``every`` steps and before each checkpoint: the weights in memory may be spoilt
+    by then, but no spoilt weights are ever written and the message still names the exact step.
     """
 
     def __init__(self, device: torch.device, every: int = 50) -> None:
         self.every = 1 if device.type == "cpu" else every
-        self.epoch, self.offset = 0, 0
-        self._first = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, term)
-        self._n = torch.zeros((), dtype=torch.long, device=device)  # steps seen, counted on the device
+        self.epoch = 0
+        self._rows: Tensor | None = None  # (every, terms): the steps since the last read
+        self._n = 0  # rows written since the last read
+        self._step = 0  # the step of row 0
 
-    def start_epoch(self, epoch: int, first_step: int = 0) -> None:
-        self.epoch, self.offset = epoch, first_step
-        self._first.fill_(-1)
-        self._n.zero_()
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self._n = epoch, 0
 
     def update(self, parts: Tensor, step: int) -> None:
         """``parts``: this step's summed terms, e.g. stack([recon.sum(), kl.sum()])."""
@@ -110,19 +111,27 @@ class FiniteGuard:
             if not bool(parts.isfinite().all()):
                 self._raise(step, int((~parts.isfinite()).nonzero()[0]))
             return
-        # Device-side only (no host<->device copy, which would wait for the queue).
-        bad = ~parts.isfinite()
-        fresh = bad.any() & (self._first[0] < 0)
-        here = torch.stack([self._n + self.offset, torch.argmax(bad.to(torch.uint8))])
-        self._first = torch.where(fresh, here, self._first)
+        if self._rows is None or self._rows.shape[1:] != parts.shape or self._rows.device != parts.device:
+            self.check()
+            self._rows = torch.empty((self.every, *parts.shape), dtype=torch.float32, device=parts.device)
+        if self._n == len(self._rows):
+            self.check()
+        if self._n == 0:
+            self._step = step
+        self._rows[self._n].copy_(parts)
         self._n += 1
         if (step + 1) % self.every == 0:
             self.check()
 
     def check(self) -> None:
-        step, term = self._first.tolist()
-        if step >= 0:
-            self._raise(step, term)
+        """Read the rows written since the last read (one host read) and raise at the first bad one."""
+        if not self._n:
+            return
+        rows, self._n = self._rows[: self._n].tolist(), 0  # type: ignore[index]
+        for i, row in enumerate(rows):
+            for term, value in enumerate(row):
+                if not math.isfinite(value):
+                    self._raise(self._step + i, term)
 
     def _raise(self, step: int, term: int) -> None:
         raise NonFinite(TERMS[term], self.epoch, step)

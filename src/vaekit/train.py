@@ -353,7 +353,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     gen.set_state(start.rng["data"])
                     sums, first = start.partial.to(device), start.step
                 batches = perm.split(bs)
-                guard.start_epoch(epoch, first)
+                guard.start_epoch(epoch)
                 bar = tqdm(range(first, len(batches)), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                            disable=None if progress else True, unit="batch")
                 for step in bar:
@@ -373,10 +373,10 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                         loss = loss * (rows * group.world / size)
                     optimizer.zero_grad(set_to_none=True)
                     precision.backward(loss)
-                    parts = torch.stack([recon, kl, total]).detach()
+                    parts = torch.stack([total, recon, kl]).detach()  # in the order of the epoch's sums
                     if group.active:  # one small reduction: the summed terms, and whether any process was signalled
                         parts = distributed.all_sum(group, torch.cat([parts, flag.fill_(bool(stop.requested))[None]]))
-                    terms = parts[:2]
+                    terms = parts[1:3]
                     if cfg.train.grad_clip > 0:
                         precision.unscale(optimizer)
                         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -386,7 +386,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                     if set_lr:
                         set_lr(epoch, step)
                     precision.step(optimizer)
-                    sums += torch.stack([parts[2], parts[0], parts[1]])  # stays on the device: no host sync
+                    sums += parts[:3]  # stays on the device: no host sync
                     if progress and step % 20 == 0:
                         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                     if group.active:  # the same answer on every process; read when the guard reads (no GPU sync)

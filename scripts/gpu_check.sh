@@ -4,7 +4,7 @@
 # $OUT (default ./gpu-check). MNIST is read from $MNIST_DIR (default ../shared/data/mnist); copy it
 # into the checkout where that is not beside it. Each part has its own time limit (seconds, from
 # the environment), so a slow part leaves the rest their time and what it measured so far; PARTS
-# names the parts to run (default: all of tests ddp profile speed-mnist speed-cifar
+# names the parts to run (default: all of tests ddp profile graph speed-mnist speed-cifar
 # speed-mnist-compiled speed-cifar-compiled):
 #   bash scripts/gpu_check.sh
 #   TESTS_S=300 SPEED_S=120 bash scripts/gpu_check.sh
@@ -39,6 +39,9 @@ note "train --nproc 1 --device cuda (NCCL), then evaluate" "${PIPESTATUS[0]}"; }
 
 want profile && { limited "${PROFILE_S:-90}" "$py" benchmarks/gpu_profile.py --data-dir "$mnist" \
   --out "$out/gpu_profile.txt" 2>&1 | tail -n 40 >> "$log"; note "profile" "${PIPESTATUS[0]}"; }
+
+want graph && { limited "${GRAPH_S:-90}" "$py" benchmarks/gpu_graph.py --data-dir "$mnist" 2>&1 | tee -a "$log"
+  note "whole step as a CUDA graph" "${PIPESTATUS[0]}"; }
 
 speed() {  # seconds, JSON name, then gpu_speed.py's flags
   local s="$1" name="$2"; shift 2

@@ -293,6 +293,34 @@ def test_a_signal_that_lands_while_an_error_unwinds_does_not_hide_the_error(tmp_
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["vaekit: error: the news"], r.stderr
 
 
+def test_ctrl_c_inside_the_import_of_numpy_stops_the_command_in_one_line(tmp_path):
+    """Ctrl-C a moment after starting a command lands in torch's import, often inside numpy's C
+    extension: it was swallowed (the run trained on as if never stopped) or left numpy half loaded
+    (\"internal error ImportError: cannot load module more than once\"). A real SIGINT sent at the
+    moment numpy's core starts to load: the command stops with vaekit's one line and writes nothing."""
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "import os, signal, sys\n"
+        "class SignalAtNumpysCore:\n"
+        "    sent = False\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if not self.sent and name.startswith('numpy.') and 'multiarray' in name:\n"
+        "            SignalAtNumpysCore.sent = True\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, SignalAtNumpysCore())\n"
+        "from vaekit.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('signal sent:', SignalAtNumpysCore.sent)\n"
+        "sys.exit(code)\n")
+    r = subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert "signal sent: True" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 130 and r.stderr.strip().splitlines() == [
+        "vaekit: interrupted; files being written were left as they were"], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_child_whose_parent_is_gone_before_it_starts_stops_in_one_line(tmp_path):
     """A sweep killed while it starts its runs: the child finds its parent gone and stops at once, as on
     SIGTERM, with vaekit's one line (it was a KeyboardInterrupt traceback, the signal landing before the

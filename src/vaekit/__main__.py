@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command: nothing was written yet
+    print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -1107,6 +1108,8 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
 
     ok = [False]
     try:
+        if func is not cmd_presets:
+            _import_torch_whole()
         with _dependency_warnings(ok), budget.limits(args.max_memory, args.max_ratio):
             code = func(args)
             ok[0] = True
@@ -1142,6 +1145,25 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         _error(f"internal error {type(e).__name__}: {e} (a bug in vaekit; rerun with VAEKIT_DEBUG=1 for the "
                "traceback and please report it)")
         return 1
+
+
+def _import_torch_whole() -> None:
+    """Import torch with the stop signals noted, not raised, until it is done, then send the first
+    again. A KeyboardInterrupt inside an extension module's initialisation (numpy's, under torch's)
+    was swallowed, so the command went on as if never stopped, or left the module half made: an
+    ImportError later, reported as an internal error."""
+    if "torch" in sys.modules or not threading_main():
+        return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        importlib.import_module("torch")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        signal.raise_signal(came[0])
 
 
 def threading_main() -> bool:

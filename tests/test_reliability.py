@@ -293,25 +293,27 @@ def test_a_signal_that_lands_while_an_error_unwinds_does_not_hide_the_error(tmp_
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["vaekit: error: the news"], r.stderr
 
 
-def test_ctrl_c_inside_the_import_of_numpy_stops_the_command_in_one_line(tmp_path):
-    """Ctrl-C a moment after starting a command lands in torch's import, often inside numpy's C
-    extension: it was swallowed (the run trained on as if never stopped) or left numpy half loaded
-    (\"internal error ImportError: cannot load module more than once\"). A real SIGINT sent at the
-    moment numpy's core starts to load: the command stops with vaekit's one line and writes nothing."""
+@pytest.mark.parametrize("prefix,part", [("numpy.", "multiarray"), ("safetensors.", "")])
+def test_ctrl_c_inside_a_compiled_modules_import_stops_the_command_in_one_line(tmp_path, prefix, part):
+    """Ctrl-C a moment after starting a command lands in the imports of compiled modules: raised inside
+    numpy's C core (under torch) or safetensors' Rust core it was swallowed (the run trained on as if
+    never stopped) or left numpy half loaded ("internal error ImportError: cannot load module more
+    than once"). A real SIGINT sent as that module starts to load: the command stops with vaekit's one
+    line and writes nothing."""
     entry = tmp_path / "entry.py"
     entry.write_text(
         "import os, signal, sys\n"
-        "class SignalAtNumpysCore:\n"
+        "class SignalAtImport:\n"
         "    sent = False\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if not self.sent and name.startswith('numpy.') and 'multiarray' in name:\n"
-        "            SignalAtNumpysCore.sent = True\n"
+        f"        if not self.sent and name.startswith({prefix!r}) and {part!r} in name:\n"
+        "            SignalAtImport.sent = True\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
-        "sys.meta_path.insert(0, SignalAtNumpysCore())\n"
+        "sys.meta_path.insert(0, SignalAtImport())\n"
         "from vaekit.cli import main\n"
         "code = main(sys.argv[1:])\n"
-        "print('signal sent:', SignalAtNumpysCore.sent)\n"
+        "print('signal sent:', SignalAtImport.sent)\n"
         "sys.exit(code)\n")
     r = subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress",
                         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)

@@ -1109,7 +1109,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
     ok = [False]
     try:
         if func is not cmd_presets:
-            _import_torch_whole()
+            _import_whole()
         with _dependency_warnings(ok), budget.limits(args.max_memory, args.max_ratio):
             code = func(args)
             ok[0] = True
@@ -1147,18 +1147,23 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         return 1
 
 
-def _import_torch_whole() -> None:
-    """Import torch with the stop signals noted, not raised, until it is done, then send the first
-    again. A KeyboardInterrupt inside an extension module's initialisation (numpy's, under torch's)
-    was swallowed, so the command went on as if never stopped, or left the module half made: an
-    ImportError later, reported as an internal error."""
-    if "torch" in sys.modules or not threading_main():
+# The compiled modules every command but `presets` loads at its start, and loads whole.
+WHOLE_IMPORTS = ("torch", "safetensors.torch")
+
+
+def _import_whole() -> None:
+    """Import WHOLE_IMPORTS with the stop signals noted, not raised, until they are done, then send
+    the first again. A KeyboardInterrupt inside a compiled module's initialisation (numpy's C core
+    under torch's, safetensors' Rust core) was swallowed, so the command went on as if never stopped,
+    or left the module half made: an ImportError later, reported as an internal error."""
+    if all(name in sys.modules for name in WHOLE_IMPORTS) or not threading_main():
         return
     came: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        importlib.import_module("torch")
+        for name in WHOLE_IMPORTS:
+            importlib.import_module(name)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

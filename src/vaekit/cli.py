@@ -1160,7 +1160,8 @@ def _import_whole() -> None:
         return
     came: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN}
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None)}  # None: set outside Python, left alone
     try:
         for name in WHOLE_IMPORTS:
             importlib.import_module(name)

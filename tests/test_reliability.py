@@ -270,6 +270,12 @@ def test_mismatched_weights_and_config_are_refused(tmp_path):
         load_run(run.path)
 
 
+def _train_through(entry: Path, out: Path) -> subprocess.CompletedProcess:
+    """`vaekit train` of a one-epoch toy run, started by the script ``entry`` (which calls the CLI's main)."""
+    return subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1",
+                           "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=120)
+
+
 def test_a_signal_that_lands_while_an_error_unwinds_does_not_hide_the_error(tmp_path):
     """torchrun stops the other processes of a job (SIGTERM) when one dies; rank 0, already unwinding
     its "another process stopped; the run keeps ..." error, said "interrupted" instead (a rare race of
@@ -288,8 +294,7 @@ def test_a_signal_that_lands_while_an_error_unwinds_does_not_hide_the_error(tmp_
         "vaekit.train.fit = fit\n"
         "from vaekit.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
-    r = subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress",
-                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    r = _train_through(entry, tmp_path / "run")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["vaekit: error: the news"], r.stderr
 
 
@@ -315,8 +320,7 @@ def test_ctrl_c_inside_a_compiled_modules_import_stops_the_command_in_one_line(t
         "code = main(sys.argv[1:])\n"
         "print('signal sent:', SignalAtImport.sent)\n"
         "sys.exit(code)\n")
-    r = subprocess.run([sys.executable, str(entry), "train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress",
-                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    r = _train_through(entry, tmp_path / "run")
     assert "signal sent: True" in r.stdout, (r.stdout, r.stderr)
     assert r.returncode == 130 and r.stderr.strip().splitlines() == [
         "vaekit: interrupted; files being written were left as they were"], r.stderr

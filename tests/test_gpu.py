@@ -169,3 +169,14 @@ def test_every_model_family_trains_and_runs_on_the_gpu(tmp_path, preset, shape, 
     assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["nll_iwae"]), metrics
     vaekit.sample_run(run, tmp_path / "s.npy", 4, device=device)
     vaekit.reconstruct_run(run, tmp_path / "r.npy", 4, device=device)
+
+
+def test_running_out_of_gpu_memory_is_one_line():
+    """A real CUDA out-of-memory error (a RuntimeError subclass) is the CLI's one line with what to change,
+    not "internal error ... a bug in vaekit"."""
+    from vaekit.cli import _out_of_memory
+
+    with pytest.raises(RuntimeError) as e:
+        torch.empty(1 << 50, dtype=torch.uint8, device="cuda")
+    line = _out_of_memory(e.value)
+    assert line and line.startswith("out of GPU memory (CUDA out of memory") and "--batch-size" in line, line

@@ -327,6 +327,32 @@ def test_ctrl_c_inside_a_compiled_modules_import_stops_the_command_in_one_line(t
     assert not (tmp_path / "run").exists()
 
 
+def test_an_allocation_the_system_refuses_is_one_line_and_leaves_no_run(tmp_path):
+    """Memory the budget allows but the system does not give (a ulimit here; a container's or a GPU's
+    limit elsewhere): torch raises a RuntimeError, which was reported as "internal error ... a bug in
+    vaekit". A real limit on the process's address space, a layer of 3.6 GB: one line, exit 2, and no
+    half-made run."""
+    import resource
+
+    limit = 4 << 30
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1000)"], preexec_fn=limited,
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode:
+        pytest.skip(f"torch does not load within a {limit >> 30} GiB address space here")
+    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--hidden", "30000,30000", "--epochs", "1",
+                        "--no-progress", "--max-memory", "64G", "--out", str(tmp_path / "run")], preexec_fn=limited,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "vaekit: error: out of memory (an allocation of 3.4 GiB failed); lower --max-memory so vaekit refuses such "
+        "inputs up front, or use a smaller model, batch or data set"], r.stderr
+    run = tmp_path / "run"  # no half-made run: the same command runs again
+    assert not run.exists() or [p.name for p in run.iterdir()] == [".vaekit.lock"]
+
+
 def test_a_child_whose_parent_is_gone_before_it_starts_stops_in_one_line(tmp_path):
     """A sweep killed while it starts its runs: the child finds its parent gone and stops at once, as on
     SIGTERM, with vaekit's one line (it was a KeyboardInterrupt traceback, the signal landing before the

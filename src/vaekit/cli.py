@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 from . import __version__
 from .children import follow_parent
 from .config import PRECISIONS
-from .errors import MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, did_you_mean, figure, one_line, show
+from .errors import (MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, brief, did_you_mean, figure,
+                     one_line, show)
 from .files import expand_home, strict_json
 
 
@@ -1135,16 +1136,34 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
             _error(str(e.__context__), e.__context__)
             return 2
         return _interrupted()
-    except MemoryError:
-        _error("out of memory; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "
-               "model, batch or data set")
-        return 2
     except Exception as e:  # a bug in vaekit: still one line, with a way to see the traceback
+        short = _out_of_memory(e)
+        if short:
+            _error(short)
+            return 2
         if os.environ.get("VAEKIT_DEBUG"):
             raise
         _error(f"internal error {type(e).__name__}: {e} (a bug in vaekit; rerun with VAEKIT_DEBUG=1 for the "
                "traceback and please report it)")
         return 1
+
+
+def _out_of_memory(e: Exception) -> str | None:
+    """The line for an allocation that failed, or None: Python's MemoryError, and torch's own errors
+    for the CPU's allocator and a GPU's (RuntimeErrors, which were reported as bugs in vaekit)."""
+    text = str(e)
+    if not isinstance(e, MemoryError) and not (
+            isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return None
+    if "CUDA" in text or "MPS" in text:
+        return (f"out of GPU memory ({brief(e)}); use a smaller --batch-size or --eval-batch-size, a smaller model, "
+                "or --device cpu")
+    from .budget import human
+
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" (an allocation of {human(int(asked.group(1)))} failed)" if asked else ""
+    return (f"out of memory{size}; lower --max-memory so vaekit refuses such inputs up front, or use a smaller "
+            "model, batch or data set")
 
 
 # The compiled modules every command but `presets` loads at its start, and loads whole.

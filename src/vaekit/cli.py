@@ -1156,7 +1156,8 @@ def _out_of_memory(e: Exception) -> str | None:
             isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
         return None
     if "CUDA" in text or "MPS" in text:
-        return (f"out of GPU memory ({brief(e)}); use a smaller --batch-size or --eval-batch-size, a smaller model, "
+        return (f"out of GPU memory ({brief(e)}); the training data and the model live on the GPU: use a smaller "
+                "--batch-size or --eval-batch-size, fewer or smaller examples (--image-size), a smaller model, "
                 "or --device cpu")
     from .budget import human
 

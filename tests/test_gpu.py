@@ -111,6 +111,9 @@ def test_every_command_runs_a_run_folder_on_the_gpu(tmp_path):
     assert vaekit.compare_runs(run, run, tmp_path / "c.png", device="cuda")["negative_elbo"]["difference"] == 0
     assert vaekit.probe_run(run, device="cuda")["linear_accuracy"] > 0.1
     assert vaekit.report_run(run, iwae_k=5, progress=False, device="cuda").is_file()
+    generated = vaekit.evaluate_run(run, device="cuda", iwae_k=5, progress=False, save=False, generation=True,
+                                    generation_n=200)
+    assert math.isfinite(generated["fid"]) and generated["class_accuracy"] is not None, generated
     e = vaekit.Explorer(run, device="cuda", log=lambda s: None)
     assert e.samples(4, label=2)["samples"] and e.decode_map(0.1, -0.2, label=1)["png"]
     assert e.example(0)["decoded"] and len(e.interpolate(0, 1, 4)["steps"]) == 4

@@ -247,6 +247,8 @@ def test_full_disk_during_training_keeps_the_previous_checkpoint(small_fs):
     run = load_run(out)  # whatever write failed, the files on disk are complete
     assert len(read_history(out)) in (run.epoch, run.epoch + 1)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(RunFolderError, match=r"MiB free, .*; free some space on its disk \(a resumed run goes on"):
+        fit(None, out, resume=True, **QUIET)  # still full: refused before touching the run, naming the fix that applies
     filler.unlink()
     assert fit(None, out, resume=True, **QUIET).epoch == 40
 

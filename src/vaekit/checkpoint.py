@@ -97,16 +97,16 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return load(data), meta
 
 
-def check_free_space(run_dir: Path, params: int) -> None:
+def check_free_space(run_dir: Path, params: int, resume: bool = False) -> None:
     """Refuse to start when the disk cannot hold two checkpoints (written side by side)."""
     need = 2 * (params * 4 * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
     where = files.existing_ancestor(run_dir)
     free = shutil.disk_usage(where).free
     if free < need:
-        raise RunFolderError(
-            f"{run_dir}: only {free / 2**20:.1f} MiB free, checkpoints need about {need / 2**20:.1f} MiB; "
+        what = "free some space on its disk (a resumed run goes on in its own folder)" if resume else \
             "free some space or choose another --out"
-        )
+        raise RunFolderError(f"{run_dir}: only {free / 2**20:.1f} MiB free, checkpoints need about "
+                             f"{need / 2**20:.1f} MiB; {what}")
 
 
 def _user_entries(path: Path) -> list[Path]:

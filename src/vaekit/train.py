@@ -218,7 +218,7 @@ def _prepare(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool, epoch
     if cfg.train.compile:
         check_compile(device)
     if group.writer:
-        ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()))
+        ckpt.check_free_space(run_dir, sum(p.numel() for p in model.parameters()), resume)
     model = model.to(device)
     if channels_last(cfg, data, device):  # before the optimiser's state is made or loaded: it takes this layout
         model.to(memory_format=torch.channels_last)

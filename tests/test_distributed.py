@@ -309,6 +309,25 @@ def test_refusals_under_torchrun(tmp_path: Path) -> None:
         "finish or stop it, then try again"], r.stderr
 
 
+def test_a_job_stopped_while_its_processes_start_says_so_in_one_line(tmp_path: Path) -> None:
+    """Ctrl-C to `vaekit train --nproc 2` while its processes are still starting (importing, before
+    their own signal handling): they end without a word, and the job ended with exit 130 and nothing
+    said. The launcher says it for them: one line, and no run."""
+    from conftest import wait_until
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "2000", "--nproc", "2", "--out", str(run)]
+    proc = subprocess.Popen(cmd, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: len(processes_naming(str(run))) >= 4 or proc.poll() is not None, 60,
+               "the launcher, torchrun and both processes")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("vaekit: interrupted; files being written were left as they were") or \
+        "saved a checkpoint" in err, err  # the processes may have got as far as training: then where it stopped
+    assert processes_naming(str(run)) == []
+
+
 def test_the_nproc_launcher_speaks_in_one_line_and_takes_its_processes_with_it(tmp_path: Path) -> None:
     """`vaekit train --nproc 2`: a Ctrl-C (SIGINT to the terminal's process group) stops the job once, with
     vaekit's one line (none of torchrun's warnings or tracebacks); kill -9 of the launcher itself stops

@@ -1035,9 +1035,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted() -> int:
     """The line and exit code of a command stopped by a signal where no checkpoint was to be saved."""
-    if _ERROR_PREFIX == "vaekit":  # under torchrun, the others were stopped with the job: rank 0 speaks
-        print("vaekit: interrupted; files being written were left as they were", file=sys.stderr)
+    from .launch import INTERRUPTED
+
+    _say_stopped(INTERRUPTED)
     return 130
+
+
+def _say_stopped(line: str) -> None:
+    """The line of a command stopped by a signal. Under torchrun the other processes were stopped with
+    the job and rank 0 speaks; in a process of a ``--nproc`` job it is left for the launcher."""
+    from .launch import leave_stop
+
+    if _ERROR_PREFIX == "vaekit" and not leave_stop(one_line(line)):
+        print(f"vaekit: {one_line(line)}", file=sys.stderr)
 
 
 def _main(argv: list[str]) -> int:
@@ -1128,8 +1138,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
         _error(f"{where}{e.strerror or e}; check the path and its permissions")
         return 2
     except TrainingInterrupted as e:
-        if _ERROR_PREFIX == "vaekit":  # under torchrun, rank 0 alone says where the run stopped
-            print(f"vaekit: {one_line(str(e))}", file=sys.stderr)
+        _say_stopped(str(e))
         return 130
     except KeyboardInterrupt as e:
         if isinstance(e.__context__, VaekitError):  # the signal landed while an error unwound: the error is the news

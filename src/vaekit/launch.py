@@ -19,6 +19,8 @@ from typing import Any, Sequence
 from .children import child_environment, follow_parent
 from .errors import ConfigError, VaekitError, one_line
 
+INTERRUPTED = "interrupted; files being written were left as they were"  # a command stopped with nothing to save
+
 JOB_ERRORS = "VAEKIT_JOB_ERRORS"  # the folder where the processes of a --nproc job leave their errors and warnings
 KILLED = "launcher"  # the record torchrun leaves for a process that a signal killed
 
@@ -61,10 +63,13 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
         for who, text in job_warnings(Path(said)) if said else []:
             print(f"vaekit{who}: warning: {one_line(text)}", file=sys.stderr)
         lines = job_errors(Path(said)) if said else []
-        if said and code and not stopping and not lines:
+        stopped = job_stop(Path(said)) if said else None
+        if said and code and not stopping and not lines and not stopped:
             lines = [("", f"the job failed (exit code {code}) and none of its processes said why")]
         for who, message in lines:
             print(f"vaekit{who}: error: {one_line(message)}", file=sys.stderr)
+        if said and code == 130 and not lines:  # stopped before any process could say so: the launcher does
+            print(f"vaekit: {one_line(stopped or INTERRUPTED)}", file=sys.stderr)
         return code
     finally:
         if said:
@@ -101,6 +106,13 @@ def leave_error(message: str, echo: bool = False, then: str = "") -> bool:
     hand, one process) or when it cannot be left, return False: the process prints it itself.
     ``echo``: the message only says that another process stopped; ``then``: what the run kept."""
     return _leave("error", {"message": message, "echo": echo, "then": then})
+
+
+def leave_stop(line: str) -> bool:
+    """As ``leave_error``, for the line of a process stopped by a signal (where the run stopped, or that
+    the command was interrupted): the launcher says it, or says the job was interrupted when the processes
+    were stopped before any of them could leave one."""
+    return _leave("stop", {"message": line})
 
 
 def leave_warnings(lines: list[str]) -> bool:
@@ -150,6 +162,12 @@ def job_warnings(folder: Path) -> list[tuple[str, str]]:
             if isinstance(text, str) and text not in (t for _, t in lines):
                 lines.append(("" if r["rank"] == "0" else f" (rank {r['rank']})", text))
     return lines
+
+
+def job_stop(folder: Path) -> str | None:
+    """The stop line rank 0 left (the processes that say where a run stopped are rank 0 alone), if any."""
+    return next((r["message"] for r in _records(folder, "stop") if r.get("rank") == "0" and isinstance(r.get("message"), str)),
+                None)
 
 
 def job_errors(folder: Path) -> list[tuple[str, str]]:

@@ -342,7 +342,7 @@ def test_the_nproc_launcher_speaks_in_one_line_and_takes_its_processes_with_it(t
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         _, err = proc.communicate(timeout=90)
         assert proc.returncode == 130, err
-        assert err.strip().splitlines() == [f"vaekit: SIGTERM: stopped at {err.split('stopped at ')[1].split(' and')[0]} "
+        assert err.strip().splitlines() == [f"vaekit: SIGINT: stopped at {err.split('stopped at ')[1].split(' and')[0]} "
                                             f"and saved a checkpoint in {run}; continue with: vaekit train --resume {run}"]
         done = len(read_history(run))
         resume = [sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--nproc", "2", "--no-progress"]

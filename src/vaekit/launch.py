@@ -69,6 +69,8 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
         for who, message in lines:
             print(f"vaekit{who}: error: {one_line(message)}", file=sys.stderr)
         if said and code == 130 and not lines:  # stopped before any process could say so: the launcher does
+            if stopped and stopping and stopped.startswith("SIGTERM: "):  # the processes got it as SIGTERM from torchrun
+                stopped = f"{stopping}: {stopped[len('SIGTERM: '):]}"
             print(f"vaekit: {one_line(stopped or INTERRUPTED)}", file=sys.stderr)
         return code
     finally:
@@ -76,13 +78,13 @@ def launch(argv: Sequence[str], nproc: int, out: str | None) -> int:
             shutil.rmtree(said, ignore_errors=True)
 
 
-def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
-    """torchrun's exit code as vaekit's, and whether the launcher was asked to stop."""
+def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
+    """torchrun's exit code as vaekit's, and the signal the launcher was asked to stop by (None if none)."""
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    stopping: list[bool] = []
+    stopping: list[str] = []
 
     def stop(signum: int, frame: Any) -> None:
-        stopping.append(True)
+        stopping.append(signal.Signals(signum).name)
         proc.send_signal(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -91,7 +93,7 @@ def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
         while True:
             try:
                 code = _code(proc.wait())
-                return (130 if stopping and code else code), bool(stopping)  # asked to stop: however they ended
+                return (130 if stopping and code else code), (stopping or [None])[0]  # asked to stop: however they ended
             except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
                 stop(signal.SIGINT, None)
                 time.sleep(0.1)

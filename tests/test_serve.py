@@ -145,11 +145,14 @@ def test_malformed_requests_get_a_400_naming_the_field(client, url, body, says):
 
 
 def test_bodies_that_are_not_small_json_objects_are_refused(client):
-    for raw in [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"code": [NaN, 0, 0, 0]}']:
+    for raw in [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"code": [NaN, 0, 0, 0]}', b'{"code": [0, 0, 0, "\\udfff"]}']:
         r = client.post("/api/0/decode", content=raw)
         assert r.status_code == 400, raw
     r = client.post("/api/0/decode", content=b'{"code": [' + b"0," * 40000 + b"0]}")
     assert r.status_code == 400 and "bytes" in r.json()["error"]
+    for url, field in [("example", "index"), ("samples", "n"), ("samples", "seed"), ("interpolate", "a")]:
+        r = client.post(f"/api/0/{url}", content=b'{"%s": "\\ud800x\\udc80", "b": 0}' % field.encode())  # JSON may
+        assert r.status_code == 400 and r.json()["error"].isprintable(), (url, field, r.text)  # spell lone surrogates
     assert client.get("/api/0/decode").status_code == 405
     assert client.get("/nowhere/at/all").status_code == 404
 

@@ -96,10 +96,14 @@ def show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 24]}...({len(text)} characters)"
 
 
+_UNPAIRED = re.compile("[\ud800-\udc7f\udd00-\udfff]")  # lone surrogates other than escaped bytes
+
+
 def as_text(text: str) -> str:
     """Text that can be shown, drawn and saved as UTF-8: the bytes of a file name that were not UTF-8
-    (which Python keeps as lone surrogates, refused by encoders and fonts alike) become U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    (which Python keeps as lone surrogates, refused by encoders and fonts alike) become U+FFFD, as do
+    the unpaired surrogates JSON text may spell (``"\\ud800"``)."""
+    return _UNPAIRED.sub("\ufffd", text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:

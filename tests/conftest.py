@@ -75,13 +75,13 @@ def small_fs(tmp_path):
 
 @pytest.fixture
 def read_only(small_fs):
-    """``read_only(folder)``: a copy of ``folder`` on a real read-only file system (a tmpfs remounted
-    read-only, so even root cannot write there); returns the copy's path."""
+    """``read_only(folder[, size])``: a copy of ``folder`` on a real read-only file system (a tmpfs of
+    ``size`` bytes remounted read-only, so even root cannot write there); returns the copy's path."""
     import shutil
     import subprocess
 
-    def make(folder: Path) -> Path:
-        mnt = small_fs(64 << 20)
+    def make(folder: Path, size: int = 64 << 20) -> Path:
+        mnt = small_fs(size)
         copy = mnt / folder.name
         shutil.copytree(folder, copy)
         r = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)

@@ -780,8 +780,9 @@ def test_changed_data_is_named_as_changed_data(tmp_path):
 def test_a_run_on_a_read_only_file_system_is_read_and_its_outputs_go_elsewhere(run_copy, read_only, tmp_path):
     """A run on read-only storage (a colleague's, a mounted archive): the reading commands work, each
     command that writes into the run folder names the flag that writes elsewhere, that flag works, and
-    an output that cannot be written is refused before any work (nothing printed before the error)."""
-    ro = read_only(run_copy)
+    an output that cannot be written is refused before any work (nothing printed before the error).
+    The disk is small: that it cannot be written is what a resume is told, not that it is nearly full."""
+    ro = read_only(run_copy, 16 << 20)
     listing = sorted(p.name for p in ro.rglob("*"))
     code, out, err = run_cli("evaluate", str(ro), "--iwae-k", "2", "--no-progress")
     assert code == 0 and "metrics.json not written" in err and "Read-only file system" in err

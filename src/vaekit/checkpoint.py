@@ -9,8 +9,10 @@ naming the file, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
 import re
 import shutil
 import unicodedata
@@ -98,9 +100,13 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def check_free_space(run_dir: Path, params: int, resume: bool = False) -> None:
-    """Refuse to start when the disk cannot hold two checkpoints (written side by side)."""
+    """Refuse to start when the disk cannot hold two checkpoints (written side by side), or is
+    mounted read-only (whose free space says nothing)."""
     need = 2 * (params * 4 * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
     where = files.existing_ancestor(run_dir)
+    if os.statvfs(where).f_flag & os.ST_RDONLY:
+        raise RunFolderError(f"{run_dir}: cannot write here ({os.strerror(errno.EROFS)}); "
+                             + ("check the folder's permissions" if resume else "choose another --out"))
     free = shutil.disk_usage(where).free
     if free < need:
         what = "free some space on its disk (a resumed run goes on in its own folder)" if resume else \

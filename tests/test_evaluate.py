@@ -133,6 +133,17 @@ def test_vae_metric_dict():
     assert m["nll_iwae_se"] == pytest.approx(nll.std(ddof=1) / math.sqrt(len(nll)))
 
 
+def test_a_wide_latents_kl_per_dim_is_one_short_line_naming_its_largest_dims():
+    from vaekit.cli import format_metrics
+
+    narrow = format_metrics({"n": 3, "kl_per_dim": [0.5, 0.25]})
+    assert "KL per latent dim            0.50 0.25" in narrow
+    kl = [0.0] * 512
+    kl[25], kl[300] = 1.5, 0.75
+    line = next(t for t in format_metrics({"n": 3, "kl_per_dim": kl}).splitlines() if "KL per latent dim" in t)
+    assert "512 dims" in line and "1.50 (dim 25), 0.75 (dim 300)" in line and "--json" in line and len(line) < 300
+
+
 def test_ae_metric_dict_has_no_bound_metrics():
     model, data = _digits("ae")
     m = evaluate_model(model, data, iwae_k=50, progress=False)

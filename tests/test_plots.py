@@ -72,6 +72,17 @@ def _cases(model):
     }
 
 
+def test_kl_per_dimension_names_bars_only_while_their_names_fit():
+    fig = plots.kl_per_dimension([0.0, 1.2, 3.4])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2", "1", "0"]
+    kl = np.full(512, 1e-3)
+    kl[[482, 7]] = [2.0, 1.0]
+    ax = plots.kl_per_dimension(kl).axes[0]  # a spatial latent: 512 names under 512 bars would be a smear
+    ax.figure.canvas.draw()
+    assert len(ax.get_xticks()) < 12 and "512 latent dimensions" in ax.get_xlabel()
+    assert "dims 482, 7," in ax.get_xlabel()
+
+
 def test_compare_curves_puts_each_run_on_its_own_minutes():
     fast = [{**r, "train_seconds": 30.0} for r in _history(4)]
     slow = [{**r, "train_seconds": 120.0, "test_loss": r["test_loss"] - 1} for r in _history(3)]

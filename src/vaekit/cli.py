@@ -12,6 +12,7 @@ import io
 import os
 import re
 import signal
+import statistics
 import sys
 import time
 import warnings
@@ -299,6 +300,16 @@ def _holdout_number(base: Any, overrides: dict[str, Any], progress: bool) -> dic
     return {**overrides, "data.holdout_classes": str(number)}
 
 
+def _per_dim(kl: list[float], shown: int = 32) -> str:
+    """Each dimension's KL, or for a wide latent (a spatial one has hundreds) the largest few and
+    where the rest are: a line of 512 numbers is read by nobody."""
+    if len(kl) <= shown:
+        return " ".join(f"{v:.2f}" for v in kl)
+    top = sorted(range(len(kl)), key=lambda i: -kl[i])[:8]
+    return (f"{len(kl)} dims, median {statistics.median(kl):.2f}; largest " + ", ".join(f"{kl[i]:.2f} (dim {i})" for i in top)
+            + "; every value: --json, or vaekit plot RUN_DIR --only kl-per-dim")
+
+
 def format_metrics(m: dict[str, Any]) -> str:
     """The evaluate metrics as an aligned, labelled table."""
     unit = "nats/example" if m.get("units", "nats") == "nats" else "per example (squared error, not nats)"
@@ -331,7 +342,7 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append("  KL per latent layer (bottom first) " + " ".join(f"{v:.2f}" for v in m["kl_per_layer"])
                      + f"; active units {m['active_units_per_layer']}")
     if "kl_per_dim" in m:
-        lines.append("  KL per latent dim            " + " ".join(f"{v:.2f}" for v in m["kl_per_dim"]))
+        lines.append("  KL per latent dim            " + _per_dim(m["kl_per_dim"]))
     if "feature_space" in m:
         lines.append(f"  generation metrics measured in the features of {m['feature_space']}")
     if m.get("normalised") is False:

@@ -137,16 +137,24 @@ def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], key: str = "t
     return fig
 
 
-def kl_per_dimension(kl_per_dim: Sequence[float]) -> Figure:
-    """Final KL per latent dimension, sorted, with the collapse threshold marked."""
+def kl_per_dimension(kl_per_dim: Sequence[float], named: int = 64) -> Figure:
+    """Final KL per latent dimension, sorted, with the collapse threshold marked. Each bar is named
+    by its dimension up to ``named`` dimensions; past that (a spatial latent has hundreds) the bars
+    are too narrow for names, so the axis counts ranks and its label names the largest few."""
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     kl = np.asarray(kl_per_dim, dtype=float)
     order = np.argsort(-kl)
     ax.bar(range(len(kl)), kl[order], color=["#2ca02c" if v > 0.01 else "#999999" for v in kl[order]])
-    ax.set_xticks(range(len(kl)), [str(i) for i in order], fontsize=8)
+    if len(kl) <= named:
+        ax.set_xticks(range(len(kl)), [str(i) for i in order], fontsize=8 if len(kl) <= 32 else 6,
+                      rotation=0 if len(kl) <= 32 else 90)
+        where = "latent dimension"
+    else:
+        where = (f"rank of {len(kl)} latent dimensions by KL; the largest: dims "
+                 + ", ".join(str(i) for i in order[:8]))
     ax.axhline(0.01, color="red", ls="--", lw=1, label="0.01 nats: collapsed below")
-    ax.set(title="KL per latent dimension (test)", xlabel="latent dimension", ylabel="nats")
+    ax.set(title="KL per latent dimension (test)", xlabel=where, ylabel="nats")
     ax.legend()
     return fig
 

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import math
 import os
 import re
 import warnings
@@ -94,11 +95,27 @@ def _fields(line: str, delimiter: str | None) -> list[str]:
 
 
 def _is_number(text: str) -> bool:
+    """What numpy reads as a number: Python's float() also takes ``1_000``, which numpy refuses."""
     try:
         float(text)
-        return True
+        return "_" not in text
     except ValueError:
         return False
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _first_non_finite(f: io.TextIOWrapper, delimiter: str | None, skip: int, numeric: list[int]) -> str:
+    """Where the first value that is NaN, infinite or beyond float32's range stands, by line and column."""
+    for number, line in _content(f):
+        if number > skip:
+            fields = _fields(line, delimiter)
+            for j in (j for j in numeric if j < len(fields)):
+                v = float(fields[j])
+                if not (math.isfinite(v) and abs(v) <= F32_MAX):
+                    return f"line {number}, column {j + 1}: {show(fields[j], 40)}"
+    return "a value"
 
 
 def _delimiter(path: Path, first: str) -> str | None:
@@ -294,6 +311,14 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
                 where = _bad_line(f, delimiter, skip, len(names), columns)
             hint = "" if header else "; a header row naming the columns (label column: 'label') is also accepted"
             raise DataError(f"{path}: {where or brief(e)}{hint}") from None
+    if header and not len(x):
+        raise DataError(f"{path}: holds a header row but no rows of numbers")
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        with _text(raw) as f:
+            where = _first_non_finite(f, delimiter, skip, columns)
+        raise DataError(f"{path}: {where} is not a finite float32 number ({bad} such value{'s' if bad > 1 else ''} "
+                        "in all: NaN, inf or beyond 3.4e38); clean or rescale the data")
     y, classes = None, None
     if len(columns) < len(names):  # numpy read some columns only; every row must still have them all
         labels = _Labels(path, names[label] if label is not None else "")

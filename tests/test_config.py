@@ -52,7 +52,8 @@ def test_overrides_parse_strings_by_field_type():
         ("model.latent_dim", "0", "latent_dim=0 must be in 1..65536"),
         ("model.hidden", "400,100000", "hidden"),
         ("preset", "../../etc", "preset"),
-        ("objective.beta", "-1", "beta=-1.0 must be >= 0"),
+        ("objective.beta", "-1", "beta=-1.0 must be in 0..1e\\+06"),
+        ("objective.beta", "1e300", "beta=1e\\+300 must be in 0..1e\\+06"),  # beta * KL overflows: NaN at step 2
         ("train.batch_size", "0", "batch_size"),
         ("train.lr", "nan", "train.lr"),
         ("model.latent_dim", "two", "not a valid int"),

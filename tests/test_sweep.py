@@ -56,7 +56,7 @@ def test_runs_trained_at_once_in_child_processes_give_the_same_sweep(swept, tmp_
             assert two[key] == pytest.approx(one[key], rel=2e-2), key
 
 
-@pytest.mark.parametrize("values", ["", "1,x", "1,1", "-1,2", "nan"])
+@pytest.mark.parametrize("values", ["", "1,x", "1,1", "-1,2", "nan", "0.5,1e300"])
 def test_bad_beta_lists_are_one_line_errors(values, tmp_path):
     code, _, err = run("sweep", "--beta", values, *FLAGS, "--out", str(tmp_path / "s"))
     assert code == 2 and "--beta" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

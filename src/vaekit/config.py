@@ -26,6 +26,7 @@ MAX_WIDTH = 65536  # latent and hidden sizes above this are typos, not models
 MAX_IMAGE_SIZE = 8192
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CLASSES = 10_000  # a conditional model's label one-hot is this wide at most
+MAX_BETA = 1e6  # past this the KL is switched off entirely, and beta * KL soon overflows float32
 PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision; vaekit.precision maps each to its dtype
 STANDARDIZABLE = ("gaussian", "mse")  # the likelihoods model.standardize can wrap (of real values)
 _NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9._-]*")
@@ -245,7 +246,7 @@ class RunConfig:
              f"applies to --model vae or ae (not {show(m.kind)})"),
             (not m.conditional or m.prior == "normal", "model.conditional", m.conditional,
              "needs --prior normal (the VampPrior's pseudo-inputs have no class)"),
-            (_finite(o.beta) and o.beta >= 0, "objective.beta", o.beta, "must be >= 0"),
+            (_finite(o.beta) and 0 <= o.beta <= MAX_BETA, "objective.beta", o.beta, f"must be in 0..{MAX_BETA:g}"),
             (o.warmup_epochs >= 1, "objective.warmup_epochs", o.warmup_epochs, "must be at least 1"),
             (1 <= o.iwae_samples <= 10**4, "objective.iwae_samples", o.iwae_samples, "must be in 1..10000"),
             (_finite(o.free_bits) and 0 <= o.free_bits <= 1000, "objective.free_bits", o.free_bits,

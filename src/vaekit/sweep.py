@@ -26,7 +26,7 @@ import torch
 from .budget import usable_cpus
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .children import child_environment
-from .config import RunConfig, as_run_config
+from .config import MAX_BETA, RunConfig, as_run_config
 from .data import check_outside
 from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json
@@ -38,7 +38,7 @@ COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon
 
 
 def parse_values(text: str | Sequence[float]) -> list[float]:
-    """'0.5,1,2,4' (or a list of numbers) -> [0.5, 1.0, 2.0, 4.0]; each a finite number >= 0, no repeats."""
+    """'0.5,1,2,4' (or a list of numbers) -> [0.5, 1.0, 2.0, 4.0]; each in 0..MAX_BETA, no repeats."""
     shown = text if isinstance(text, str) else ",".join(map(str, text))
     if isinstance(text, str) and "" in [v.strip() for v in text.split(",")]:
         raise ConfigError(f"--beta {show(shown)}: an empty value between commas; e.g. 0.5,1,2,4")
@@ -46,8 +46,8 @@ def parse_values(text: str | Sequence[float]) -> list[float]:
         values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except (TypeError, ValueError):
         raise ConfigError(f"--beta {show(shown)}: expected numbers separated by commas, e.g. 0.5,1,2,4") from None
-    if not values or any(not (v >= 0 and v < float("inf")) for v in values) or len(set(values)) != len(values):
-        raise ConfigError(f"--beta {show(shown)}: give distinct finite values >= 0, e.g. 0.5,1,2,4")
+    if not values or any(not 0 <= v <= MAX_BETA for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"--beta {show(shown)}: give distinct values in 0..{MAX_BETA:g}, e.g. 0.5,1,2,4")
     return values
 
 

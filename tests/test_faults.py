@@ -89,6 +89,37 @@ def run_copy(trained, tmp_path):
 
 # 1. Data loss: a refused command changes nothing; one writer; --overwrite removes only vaekit's files.
 
+def test_stop_signals_go_to_one_handler_and_what_was_there_comes_back():
+    """The one way vaekit takes the stop signals over: a real SIGTERM reaches the handler, an ignored
+    SIGHUP (nohup) stays ignored, the old handlers return, and another thread takes nothing over."""
+    import threading
+
+    from vaekit.signals import stop_signals_to
+
+    came: list[int] = []
+    term, hup = signal.getsignal(signal.SIGTERM), signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_signals_to(lambda signum, frame: came.append(signum)):
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGHUP)
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert came == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is term
+        failed: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                with stop_signals_to(lambda signum, frame: None):
+                    pass
+            except BaseException as e:  # signal.signal outside the main thread raises ValueError
+                failed.append(e)
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        assert not failed and signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+
+
 @pytest.mark.parametrize("extra", [["--set", "objective.schedule=exp"], ["--device", "cuda:7"],
                                    ["--hidden", "65536,65536"], ["--dataset", "vectors:/nonexistent.npy"]],
                          ids=["unknown-schedule", "missing-gpu", "over-budget", "missing-data"])

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .children import follow_parent
+from .signals import stop_signals_to
 from .config import PRECISIONS
 from .errors import (MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, brief, did_you_mean, figure,
                      one_line, show)
@@ -1091,19 +1092,14 @@ def _main(argv: list[str]) -> int:
         sys.stdout = _Discard()
         global _ERROR_PREFIX
         _ERROR_PREFIX = f"vaekit (rank {show(rank)})"
-    previous: dict[int, Any] = {}
     hook = sys.unraisablehook
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if threading_main() and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's stays ignored
-                previous[sig] = signal.signal(sig, _terminate)
-        sys.unraisablehook = _interrupt_again
-        follow_parent()  # a sweep's child: stops (as on SIGTERM) when the sweep dies, at once if it has
-        return _run(func, args)
+        with stop_signals_to(_terminate):
+            sys.unraisablehook = _interrupt_again
+            follow_parent()  # a sweep's child: stops (as on SIGTERM) when the sweep dies, at once if it has
+            return _run(func, args)
     finally:
         sys.unraisablehook = hook
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 PATH_ARGS = ("run_dir", "run_dirs", "run_a", "run_b", "resume", "out", "o", "config", "data_dir", "labels")
@@ -1196,26 +1192,14 @@ def _import_whole() -> None:
     the first again. A KeyboardInterrupt inside a compiled module's initialisation (numpy's C core
     under torch's, safetensors' Rust core) was swallowed, so the command went on as if never stopped,
     or left the module half made: an ImportError later, reported as an internal error."""
-    if all(name in sys.modules for name in WHOLE_IMPORTS) or not threading_main():
+    if all(name in sys.modules for name in WHOLE_IMPORTS):
         return
     came: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(sig) not in (signal.SIG_IGN, None)}  # None: set outside Python, left alone
-    try:
+    with stop_signals_to(lambda signum, frame: came.append(signum)):
         for name in WHOLE_IMPORTS:
             importlib.import_module(name)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if came:
         signal.raise_signal(came[0])
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from torch import Tensor
 from .config import STANDARDIZABLE, RunConfig
 from .errors import RunFolderError, TrainingInterrupted, VaekitError, brief
 from .models import LatentModel
+from .signals import stop_signals_to
 
 
 def rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -47,13 +47,11 @@ class StopOnSignal:
     ``repeat_grace``: a second signal within that many seconds of the first is the same request
     (under torchrun, Ctrl-C reaches each process from the terminal and again from the launcher)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
     def __init__(self, repeat_grace: float = 0.0) -> None:
         self.requested: str | None = None
         self.repeat_grace = repeat_grace
         self._first = 0.0
-        self._previous: dict[int, Any] = {}
+        self._routed = stop_signals_to(self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -64,15 +62,11 @@ class StopOnSignal:
         self._first = time.monotonic()
 
     def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._previous[sig] = signal.signal(sig, self._handle)
+        self._routed.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._routed.__exit__(*exc)
 
 
 def interrupted(signal_name: str, run_dir: Path, where: str) -> TrainingInterrupted:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from .children import child_environment, follow_parent
 from .errors import ConfigError, VaekitError, one_line
+from .signals import stop_signals_to
 
 INTERRUPTED = "interrupted; files being written were left as they were"  # a command stopped with nothing to save
 
@@ -87,9 +88,7 @@ def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
         stopping.append(signal.Signals(signum).name)
         proc.send_signal(signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
+    with stop_signals_to(stop):
         while True:
             try:
                 code = _code(proc.wait())
@@ -97,9 +96,6 @@ def _run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
             except KeyboardInterrupt:  # a signal that arrived before the handlers were in place
                 stop(signal.SIGINT, None)
                 time.sleep(0.1)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def leave_error(message: str, echo: bool = False, then: str = "") -> bool:

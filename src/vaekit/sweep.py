@@ -109,7 +109,7 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
         history = read_history(path) if not overwrite and is_run_folder(path) else []
         done = history[-1]["epoch"] if history else 0
         if done >= cfg.train.epochs:
-            log(f"sweep {i}/{len(runs)}: {path} has trained all {done} epochs; kept")
+            log(f"sweep {i}/{len(runs)}: {path} has trained {'its 1 epoch' if done == 1 else f'all {done} epochs'}; kept")
         else:
             pending.append((beta, path, cfg))
     if jobs > 1 and len(pending) > 1:

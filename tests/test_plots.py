@@ -72,6 +72,17 @@ def _cases(model):
     }
 
 
+def test_compare_latents_takes_a_one_dimensional_latent_and_non_finite_codes():
+    """A run with --latent-dim 1 beside a 3-d one: compare failed inside PCA (an internal error)."""
+    rng = np.random.default_rng(0)
+    one, three = rng.normal(size=(50, 1)), rng.normal(size=(50, 3))
+    three[4] = np.nan
+    fig = plots.compare_latents([one, three], None, ["one", "three"], np.arange(50) % 3)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("one: range") and "(PCA)" in titles[1] and "1 not finite left out" in titles[1]
+    assert plots.embed_2d(one, "pca").shape == (50, 2) and plots.embed_2d(three[:4], "tsne").shape == (4, 2)
+
+
 def test_kl_per_dimension_names_bars_only_while_their_names_fit():
     fig = plots.kl_per_dimension([0.0, 1.2, 3.4])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2", "1", "0"]

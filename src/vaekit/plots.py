@@ -163,9 +163,11 @@ def kl_per_dimension(kl_per_dim: Sequence[float], named: int = 64) -> Figure:
 
 
 def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """Two coordinates per code: the codes themselves, PCA, or t-SNE (scikit-learn)."""
-    if method == "direct" or len(codes) < 4:  # too few codes to fit a projection to: their first two values
-        return codes[:, :2]
+    """Two coordinates per code: the codes themselves (a 1-d code on the line y = 0), PCA, or t-SNE
+    (scikit-learn). Codes of at most 2 values, or too few codes to fit a projection to, are their own."""
+    if method == "direct" or codes.shape[1] <= 2 or len(codes) < 4:
+        xy = codes[:, :2]
+        return xy if xy.shape[1] == 2 else np.c_[xy, np.zeros((len(xy), 2 - xy.shape[1]))]
     if method == "pca":
         from sklearn.decomposition import PCA
 
@@ -214,8 +216,7 @@ def latent_scatter(
     if codes.shape[1] <= 2:
         fig = Figure(figsize=(7, 6.5), layout="constrained")
         ax = fig.subplots()
-        xy = codes if codes.shape[1] == 2 else np.c_[codes, np.zeros(len(codes))]
-        _scatter(ax, xy, lab, class_names)
+        _scatter(ax, embed_2d(codes, "direct"), lab, class_names)
         ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
         ax.grid(alpha=0.2)
         return fig
@@ -584,10 +585,13 @@ def compare_latents(
     axes = fig.subplots(rows, k, squeeze=False, height_ratios=[6.5, 1.9][:rows])
     for i, (c, name) in enumerate(zip(codes, names)):
         c = np.asarray(c, dtype=float)
-        xy = c[:, :2] if c.shape[1] == 2 else embed_2d(c, "pca")
-        _scatter(axes[0, i], xy, labels, class_names)
-        how = "" if c.shape[1] == 2 else " (PCA)"
-        axes[0, i].set(title=f"{name}{how}: range [{c.min():.2f}, {c.max():.2f}], std {c.std():.3f}")
+        finite = np.isfinite(c).all(1)
+        left_out = "" if finite.all() else f", {int((~finite).sum())} not finite left out"
+        c, lab = c[finite], None if labels is None else np.asarray(labels)[finite]
+        _scatter(axes[0, i], embed_2d(c, "pca"), lab, class_names)
+        how = "" if c.shape[1] <= 2 else " (PCA)"
+        spread = f"range [{c.min():.2f}, {c.max():.2f}], std {c.std():.3f}" if c.size else "no finite codes"
+        axes[0, i].set(title=f"{name}{how}: {spread}{left_out}")
         axes[0, i].grid(alpha=0.2)
         if generated is not None:
             _show(axes[1, i], _tile(np.asarray(generated[i]), len(generated[i])))

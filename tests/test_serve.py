@@ -30,13 +30,14 @@ QUIET = dict(progress=False, log=lambda s: None)
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """An image VAE (digits), a vector VAE (blobs), a 2-d AE and a two-layer hierarchy."""
+    """An image VAE (digits), a vector VAE (blobs), a 2-d AE, a 1-d VAE and a two-layer hierarchy."""
     root = tmp_path_factory.mktemp("serve")
     made = {}
     for name, data, model in [
         ("digits", DataConfig(dataset="digits", test_fraction=0.2), ModelConfig(hidden=[32], latent_dim=4)),
         ("blobs", DataConfig(dataset="blobs"), ModelConfig(hidden=[16], latent_dim=3, likelihood="gaussian")),
         ("ae2", DataConfig(dataset="digits", test_fraction=0.2), ModelConfig(kind="ae", hidden=[32], latent_dim=2)),
+        ("z1", DataConfig(dataset="digits", test_fraction=0.2), ModelConfig(hidden=[32], latent_dim=1)),
         ("hvae", DataConfig(dataset="digits", test_fraction=0.2),
          ModelConfig(kind="hvae", hidden=[32, 16], latent_dims=[6, 3], block_width=16)),
     ]:
@@ -90,6 +91,16 @@ def test_a_two_dimensional_latent_is_its_own_map(runs):
     assert e.info()["map_axes"] == "latent dimensions 1 and 2" and e.info()["kl"] is None
     z = e.decode_map(0.5, -1.0)["code"]
     assert z == pytest.approx([0.5, -1.0])
+
+
+def test_a_one_dimensional_latent_lies_across_the_map(runs):
+    """--latent-dim 1: the map failed (an IndexError for its missing second axis)."""
+    client = TestClient(create_app([Explorer(runs["z1"])]))
+    m = client.get("/api/0/map").json()
+    assert "latent dimension 1" in m["axes"] and all(y == 0 for _, y in m["xy"]) and len(m["bounds"]) == 4
+    assert client.post("/api/0/decode_map", json={"u": 0.5, "v": -1.0}).json()["code"] == pytest.approx([0.5])
+    ex = client.post("/api/0/example", json={"index": 3}).json()
+    assert len(ex["code"]) == 1 and m["xy"][3][0] == pytest.approx(ex["code"][0])
 
 
 def test_a_hierarchy_is_explored_through_its_top_layer(runs):

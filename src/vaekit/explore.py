@@ -125,10 +125,12 @@ class Explorer:
 
     @cached_property
     def _plane(self) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """The map's coordinates, on the CPU whatever the model's device: the code itself for a 2-d
-        latent, else its top two principal directions."""
-        if self.latent_dim == 2:
-            return torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64), "latent dimensions 1 and 2"
+        """The map's coordinates, on the CPU whatever the model's device: the code itself for a 1- or 2-d
+        latent, else its top two principal directions; a 1-d latent lies along the map's width."""
+        if self.latent_dim <= 2:
+            axes = torch.eye(2, self.latent_dim, dtype=torch.float64)
+            title = "latent dimensions 1 and 2" if self.latent_dim == 2 else "latent dimension 1 (across; there is no second)"
+            return torch.zeros(self.latent_dim, dtype=torch.float64), axes, title
         return (*principal_plane(self._examples[1].cpu()), "principal components 1 and 2 of the test codes")
 
     @cached_property

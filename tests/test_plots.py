@@ -83,6 +83,14 @@ def test_compare_latents_takes_a_one_dimensional_latent_and_non_finite_codes():
     assert plots.embed_2d(one, "pca").shape == (50, 2) and plots.embed_2d(three[:4], "tsne").shape == (4, 2)
 
 
+def test_a_one_dimensional_latent_is_decoded_along_a_line_not_a_grid_of_repeated_rows():
+    torch.manual_seed(0)
+    line = build_model(ModelConfig(hidden=[16], latent_dim=1), (1, 8, 8)).eval()
+    fig = plots.latent_grid(line, 15)
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.shape[0] < 12 and shown.shape[1] > 15 * 8 and "line, 15 points" in fig.axes[0].get_title()
+
+
 def test_kl_per_dimension_names_bars_only_while_their_names_fit():
     fig = plots.kl_per_dimension([0.0, 1.2, 3.4])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2", "1", "0"]

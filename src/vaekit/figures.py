@@ -132,7 +132,8 @@ def _grid(v: RunView) -> Figure | None:
     extent = float(torch.quantile(coords.abs().flatten(), 0.99).clamp_min(1e-3))
     names = tuple(f"{n} - median code" for n in names)
     fig = plots.latent_grid(v.surface, 15, extent, basis=basis, center=center, axis_names=names)
-    fig.axes[0].set_title(f"AE: decoded grid over the codes' range (99% within ±{extent:.3g} of their median)")
+    fig.axes[0].set_title(f"AE: decoded {'line' if d == 1 else 'grid'} over the codes' range (99% within "
+                          f"±{extent:.3g} of their median)")
     return _as_class(v, fig)
 
 

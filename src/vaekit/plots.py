@@ -239,7 +239,8 @@ def latent_grid(
     center: Tensor | np.ndarray | None = None,
     axis_names: tuple[str, str] = ("z[0]", "z[1]"),
 ) -> Figure:
-    """Decode an n x n grid over [-extent, extent]^2 (seed 001's 15 x 15 manifold).
+    """Decode an n x n grid over [-extent, extent]^2 (seed 001's 15 x 15 manifold); a 1-d latent
+    gives one row of n.
 
     For latents above 2-d the plane is ``center + a * basis[0] + b * basis[1]`` (e.g. the top
     two principal directions of the codes); by default dimensions 0 and 1 through the origin.
@@ -248,20 +249,25 @@ def latent_grid(
     dev = model.device
     b = torch.eye(d, device=dev)[:2] if basis is None else torch.as_tensor(basis, dtype=torch.float32, device=dev)
     c = torch.zeros(d, device=dev) if center is None else torch.as_tensor(center, dtype=torch.float32, device=dev)
-    if d == 1:
-        b = torch.cat([b[:1], torch.zeros(1, 1, device=dev)])
     vals = torch.linspace(-extent, extent, n, device=dev)
-    a_, b_ = torch.meshgrid(vals, vals.flip(0), indexing="xy")  # rows: top = +extent
-    z = c + a_.reshape(-1, 1) * b[0] + b_.reshape(-1, 1) * b[1]
+    if d == 1:  # a line, not a grid: a second axis would repeat each row n times
+        z = c + vals.reshape(-1, 1) * b[:1]
+    else:
+        a_, b_ = torch.meshgrid(vals, vals.flip(0), indexing="xy")  # rows: top = +extent
+        z = c + a_.reshape(-1, 1) * b[0] + b_.reshape(-1, 1) * b[1]
     images = _np(model.mean(model.decode(z)))
-    fig = Figure(figsize=(9, 9), layout="constrained")
-    ax = fig.subplots()
     mosaic = _tile(images, n)
+    h, w = mosaic.shape[1:]
+    fig = Figure(figsize=(9, 9 if d > 1 else 9 * h / w + 1), layout="constrained")
+    ax = fig.subplots()
     _show(ax, mosaic)
     ax.set_axis_on()
-    h, w = mosaic.shape[1:]
     ticks = np.linspace(-extent, extent, 5)
     ax.set_xticks((ticks + extent) / (2 * extent) * (w - 1), [f"{t:.1f}" for t in ticks])
+    if d == 1:
+        ax.set_yticks([])
+        ax.set(title=f"decoded latent line, {n} points over [-{extent:g}, {extent:g}]", xlabel=axis_names[0])
+        return fig
     ax.set_yticks((ticks + extent) / (2 * extent) * (h - 1), [f"{t:.1f}" for t in ticks[::-1]])
     ax.set(title=f"decoded latent grid, {n} x {n} over [-{extent:g}, {extent:g}]²",
            xlabel=axis_names[0], ylabel=axis_names[1])

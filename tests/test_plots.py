@@ -91,6 +91,23 @@ def test_a_one_dimensional_latent_is_decoded_along_a_line_not_a_grid_of_repeated
     assert shown.shape[0] < 12 and shown.shape[1] > 15 * 8 and "line, 15 points" in fig.axes[0].get_title()
 
 
+def test_many_classes_get_a_colour_scale_and_thinned_names_not_a_legend_off_the_page():
+    """150 classes (a class folder per identity, say): the scatter's legend collapsed the axes and its
+    colours repeated; the confusion matrix wrote 150 overlapping names per axis."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(150), 4)
+    fig = plots.latent_scatter(rng.normal(size=(600, 2)), labels)
+    assert fig.axes[0].get_legend() is None and "150 classes" in fig.axes[1].get_ylabel()  # the colour bar
+    few = plots.latent_scatter(rng.normal(size=(40, 2)), np.arange(40) % 4)
+    assert len(few.axes[0].get_legend().get_texts()) == 4
+    conf = plots.confusion_matrix(labels, labels).axes[0]
+    assert len(conf.get_xticks()) <= 20 and not conf.texts
+    y = rng.integers(0, 5000, 20000)
+    wide = plots.confusion_matrix(y, np.where(rng.random(20000) < 0.7, y, 0)).axes[0]
+    assert "200 most frequent classes" in wide.get_title() and wide.get_images()[0].get_array().shape == (200, 200)
+    assert "accuracy 0.7" in wide.get_title()
+
+
 def test_kl_per_dimension_names_bars_only_while_their_names_fit():
     fig = plots.kl_per_dimension([0.0, 1.2, 3.4])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2", "1", "0"]

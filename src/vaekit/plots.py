@@ -183,12 +183,19 @@ def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
                 **{iterations: TSNE_ITERATIONS}).fit_transform(codes)
 
 
+LEGEND_CLASSES = 20  # up to this many classes get a colour each and a legend; more, a colour scale
+
+
 def _scatter(ax: Any, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> None:
     size = float(np.clip(4000 / max(len(xy), 1), 2, 20))  # a few points drawn large enough to see, thousands small
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.5, color="#1f77b4")
         return
     classes = np.unique(labels)
+    if len(classes) > LEGEND_CLASSES:  # a legend of hundreds of names would crowd out the plot, and colours repeat
+        points = ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.6, c=labels, cmap="turbo")
+        ax.figure.colorbar(points, ax=ax, label=f"class number ({len(classes)} classes shown)", shrink=0.8)
+        return
     cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     for i, c in enumerate(classes):
         m = labels == c
@@ -623,26 +630,39 @@ def score_histograms(normal: np.ndarray, anomalous: np.ndarray, auroc: float, sc
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str] | None = None,
-                     title: str = "linear probe on latent means") -> Figure:
-    """Row-normalised confusion matrix (true class per row) with the accuracy in the title."""
-    classes = np.unique(np.r_[y_true, y_pred])
-    index = {c: i for i, c in enumerate(classes)}
+                     title: str = "linear probe on latent means", most: int = 200) -> Figure:
+    """Row-normalised confusion matrix (true class per row) with the accuracy in the title. Past
+    LEGEND_CLASSES classes the cells lose their numbers and the axes name every k-th class; past
+    ``most``, the matrix keeps the ``most`` most frequent true classes (a 10,000-class one is 800 MB)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    accuracy = (y_true == y_pred).mean()
+    classes, counts_true = np.unique(y_true, return_counts=True)
+    if len(np.union1d(classes, y_pred)) > most:
+        classes = np.sort(classes[np.argsort(-counts_true, kind="stable")[:most]])
+        title = f"{title} ({most} most frequent classes)"
+    else:
+        classes = np.union1d(classes, y_pred)
+    rows, cols = np.searchsorted(classes, y_true), np.searchsorted(classes, y_pred)
+    kept = (rows < len(classes)) & (classes[rows.clip(max=len(classes) - 1)] == y_true) & \
+        (cols < len(classes)) & (classes[cols.clip(max=len(classes) - 1)] == y_pred)
     counts = np.zeros((len(classes), len(classes)))
-    for t, p in zip(y_true, y_pred):
-        counts[index[t], index[p]] += 1
+    np.add.at(counts, (rows[kept], cols[kept]), 1)
     rates = counts / counts.sum(1, keepdims=True).clip(min=1)
     names = [class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
              for c in classes]
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if rates[i, j] >= 0.01:
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), names, rotation=45 if max(map(len, names)) > 3 else 0)
-    ax.set_yticks(range(len(classes)), names)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if len(classes) <= LEGEND_CLASSES:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if rates[i, j] >= 0.01:
+                    ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    named = range(0, len(classes), math.ceil(len(classes) / LEGEND_CLASSES))
+    shown = [names[i] for i in named]
+    ax.set_xticks(named, shown, rotation=45 if max(map(len, shown)) > 3 else 0)
+    ax.set_yticks(named, shown)
     fig.colorbar(im, ax=ax, label="share of the true class")
-    ax.set(title=f"{title}: accuracy {(y_true == y_pred).mean():.3f}", xlabel="predicted", ylabel="true")
+    ax.set(title=f"{title}: accuracy {accuracy:.3f}", xlabel="predicted", ylabel="true")
     return fig

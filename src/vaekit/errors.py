@@ -90,6 +90,11 @@ def _escape(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 test example', '2 test examples': a count with its noun in the right number."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def show(value: Any, limit: int = 80) -> str:
     """A value as it may appear in a message: repr for non-strings, escaped, at most ``limit`` characters."""
     text = _escape(value if isinstance(value, str) else repr(value))

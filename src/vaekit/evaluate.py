@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Run, check_data_record, load_run
 from .data import Dataset, load_dataset, relocate
-from .errors import RunFolderError, VaekitError, whole_number
+from .errors import RunFolderError, VaekitError, counted, whole_number
 from .files import OutputError, atomic_write, strict_json, user_path
 from .matmul import cpu_matmul
 from .models import LatentModel, rows_within
@@ -258,7 +258,7 @@ def evaluate_run(
     data = (data or run_data(run, data_dir, progress)).to(device)
     if generation and len(data.test_x) < MIN_GENERATION:
         raise VaekitError(f"--generation compares at least {MIN_GENERATION} samples with as many test examples; "
-                          f"{data.name} has {len(data.test_x)} test examples")
+                          f"{data.name} has {counted(len(data.test_x), 'test example')}")
     metrics = evaluate_model(run.model, data, iwae_k, run.config.train.eval_batch_size, run.config.seed, progress)
     metrics = {**metrics, "epoch": run.epoch, "model": run.config.model.kind,
                "likelihood": run.config.model.likelihood, "dataset": data.name}  # where the data were read now

@@ -137,7 +137,8 @@ def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) 
     whole_number(components, "--components")
     x = codes.detach().double().cpu().numpy()
     if len(x) < 2 * components:
-        raise VaekitError(f"--components {components}: {len(x)} training codes are too few to fit that many")
+        raise VaekitError(f"--components {components}: a mixture of {components} needs at least {2 * components} "
+                          f"training codes, and there {'is' if len(x) == 1 else 'are'} {len(x)}")
     gm = SkGMM(n_components=components, covariance_type="full", reg_covar=1e-6, max_iter=300, random_state=seed)
     gm.fit(x)
     cov = torch.from_numpy(gm.covariances_)

@@ -129,7 +129,7 @@ class Explorer:
         latent, else its top two principal directions; a 1-d latent lies along the map's width."""
         if self.latent_dim <= 2:
             axes = torch.eye(2, self.latent_dim, dtype=torch.float64)
-            title = "latent dimensions 1 and 2" if self.latent_dim == 2 else "latent dimension 1 (across; there is no second)"
+            title = "latent dimensions 1 and 2" if self.latent_dim == 2 else "latent dimension 1, across: a 1-d latent has no second"
             return torch.zeros(self.latent_dim, dtype=torch.float64), axes, title
         return (*principal_plane(self._examples[1].cpu()), "principal components 1 and 2 of the test codes")
 

@@ -40,7 +40,7 @@ note "train --nproc 1 --device cuda (NCCL), then evaluate" "${PIPESTATUS[0]}"; }
 want profile && { limited "${PROFILE_S:-90}" "$py" benchmarks/gpu_profile.py --data-dir "$mnist" \
   --out "$out/gpu_profile.txt" 2>&1 | tail -n 40 >> "$log"; note "profile" "${PIPESTATUS[0]}"; }
 
-want graph && { limited "${GRAPH_S:-90}" "$py" benchmarks/gpu_graph.py --data-dir "$mnist" 2>&1 | tee -a "$log"
+want graph && { limited "${GRAPH_S:-180}" "$py" benchmarks/gpu_graph.py --data-dir "$mnist" 2>&1 | tee -a "$log"
   note "whole step as a CUDA graph" "${PIPESTATUS[0]}"; }
 
 speed() {  # seconds, JSON name, then gpu_speed.py's flags

@@ -92,6 +92,25 @@ def test_bernoulli_refuses_data_outside_unit_range(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_each_epochs_record_is_serialised_once_however_long_the_run(tmp_path, monkeypatch):
+    """history.jsonl is rewritten whole each epoch; serialising every record again each time made a
+    2,000-epoch run of a small model spend more time on its history than on training."""
+    from vaekit import files
+    from vaekit.presets import get_preset
+
+    serialised: list[dict] = []
+    real = files.strict_json
+    monkeypatch.setattr(files, "strict_json", lambda v, *a, **k: serialised.append(v) or real(v, *a, **k))
+    cfg = get_preset("tiny-4-8-2").with_overrides({"train.epochs": "40"})
+    fit(cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    records = [v for v in serialised if isinstance(v, dict) and "test_loss" in v]
+    assert [r["epoch"] for r in records] == list(range(1, 41))  # was 1 + 2 + ... + 40 = 820
+    assert [r["epoch"] for r in read_history(tmp_path / "r")] == list(range(1, 41))
+    monkeypatch.undo()
+    fit(None, tmp_path / "r", resume=True, epochs=45, progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in read_history(tmp_path / "r")] == list(range(1, 46))
+
+
 def test_existing_run_is_not_overwritten(digits_cfg, tmp_path):
     digits_cfg.train.epochs = 1
     fit(digits_cfg, tmp_path / "r", progress=False, log=lambda s: None)

@@ -511,7 +511,25 @@ def write_history(run_dir: Path, records: list[dict[str, Any]]) -> None:
     files.atomic_write(Path(run_dir) / HISTORY, "".join(files.strict_json(r) + "\n" for r in records))
 
 
-def truncate_history(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
+class History:
+    """A training run's history.jsonl: its records, kept with their JSON lines so that each is
+    serialised once. The file is rewritten whole each epoch (atomically); serialising every record
+    again made a long run of a small model spend most of its time here (0.58 s per epoch at
+    40,000 epochs, against 0.02 s for the bytes)."""
+
+    def __init__(self, run_dir: Path, records: list[dict[str, Any]]) -> None:
+        self.path = Path(run_dir) / HISTORY
+        self.records = list(records)
+        self._lines = [files.strict_json(r) + "\n" for r in self.records]
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record and rewrite the file with it."""
+        self._lines.append(files.strict_json(record) + "\n")
+        files.atomic_write(self.path, "".join(self._lines))
+        self.records.append(record)
+
+
+def truncate_history(run_dir: Path, epoch: int) -> History:
     """Keep only the records of epochs up to ``epoch`` (those the checkpoint covers); returns them."""
     kept = [r for r in read_history(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
     missing = sorted(set(range(1, epoch + 1)) - {r["epoch"] for r in kept})
@@ -521,4 +539,4 @@ def truncate_history(run_dir: Path, epoch: int) -> list[dict[str, Any]]:
                       "removed or edited); training goes on, and the curves will lack "
                       f"{'it' if len(missing) == 1 else 'them'}", stacklevel=2)
     write_history(run_dir, kept)
-    return kept
+    return History(run_dir, kept)

@@ -312,7 +312,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
             return start.epoch
         where = f"epoch {start.epoch + 1}" + (f", step {start.step + 1}" if start.step else "")
         log(f"resuming {run_dir} at {where} of {cfg.train.epochs} epochs")
-    history: list[dict[str, Any]] = []
+    history: ckpt.History | None = None
     if writer:
         if resume:
             ckpt.check_data_record(run_dir, data)
@@ -413,8 +413,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                         "test_kl_per_dim": test.get("kl_per_dim"), "train_seconds": train_seconds,
                         "seconds": time.perf_counter() - t0,
                     }
-                    history.append(record)
-                    ckpt.write_history(run_dir, history)
+                    history.append(record)  # type: ignore[union-attr]  # the writer has one
                     ckpt.save_checkpoint(run_dir, model, optimizer, epoch, {**rng_state(gen), **precision.state()})
                     (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
                     loggers.epoch(record, model, data)

@@ -259,7 +259,7 @@ TABLE = [
     ("config.json of an unknown version", ["evaluate", "{t}/version"], ["format_version 99"]),
     ("weights that do not fit the config", ["evaluate", "{t}/mismatch"], ["model.safetensors", "do not match"]),
     ("latent size 0", [*TRAIN, "--latent-dim", "0"], ["model.latent_dim=0"]),
-    ("negative beta", [*TRAIN, "--beta", "-0.5"], ["objective.beta=-0.5", ">= 0"]),
+    ("negative beta", [*TRAIN, "--beta", "-0.5"], ["objective.beta=-0.5", "must be in 0..1e+06"]),
     ("batch larger than the data", [*TRAIN, "--batch-size", "5000"], ["--batch-size 5000", "1438 training examples"]),
     ("unknown preset", [*TRAIN, "--preset", "vae-xl"], ["vae-xl", "vaekit presets"]),
     ("unknown data set", [*TRAIN, "--dataset", "svhn"], ["svhn", "mnist"]),

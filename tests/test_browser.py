@@ -8,12 +8,14 @@ instead and ``VAEKIT_SCREENSHOTS=DIR`` keeps the screenshots (README's pictures 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -49,10 +51,10 @@ def run_dirs(tmp_path_factory) -> list[str]:
     return dirs
 
 
-@pytest.fixture(scope="module")
-def server(run_dirs):
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run_dirs, "--port", "0", "--sampler", "gmm",
-                             "--components", "3"],
+@contextlib.contextmanager
+def serving(run_dirs: list[str], *flags: str) -> Iterator[str]:
+    """A real `vaekit serve` process over the runs; yields its address, stops it with SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *run_dirs, "--port", "0", *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     while line.startswith("fitted a "):  # --sampler gmm: one line per mixture fitted, then the address
@@ -60,9 +62,41 @@ def server(run_dirs):
     if "http://" not in line:
         proc.kill()
         raise AssertionError(f"serve did not start: {line}{proc.stderr.read()}")
-    yield line.split()[2]
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    try:
+        yield line.split()[2]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+@contextlib.contextmanager
+def browsing(browser: Any, address: str) -> Iterator[Any]:
+    """A page of the headless Chromium on the explorer, loaded; ``page.errors`` gathers its script errors."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    try:
+        page.goto(address)
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        page.errors = errors  # type: ignore[attr-defined]
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(run_dirs):
+    with serving(run_dirs, "--sampler", "gmm", "--components", "3") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +108,9 @@ def shots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-        page.goto(server)
-        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-        page.errors = errors  # type: ignore[attr-defined]
+def page(browser, server):
+    with browsing(browser, server) as page:
         yield page
-        browser.close()
 
 
 def not_blank(path: Path) -> None:
@@ -197,3 +222,27 @@ def test_a_conditional_run_decodes_the_class_picked(page, run_dirs):
     conditional.locator(".class-pick").select_option(str((int(current) + 5) % 10))
     _changes(page, first, before)
     assert not page.errors, page.errors
+
+
+def test_many_classes_get_distinct_colours_and_a_short_legend(browser, tmp_path, shots):
+    """A conditional run on 30 classes: the map's colours repeated every ten classes (palette % 10) and
+    the legend listed every class; now the hues spread over the classes and the legend names the ends."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(30):
+        (tmp_path / "img" / f"c{c:02d}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "img" / f"c{c:02d}" / f"{i}.png")
+    cfg = RunConfig(seed=0, data=DataConfig(dataset=f"folder:{tmp_path / 'img'}", test_fraction=0.5),
+                    model=ModelConfig(hidden=[16], latent_dim=2, conditional=True),
+                    train=TrainConfig(epochs=1, batch_size=32))
+    run = fit(cfg, tmp_path / "run", progress=False, log=lambda s: None).path
+    with serving([str(run)]) as address, browsing(browser, address) as page:
+        legend = page.locator("section.run .legend span")
+        assert legend.count() == 3 and "30 classes" in legend.nth(1).inner_text()
+        assert legend.nth(0).inner_text() == "c00" and legend.nth(2).inner_text() == "c29"
+        colours = page.evaluate("[...document.querySelectorAll('section.run .legend i')].map(i => i.style.background)")
+        assert len(set(colours)) == 2, colours
+        page.locator("section.run .map").screenshot(path=shots / "many-classes-map.png")
+        assert not page.errors, page.errors

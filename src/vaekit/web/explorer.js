@@ -5,6 +5,13 @@
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"];
 const statusLine = document.getElementById("status");
+const LEGEND_CLASSES = 20;  // more classes than this: the legend names the first and last, not every one
+
+// Up to ten classes take the palette; more are spread over the hue circle by class number, so no
+// two classes share a colour the way palette % 10 made every eleventh one.
+function classColour(k, top) {
+  return top < PALETTE.length ? PALETTE[k] : `hsl(${Math.round((300 * k) / top)}, 75%, 42%)`;
+}
 
 function setStatus(text, isError) {
   statusLine.textContent = text;
@@ -102,6 +109,7 @@ class RunSection {
   async startMap() {
     const map = await this.api("map");
     this.points = map.xy; this.labels = map.labels; this.bounds = map.bounds;
+    this.topLabel = map.labels ? Math.max(...map.labels) : 0;
     this.q(".axes").textContent = `(${map.axes})`;
     const canvas = this.q(".map");
     this.drawMap();
@@ -125,12 +133,16 @@ class RunSection {
     });
     if (map.labels) {
       const names = this.info.class_names, seen = [...new Set(map.labels)].sort((a, b) => a - b);
-      this.q(".legend").replaceChildren(...seen.map((k) => {
-        const item = document.createElement("span");
-        item.innerHTML = `<i style="background:${PALETTE[k % 10]}"></i>`;
-        item.append(names && names[k] !== undefined ? names[k] : String(k));
-        return item;
-      }));
+      const item = (k) => {
+        const span = document.createElement("span");
+        span.innerHTML = `<i style="background:${classColour(k, this.topLabel)}"></i>`;
+        span.append(names && names[k] !== undefined ? names[k] : String(k));
+        return span;
+      };
+      const many = seen.length > LEGEND_CLASSES;
+      const between = document.createElement("span");
+      between.textContent = `... (${seen.length} classes, coloured in order)`;
+      this.q(".legend").replaceChildren(...(many ? [item(seen[0]), between, item(seen[seen.length - 1])] : seen.map(item)));
     }
   }
 
@@ -153,7 +165,7 @@ class RunSection {
     ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
     this.points.forEach((p, i) => {
       const [x, y] = this.toCanvas(p);
-      ctx.fillStyle = this.labels ? PALETTE[this.labels[i] % 10] : "#1f77b4";
+      ctx.fillStyle = this.labels ? classColour(this.labels[i], this.topLabel) : "#1f77b4";
       ctx.globalAlpha = 0.6; ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
     });
     ctx.globalAlpha = 1;

@@ -51,7 +51,7 @@ class StopOnSignal:
         self.requested: str | None = None
         self.repeat_grace = repeat_grace
         self._first = 0.0
-        self._routed = stop_signals_to(self._handle)
+        self._routed: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -62,6 +62,7 @@ class StopOnSignal:
         self._first = time.monotonic()
 
     def __enter__(self) -> StopOnSignal:
+        self._routed = stop_signals_to(self._handle)  # made here: a context manager of a generator is entered once
         self._routed.__enter__()
         return self
 

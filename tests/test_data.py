@@ -436,6 +436,26 @@ def test_vectors_npy_npz_and_labels(tmp_path):
         load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'fractions.npz'}"))
 
 
+def test_npz_labels_under_the_names_a_table_takes_and_never_lost_without_a_word(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 8)).astype(np.float32), rng.integers(0, 3, 50)
+    np.savez(tmp_path / "label.npz", x=x, label=y, ids=np.arange(50))  # a label key, and other per-row data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'label.npz'}"))
+    assert ds.train_y is not None and sorted(set(ds.train_y.tolist()) | set(ds.test_y.tolist())) == [0, 1, 2]
+    np.savez(tmp_path / "named.npz", x=x, species=y, meta=np.arange(3))
+    with pytest.warns(UserWarning, match=r"\['species'\] has one value per row but is not read as labels"):
+        assert load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'named.npz'}")).train_y is None
+    np.save(tmp_path / "y.npy", y)
+    with warnings.catch_warnings():  # --labels gives them: nothing to say
+        warnings.simplefilter("error")
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'named.npz'}", labels=str(tmp_path / "y.npy")))
+    np.savez(tmp_path / "both.npz", x=x, y=y, targets=y)
+    with pytest.raises(DataError, match="arrays y and targets could both be the labels"):
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'both.npz'}"))
+
+
 @pytest.mark.parametrize(
     "array,match",
     [

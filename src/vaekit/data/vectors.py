@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -15,17 +17,17 @@ from ..errors import DataError, VaekitError, brief, show
 from ..files import expand_home, file_size, open_regular
 from .dataset import Dataset, split
 from .folder import UNPACK, is_archive
-from .table import is_text_table, read_label_column, read_table
+from .table import LABEL_COLUMNS, is_text_table, read_label_column, read_table
 
 X_KEYS = ("x", "X", "data", "embeddings", "features")
-Y_KEYS = ("y", "labels", "targets")
+Y_KEYS = ("y", *LABEL_COLUMNS)  # the names a table's label column may have, and y
 
 
 MAX_MEMBERS = 1000
 
 
-def _declared_nbytes(f) -> int:
-    """Bytes an .npy stream declares in its header (read without loading the data)."""
+def _header(f) -> tuple[tuple[int, ...], np.dtype]:
+    """An .npy stream's shape and dtype, read from its header without the data."""
     from numpy.lib import format as npy_format
 
     version = npy_format.read_magic(f)
@@ -33,6 +35,12 @@ def _declared_nbytes(f) -> int:
         shape, _, dtype = npy_format.read_array_header_1_0(f)
     else:
         shape, _, dtype = npy_format.read_array_header_2_0(f)
+    return shape, dtype
+
+
+def _declared_nbytes(f) -> int:
+    """Bytes an .npy stream declares in its header (read without loading the data)."""
+    shape, dtype = _header(f)
     return int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
 
 
@@ -66,7 +74,8 @@ def _check_sizes(path: Path, f: BinaryIO) -> None:
     f.seek(0)
 
 
-def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_array(path: Path, labels_elsewhere: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data array and, from an .npz, its labels; ``labels_elsewhere``: --labels gives them."""
     with open_regular(path, ".npy/.npz file") as f:
         try:
             _check_sizes(path, f)
@@ -79,14 +88,36 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return loaded, None
         with loaded:
             keys = list(loaded.keys())
-            xk = next((k for k in X_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+            xs, ys = [k for k in X_KEYS if k in keys], [k for k in Y_KEYS if k in keys]
+            for found, what in ((xs, "the data"), (ys, "the labels")):
+                if len(found) > 1:
+                    raise DataError(f"{path}: arrays {show(found[0])} and {show(found[1])} could both be {what}; "
+                                    "keep one of them")
+            xk = xs[0] if xs else keys[0] if len(keys) == 1 else None
             if xk is None:
                 raise DataError(f"{path}: .npz has arrays {show(keys)}; name the data 'x' (and labels 'y')")
-            yk = next((k for k in Y_KEYS if k in keys), None)
+            yk = ys[0] if ys else None
             try:
-                return loaded[xk], (loaded[yk] if yk else None)
+                x, y = loaded[xk], (loaded[yk] if yk else None)
             except Exception as e:  # corrupt member data: any parser error is the file's fault
                 raise DataError(f"{path}: cannot read array '{show(xk)}' ({brief(e)})") from None
+            if y is None and x.ndim and not labels_elsewhere:  # labels under another name: not lost without a word
+                _warn_of_unnamed_labels(path, loaded.zip, [k for k in keys if k != xk], len(x))
+            return x, y
+
+
+def _warn_of_unnamed_labels(path: Path, members: zipfile.ZipFile, others: list[str], rows: int) -> None:
+    """Other arrays of one value per row (their headers read, not their data), which may be labels
+    under a name vaekit does not read."""
+    alike = []
+    for k in others:
+        with contextlib.suppress(Exception), members.open(f"{k}.npy") as member:  # a member it cannot read: no guess
+            if _header(member)[0] == (rows,):
+                alike.append(k)
+    if alike:
+        warnings.warn(f"{path}: {show(alike)} {'has' if len(alike) == 1 else 'have'} one value per row but "
+                      f"{'is' if len(alike) == 1 else 'are'} not read as labels; name the labels one of "
+                      f"{', '.join(Y_KEYS)} to use them", stacklevel=3)
 
 
 def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
@@ -104,7 +135,7 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
     if is_text_table(path):
         x, y, class_names = read_table(path, progress)
     else:
-        x, y = _read_array(path)
+        x, y = _read_array(path, labels_elsewhere=bool(cfg.labels))
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":
         raise DataError(f"{path}: array dtype {x.dtype} is not numeric; save a float32 (N, D) array")
     if x.ndim != 2:

@@ -839,6 +839,22 @@ def test_a_run_on_a_read_only_file_system_is_read_and_its_outputs_go_elsewhere(r
     assert sorted(p.name for p in ro.rglob("*")) == listing
 
 
+def test_a_file_where_a_folder_must_be_is_named_as_such(run_copy, tmp_path):
+    """A file named plots in the run folder: 'cannot create this folder (File exists)' did not say that
+    the file was in the way."""
+    shutil.rmtree(run_copy / "plots", ignore_errors=True)
+    (run_copy / "plots").write_text("my notes")
+    code, out, err = run_cli("plot", str(run_copy), "--no-progress")
+    assert code == 2 and err.strip() == f"vaekit: error: {run_copy / 'plots'}: a file, where vaekit needs a folder of " \
+        "this name; move it away" and (run_copy / "plots").read_text() == "my notes"
+    from vaekit.files import make_folder, OutputError
+
+    (tmp_path / "in-the-way").write_text("")
+    with pytest.raises(OutputError, match=r"in-the-way/a/b: cannot create this folder \(.*in-the-way is a file, not a "
+                                          r"folder\); choose another --out"):
+        make_folder(tmp_path / "in-the-way" / "a" / "b", "choose another --out")
+
+
 def _homeless_user() -> int | None:
     """A user id with no entry in the password database (as containers run with --user N), or None."""
     import pwd

@@ -175,10 +175,7 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
 def create_run_dir(path: Path) -> bool:
     """Make the folder (and parents); returns whether it was created here."""
     existed = path.is_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunFolderError(f"{path}: cannot create this folder ({e.strerror or e}); choose another --out") from None
+    files.make_folder(path, "choose another --out", RunFolderError)
     return not existed
 
 

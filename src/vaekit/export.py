@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Run, load_run
 from .errors import VaekitError
-from .files import atomic_write, output_folder, user_path, write_via_buffer
+from .files import atomic_write, make_folder, output_folder, user_path, write_via_buffer
 
 ONNX_DIR = "onnx"
 OPSET = 17
@@ -113,8 +113,5 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
     run = load_run(run_dir)  # a bad run folder is refused before anything is created
     target = output_folder(out, "--out") if out is not None else run_dir / format
     with writing_into(run_dir, [target], "export", "--out DIR"):
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise VaekitError(f"--out {target}: cannot create this folder ({e.strerror})") from None
+        make_folder(target, "choose another --out")
         return write(run, target)

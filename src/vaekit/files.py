@@ -178,10 +178,7 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{path.parent}: cannot create this folder ({e.strerror or e})") from None
+    make_folder(path.parent)
     _remove_stale_temps(path)
     tmp = _temp_name(path)
     try:
@@ -236,6 +233,21 @@ def output_folder(path: str | Path, flag: str) -> Path:
         raise OutputError(f"{where}: exists and is not a folder; choose another place")
     check_can_write(out / "probe", where)
     return out
+
+
+def make_folder(path: Path, instead: str = "", error: type[VaekitError] = OutputError) -> None:
+    """``mkdir -p path``, or one ``error`` line saying why not: a file standing where one of the
+    folders must be (the OS says only 'File exists' or 'Not a directory'), else the OS's reason;
+    ``instead``: what the user can do, appended."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        then = f"; {instead}" if instead else ""
+        if blocker == path:
+            raise error(f"{path}: a file, where vaekit needs a folder of this name; move it away{then}") from None
+        why = f"{show(str(blocker))} is a file, not a folder" if blocker is not None else e.strerror or str(e)
+        raise error(f"{path}: cannot create this folder ({why}){then}") from None
 
 
 def existing_ancestor(path: str | Path) -> Path:

@@ -23,8 +23,9 @@ from . import __version__
 from .children import follow_parent
 from .signals import stop_signals_to
 from .config import PRECISIONS
-from .errors import (MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, brief, counted, did_you_mean,
+from .errors import (MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, brief, did_you_mean,
                      figure, one_line, show)
+from .errors import counted as count_of  # cli's own counted() is an argparse converter
 from .files import expand_home, strict_json
 
 
@@ -374,7 +375,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     done = sample_run(args.run_dir, args.o, args.n, seed=args.seed, sampler=args.sampler,
                       components=args.components, refit=args.refit, label=args.label, data_dir=args.data_dir,
                       device=args.device)
-    print(f"wrote {counted(done['n'], 'sample')} ({done['codes']}) to {done['file']}")
+    print(f"wrote {count_of(done['n'], 'sample')} ({done['codes']}) to {done['file']}")
     return 0
 
 

@@ -335,6 +335,8 @@ TABLE = [
     ("labels from /dev/zero", [*TRAIN, "--dataset", "vectors:{t}/wide.npy", "--labels", "/dev/zero"],
      ["/dev/zero", "character device"]),
     ("--config from a FIFO", ["train", "--config", "{t}/fifo.json", "--out", "{t}/new"], ["fifo.json", "FIFO"]),
+    ("--config a run folder", ["train", "--config", "{t}/trained", "--out", "{t}/new"],
+     ["trained: a folder (a run's?)", "give {t}/trained/config.json"]),
     ("a run whose config.json is a FIFO", ["evaluate", "{t}/fifo_run"], ["config.json", "FIFO"]),
     ("vectors: a folder", [*TRAIN, "--dataset", "vectors:{t}/trained"], ["trained", "is a folder"]),
     # Damaged or tampered files and out-of-range flags: one line, never a traceback.

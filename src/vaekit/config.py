@@ -164,6 +164,8 @@ class RunConfig:
         from .files import read_regular
 
         path = Path(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            raise ConfigError(f"{path}: a folder (a run's?); to start from its config, give {path / 'config.json'}")
         try:
             text = read_regular(path, "config file", MAX_CONFIG_BYTES).decode("utf-8-sig")  # a BOM (Notepad) is fine
         except UnicodeDecodeError as e:

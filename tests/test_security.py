@@ -263,6 +263,28 @@ def test_fuzz_history(tmp_path_factory, data):
     except VaekitError:
         return
     assert all(isinstance(r, dict) for r in records) and records[0]["epoch"] == 1
+    assert all(isinstance(r["epoch"], int) and r["epoch"] >= 1 for r in records)
+    json.dumps(records, allow_nan=False)  # what the explorer answers with
+    from vaekit.plots import training_curves
+
+    training_curves(records)  # what plot and report draw: the records were a traceback there (a string loss)
+
+
+def test_edited_history_records_are_named_or_drawn_never_a_traceback(tmp_path):
+    from vaekit.checkpoint import HISTORY, read_history
+    from vaekit.plots import training_curves
+
+    for line, says in [('{"epoch": "1"}', 'line 2 has no epoch number \\("epoch": "1"\\)'), ("{}", "no epoch number"),
+                       ('{"epoch": 2, "lr": {}}', 'line 2: "lr": {} is not a number'), ("[2]", "not a JSON object"),
+                       ('{"epoch": 2, "test_kl_per_dim": "x"}', '"test_kl_per_dim" is not a list of numbers')]:
+        (tmp_path / HISTORY).write_text('{"epoch": 1, "test_loss": 3.0}\n' + line + "\n")
+        with pytest.raises(VaekitError, match=says):
+            read_history(tmp_path)
+    (tmp_path / HISTORY).write_text('{"epoch": 1, "test_kl_per_dim": [1.0, 2.0], "beta": null}\n'
+                                    '{"epoch": 2, "test_kl_per_dim": [1.0], "test_loss": 1e400}\n')
+    records = read_history(tmp_path)
+    assert records[1]["test_loss"] is None  # inf, which vaekit writes as null
+    training_curves(records)  # per-dimension lists of two widths: told, not drawn
 
 
 NASTY = st.sampled_from(["0", "-1", "1", "3", "2", "10000000", "100000000", str(2**70), "-" + str(2**70), "1e309",

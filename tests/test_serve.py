@@ -103,6 +103,19 @@ def test_a_one_dimensional_latent_lies_across_the_map(runs):
     assert len(ex["code"]) == 1 and m["xy"][3][0] == pytest.approx(ex["code"][0])
 
 
+def test_a_damaged_history_leaves_the_curves_empty_with_its_reason(runs, tmp_path):
+    """A history line with a string for a loss was a 500; the other views work on."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(runs["digits"], copy)
+    (copy / "history.jsonl").write_text('{"epoch": 1, "test_loss": "x"}\n')
+    client = TestClient(create_app([Explorer(copy)]))
+    curves = client.get("/api/0/curves").json()
+    assert curves["history"] == [] and 'line 1: "test_loss": "x" is not a number' in curves["problem"]
+    assert client.get("/api/0/map").status_code == 200
+
+
 def test_a_hierarchy_is_explored_through_its_top_layer(runs):
     e = Explorer(runs["hvae"])
     assert e.info()["latent_dim"] == 3 and e.info()["layers"] == [6, 3]

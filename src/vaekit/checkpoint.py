@@ -477,9 +477,32 @@ def check_data_record(run_dir: Path, data: Any) -> None:
                       f"{show(saved, 20)} in {DATA_RECORD}); its numbers will not match the run's", stacklevel=2)
 
 
+HISTORY_NUMBERS = ("beta", "lr", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl",
+                   "train_seconds", "seconds")
+
+
+def _history_record(record: Any, path: Path, n: int) -> dict[str, Any]:
+    """One line's record as every reader may take it: an epoch number, numbers (or null) where
+    vaekit writes numbers, a list of them for the KL per dimension; NaN/inf (which vaekit writes as
+    null) read as None. Anything else is damage, named by line and key."""
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path}: line {n} is not a JSON object")
+    epoch = record.get("epoch")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+        raise RunFolderError(f"{path}: line {n} has no epoch number (\"epoch\": {show(json.dumps(epoch), 30)})")
+    for key in (k for k in HISTORY_NUMBERS if record.get(k) is not None):
+        if not isinstance(record[key], (int, float)) or isinstance(record[key], bool):
+            raise RunFolderError(f"{path}: line {n}: \"{key}\": {show(json.dumps(record[key]), 30)} is not a number")
+    dims = record.get("test_kl_per_dim")
+    if dims is not None and not (isinstance(dims, list) and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in dims)):
+        raise RunFolderError(f"{path}: line {n}: \"test_kl_per_dim\" is not a list of numbers")
+    return files.finite_or_none(record)
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records. A last line cut short (a crash of an older vaekit mid-append) is
-    dropped with a warning; damage anywhere else is an error."""
+    """The per-epoch records, each checked (``_history_record``). A last line cut short (a crash of
+    an older vaekit mid-append) is dropped with a warning; damage anywhere else is an error."""
     path = Path(run_dir) / HISTORY
     if not path.exists():
         return []
@@ -491,15 +514,13 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-            records.append(record)
         except (ValueError, RecursionError):
             if n == len(lines) and not text.endswith("\n"):
                 warnings.warn(f"{path}: its last line was cut short (a crash while writing it); it is ignored "
                               "and will be rewritten", stacklevel=2)
                 break
             raise RunFolderError(f"{path}: line {n} is not valid JSON") from None
+        records.append(_history_record(record, path, n))
     return records
 
 

@@ -228,9 +228,13 @@ class Explorer:
 
     def curves(self) -> dict[str, Any]:
         """history.jsonl (the training curves) and metrics.json when the run has been evaluated at the
-        epoch it has now (an evaluation of older weights is left out)."""
+        epoch it has now (an evaluation of older weights is left out). A damaged history leaves the
+        curves empty and says why (``problem``); the other views work on."""
         keep = ("epoch", "train_loss", "test_loss", "train_recon", "test_recon", "train_kl", "test_kl", "beta", "lr")
-        records = read_history(self.path)
+        try:
+            records = read_history(self.path)
+        except VaekitError as e:
+            return {"history": [], "metrics": None, "problem": str(e)}
         metrics, current = evaluation(self.path, records)
         return {"history": [{k: r.get(k) for k in keep} for r in records],
                 "metrics": metrics if current and records else None}

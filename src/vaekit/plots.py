@@ -83,7 +83,8 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
     ax.legend()
     ax = axes[1, 1]
     per_dim = [r.get("test_kl_per_dim") for r in history]
-    if per_dim and all(p is not None for p in per_dim) and np.any(np.asarray(per_dim)):
+    same_width = all(p is not None for p in per_dim) and len({len(p) for p in per_dim}) == 1  # (an edited file's may not)
+    if per_dim and same_width and np.any(np.asarray(per_dim, dtype=float) > 0):
         grid = np.asarray(per_dim, dtype=float).T
         im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower", interpolation="nearest",
                        extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, grid.shape[0] - 0.5))
@@ -97,9 +98,10 @@ def training_curves(history: Sequence[dict[str, Any]]) -> Figure:
         ax.set_axis_off()
         ax.set(title="test KL per latent dimension")
     ax = axes[1, 2]
-    ax.plot(epochs, col("beta"), "o-", ms=3, color="#555555", label="β")
-    ax.set(title="β (KL weight)", xlabel="epoch", ylabel="β",
-           ylim=(-0.05, max(1.05, float(np.nanmax(col("beta"))) * 1.05)))
+    betas = col("beta")
+    ax.plot(epochs, betas, "o-", ms=3, color="#555555", label="β")
+    top = float(np.nanmax(betas)) if np.isfinite(betas).any() else 1.0  # a record may lack it (null)
+    ax.set(title="β (KL weight)", xlabel="epoch", ylabel="β", ylim=(-0.05, max(1.05, top * 1.05)))
     ax.grid(alpha=0.3)
     lr = col("lr")
     if np.isfinite(lr).any():  # runs since the lr schedules record the rate at each epoch's end

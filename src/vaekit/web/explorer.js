@@ -255,7 +255,8 @@ class RunSection {
   }
 
   async startCurves() {
-    const {history, metrics} = await this.api("curves");
+    const {history, metrics, problem} = await this.api("curves");
+    if (problem) setStatus(problem, true);
     const canvas = this.q(".curves"), ctx = canvas.getContext("2d");
     ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
     const series = [["train_loss", "#1f77b4"], ["test_loss", "#d62728"]];

@@ -166,6 +166,17 @@ def test_plot_run_writes_every_plot(digits_run):
     assert set(only) == {"samples", "curves"}
 
 
+def test_a_damaged_history_costs_only_the_curves_said_in_a_warning(digits_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("plots", "few"))
+    (run / "history.jsonl").write_text('{"epoch": 1, "test_loss": "x"}\n')
+    with pytest.warns(UserWarning, match='line 1: "test_loss": "x" is not a number; the training curves are left out'):
+        written = plot_run(run)
+    assert set(written) == set(PLOTS) - {"curves"}
+
+
 def test_report_embeds_every_plot_and_metric(digits_run):
     page = report_run(digits_run, iwae_k=20).read_text()
     assert page.count("data:image/png;base64,") == len(PLOTS)

@@ -98,7 +98,12 @@ class RunView:
 
 
 def _curves(v: RunView) -> Figure | None:
-    history = read_history(v.run.path)
+    """The training curves; a damaged history.jsonl costs only this figure, said in a warning."""
+    try:
+        history = read_history(v.run.path)
+    except VaekitError as e:
+        warnings.warn(f"{e}; the training curves are left out", stacklevel=2)
+        return None
     return plots.training_curves(history) if history else None
 
 
@@ -218,7 +223,7 @@ def _traversals(v: RunView) -> Figure | None:
     return _as_class(v, draw(v.surface, v.surface_codes.mean(0), dims, spans=spans))
 
 
-NOT_APPLICABLE = {"curves": "no training history yet", "kl-per-dim": "an AE, or a prior without a KL per dimension",
+NOT_APPLICABLE = {"curves": "no readable training history", "kl-per-dim": "an AE, or a prior without a KL per dimension",
                   "interpolation": "fewer than 2 test examples", "latent-grid": "images only", "samples": "images only"}
 
 PLOTS: dict[str, Callable[[RunView], Figure | None]] = {

@@ -352,6 +352,20 @@ def test_system_files_and_folders_are_not_images(tmp_path):
     assert ds.class_names == ["a", "b"] and len(ds.train_x) + len(ds.test_x) == 4
 
 
+def test_jpegs_under_every_name_cameras_and_windows_give_them_are_images(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a.JPG", "b.jpeg", "c.jfif", "d.jpe", "e.PNG", "f.Tif"):
+        fmt = {"e.PNG": "PNG", "f.Tif": "TIFF"}.get(name, "JPEG")
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / name, format=fmt)
+    ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.5))
+    assert len(ds.train_x) + len(ds.test_x) == 6
+    (tmp_path / "g.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    with pytest.raises(DataError, match="g.heic: not an image file \\(PNG, JPEG, BMP, GIF, WebP or TIFF expected\\)"):
+        load_dataset(DataConfig(dataset=f"folder:{tmp_path}"))
+
+
 def test_no_image_is_left_out_of_a_class_layout_without_a_word(tmp_path):
     """An image beside the class folders (or beside train/ and test/) belongs to no class or split,
     and an empty class folder is a class without examples: each is an error naming it."""

@@ -17,7 +17,7 @@ from ..errors import BudgetError, DataError, VaekitError, as_text, brief, show
 from ..files import cache_dir, cache_used, expand_home, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # .jfif: Windows' JPEGs
 MAX_PIXELS = 4096 * 4096  # checked from the header before decoding
 
 
@@ -146,7 +146,8 @@ def _check_image_name(path: Path) -> None:
         return
     if is_archive(path):
         raise DataError(f"{path}: an archive, not an image; {UNPACK}")
-    raise DataError(f"{path}: not an image file (PNG/JPEG expected); move it out of the image folder")
+    raise DataError(f"{path}: not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF expected); move it out of the "
+                    "image folder")
 
 
 def _load_image(path: Path, mode: str, size: int | None, resize: str = "crop",

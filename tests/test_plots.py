@@ -4,11 +4,13 @@ the report, compare, probe and anomaly on real runs."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import warnings
 
 import matplotlib
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +108,21 @@ def test_many_classes_get_a_colour_scale_and_thinned_names_not_a_legend_off_the_
     wide = plots.confusion_matrix(y, np.where(rng.random(20000) < 0.7, y, 0)).axes[0]
     assert "200 most frequent classes" in wide.get_title() and wide.get_images()[0].get_array().shape == (200, 200)
     assert "accuracy 0.7" in wide.get_title()
+
+
+def test_long_class_names_are_cut_where_figures_show_them():
+    """Folder names of 200 characters collapsed the scatter's and the confusion matrix's axes."""
+    names = ["a" * 200, "b" * 150 + " and more", "short"]
+    labels = np.arange(30) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's 'constrained_layout not applied' was the symptom
+        fig = plots.latent_scatter(np.random.default_rng(0).normal(size=(30, 2)), labels, names)
+        fig.savefig(io.BytesIO())
+        shown = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        conf = plots.confusion_matrix(labels, labels, names)
+        conf.savefig(io.BytesIO())
+    assert shown == ["a" * 23 + "…", "b" * 23 + "…", "short"]
+    assert [t.get_text() for t in conf.axes[0].get_yticklabels()] == shown
 
 
 def test_kl_per_dimension_names_bars_only_while_their_names_fit():

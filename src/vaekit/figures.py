@@ -145,8 +145,7 @@ def _grid(v: RunView) -> Figure | None:
 def _as_class(v: RunView, fig: Figure) -> Figure:
     """A conditional model's latent picture says which class it decodes as."""
     if v.model.classes:
-        names = v.data.class_names
-        name = names[v.surface_class] if names and v.surface_class < len(names) else str(v.surface_class)
+        name = plots.class_label(v.data.class_names, v.surface_class, limit=60)
         named = "" if name == str(v.surface_class) else f" ({name})"
         fig.axes[0].set_title(f"{fig.axes[0].get_title()}\ndecoded as class {v.surface_class}{named}")
     return fig

@@ -186,6 +186,14 @@ def embed_2d(codes: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 
 LEGEND_CLASSES = 20  # up to this many classes get a colour each and a legend; more, a colour scale
+NAME_LIMIT = 24  # characters of a class name shown in a figure (a folder name can be hundreds)
+
+
+def class_label(class_names: Sequence[str] | None, c: Any, limit: int = NAME_LIMIT) -> str:
+    """Class ``c``'s name as a figure shows it: its number where the data name none, long names cut
+    with an ellipsis (a 200-character folder name in a legend collapsed the plot's axes)."""
+    name = class_names[int(c)] if class_names is not None and 0 <= int(c) < len(class_names) else str(c)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _scatter(ax: Any, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> None:
@@ -201,7 +209,7 @@ def _scatter(ax: Any, xy: np.ndarray, labels: np.ndarray | None, class_names: Se
     cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
     for i, c in enumerate(classes):
         m = labels == c
-        name = class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
+        name = class_label(class_names, c)
         ax.scatter(xy[m, 0], xy[m, 1], s=size, alpha=0.5, color=cmap(i % cmap.N), label=name)
     ax.legend(markerscale=max(1.0, 10 / size), fontsize=7, loc="best")
 
@@ -650,8 +658,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     counts = np.zeros((len(classes), len(classes)))
     np.add.at(counts, (rows[kept], cols[kept]), 1)
     rates = counts / counts.sum(1, keepdims=True).clip(min=1)
-    names = [class_names[int(c)] if class_names is not None and int(c) < len(class_names) else str(c)
-             for c in classes]
+    names = [class_label(class_names, c) for c in classes]
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")

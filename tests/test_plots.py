@@ -10,7 +10,6 @@ import re
 import warnings
 
 import matplotlib
-
 import numpy as np
 import pytest
 import torch

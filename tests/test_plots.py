@@ -191,6 +191,12 @@ def test_a_damaged_history_costs_only_the_curves_said_in_a_warning(digits_run, t
     with pytest.warns(UserWarning, match='line 1: "test_loss": "x" is not a number; the training curves are left out'):
         written = plot_run(run)
     assert set(written) == set(PLOTS) - {"curves"}
+    from vaekit.evaluate import evaluate_run
+
+    (run / "metrics.json").unlink(missing_ok=True)
+    with pytest.warns(UserWarning, match="the model card leaves out the training record"):
+        m = evaluate_run(run, iwae_k=2, progress=False)  # was: 'metrics.json not written', though it was
+    assert "not_saved" not in m and (run / "metrics.json").is_file() and "for ? of" in (run / "README.md").read_text()
 
 
 def test_report_embeds_every_plot_and_metric(digits_run):

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .checkpoint import load_config, read_history
-from .errors import figure
+from .errors import RunFolderError, figure
 from .files import atomic_write, read_json_if_there, user_path
 from .likelihoods import NOT_NORMALISED
 from .models.spatial import latent_channels, map_size
@@ -74,7 +75,12 @@ def model_card(run_dir: str | Path) -> str:
     run_dir = user_path(run_dir, "run_dir")
     cfg = load_config(run_dir)
     data = read_json_if_there(run_dir / "data.json", "data record") or {}
-    history = read_history(run_dir)
+    try:
+        history = read_history(run_dir)
+        trained = str(history[-1]["epoch"]) if history else "0"
+    except RunFolderError as e:  # a damaged history costs the card its training record, not the card
+        warnings.warn(f"{e}; the model card leaves out the training record", stacklevel=2)
+        history, trained = [], "?"
     m, o, t = cfg.model, cfg.objective, cfg.train
     measured, current = evaluation(run_dir, history)
     rows, source = _metric_rows(history, measured, current)
@@ -104,7 +110,7 @@ def model_card(run_dir: str | Path) -> str:
            if m.standardize else "") + f" and a {m.prior} prior p(z), "
         + (f"conditional on the class label y ({m.classes} classes: p(x|z,y), q(z|x,y)), " if m.conditional else "")
         + "trained on "
-        f"`{cfg.data.dataset}` for {history[-1]['epoch'] if history else 0} of {t.epochs} epochs"
+        f"`{cfg.data.dataset}` for {trained} of {t.epochs} epochs"
         + (f" (preset `{cfg.preset}`)" if cfg.preset else "") + f" with vaekit {__version__}.", "",
         "## Data", "",
         f"- data set: `{cfg.data.dataset}`, examples of shape {shape}; {data.get('n_train', '?')} for training, "

@@ -104,7 +104,7 @@ def check_free_space(run_dir: Path, params: int, resume: bool = False) -> None:
     mounted read-only (whose free space says nothing)."""
     need = 2 * (params * 4 * 4) + (16 << 20)  # model + (weights, two Adam moments) + slack
     where = files.existing_ancestor(run_dir)
-    if os.statvfs(where).f_flag & os.ST_RDONLY:
+    if hasattr(os, "statvfs") and os.statvfs(where).f_flag & os.ST_RDONLY:  # (POSIX; Windows has no statvfs)
         raise RunFolderError(f"{run_dir}: cannot write here ({os.strerror(errno.EROFS)}); "
                              + ("check the folder's permissions" if resume else "choose another --out"))
     free = shutil.disk_usage(where).free
@@ -481,6 +481,10 @@ HISTORY_NUMBERS = ("beta", "lr", "train_loss", "train_recon", "train_kl", "test_
                    "train_seconds", "seconds")
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _history_record(record: Any, path: Path, n: int) -> dict[str, Any]:
     """One line's record as every reader may take it: an epoch number, numbers (or null) where
     vaekit writes numbers, a list of them for the KL per dimension; NaN/inf (which vaekit writes as
@@ -491,11 +495,10 @@ def _history_record(record: Any, path: Path, n: int) -> dict[str, Any]:
     if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
         raise RunFolderError(f"{path}: line {n} has no epoch number (\"epoch\": {show(json.dumps(epoch), 30)})")
     for key in (k for k in HISTORY_NUMBERS if record.get(k) is not None):
-        if not isinstance(record[key], (int, float)) or isinstance(record[key], bool):
+        if not _is_number(record[key]):
             raise RunFolderError(f"{path}: line {n}: \"{key}\": {show(json.dumps(record[key]), 30)} is not a number")
     dims = record.get("test_kl_per_dim")
-    if dims is not None and not (isinstance(dims, list) and all(
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in dims)):
+    if dims is not None and not (isinstance(dims, list) and all(v is None or _is_number(v) for v in dims)):
         raise RunFolderError(f"{path}: line {n}: \"test_kl_per_dim\" is not a list of numbers")
     return files.finite_or_none(record)
 
@@ -524,11 +527,6 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def write_history(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Rewrite history.jsonl atomically (it is small: one line per epoch)."""
-    files.atomic_write(Path(run_dir) / HISTORY, "".join(files.strict_json(r) + "\n" for r in records))
-
-
 class History:
     """A training run's history.jsonl: its records, kept with their JSON lines so that each is
     serialised once. The file is rewritten whole each epoch (atomically); serialising every record
@@ -537,24 +535,27 @@ class History:
 
     def __init__(self, run_dir: Path, records: list[dict[str, Any]]) -> None:
         self.path = Path(run_dir) / HISTORY
-        self.records = list(records)
-        self._lines = [files.strict_json(r) + "\n" for r in self.records]
+        self._lines = [files.strict_json(r) + "\n" for r in records]
+
+    def write(self) -> None:
+        """Rewrite history.jsonl atomically with the records held."""
+        files.atomic_write(self.path, "".join(self._lines))
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one epoch's record and rewrite the file with it."""
         self._lines.append(files.strict_json(record) + "\n")
-        files.atomic_write(self.path, "".join(self._lines))
-        self.records.append(record)
+        self.write()
 
 
 def truncate_history(run_dir: Path, epoch: int) -> History:
     """Keep only the records of epochs up to ``epoch`` (those the checkpoint covers); returns them."""
-    kept = [r for r in read_history(run_dir) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+    kept = [r for r in read_history(run_dir) if r["epoch"] <= epoch]  # read_history checked each epoch
     missing = sorted(set(range(1, epoch + 1)) - {r["epoch"] for r in kept})
     if missing:
         which = f"epoch {missing[0]}" if len(missing) == 1 else f"{len(missing)} epochs ({missing[0]}..{missing[-1]})"
         warnings.warn(f"{Path(run_dir) / HISTORY}: no record of {which} of the {epoch} trained so far (the file was "
                       "removed or edited); training goes on, and the curves will lack "
                       f"{'it' if len(missing) == 1 else 'them'}", stacklevel=2)
-    write_history(run_dir, kept)
-    return History(run_dir, kept)
+    history = History(run_dir, kept)
+    history.write()
+    return history

@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .children import follow_parent
-from .signals import stop_signals_to
 from .config import PRECISIONS
 from .errors import (MAX_MINUTES, RANGES, PeerStopped, TrainingInterrupted, VaekitError, brief, did_you_mean,
                      figure, one_line, show)
 from .errors import counted as count_of  # cli's own counted() is an argparse converter
 from .files import expand_home, strict_json
+from .signals import stop_signals_to
 
 
 def class_arg(text: str) -> str:

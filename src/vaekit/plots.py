@@ -652,11 +652,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
         title = f"{title} ({most} most frequent classes)"
     else:
         classes = np.union1d(classes, y_pred)
-    rows, cols = np.searchsorted(classes, y_true), np.searchsorted(classes, y_pred)
-    kept = (rows < len(classes)) & (classes[rows.clip(max=len(classes) - 1)] == y_true) & \
-        (cols < len(classes)) & (classes[cols.clip(max=len(classes) - 1)] == y_pred)
+    kept = np.isin(y_true, classes) & np.isin(y_pred, classes)
     counts = np.zeros((len(classes), len(classes)))
-    np.add.at(counts, (rows[kept], cols[kept]), 1)
+    np.add.at(counts, (np.searchsorted(classes, y_true[kept]), np.searchsorted(classes, y_pred[kept])), 1)
     rates = counts / counts.sum(1, keepdims=True).clip(min=1)
     names = [class_label(class_names, c) for c in classes]
     fig = Figure(figsize=(7, 6), layout="constrained")

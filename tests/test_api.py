@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -182,6 +183,37 @@ def test_config_for_data_is_train_without_a_preset(tmp_path):
     assert said and "no --preset" in said[0] and "12" in said[0]
     assert cfg.data.dataset == "blobs:12" and cfg.train.epochs == 1 and data.shape == (12,)
     assert vaekit.fit(cfg, tmp_path / "r", data=data, progress=False, log=lambda s: None).epoch == 1
+
+
+def test_numpy_numbers_are_taken_where_python_numbers_are_and_saved_as_json_numbers(run, tmp_path):
+    """Counts and settings computed with numpy (np.int64 from np.arange, np.float32 learning rates) were
+    refused as "not a whole number" (iwae_k, n, seed) or would have reached json.dumps."""
+    cfg = vaekit.RunConfig.from_dict(TINY).with_overrides({"train.lr": np.float32(1e-3), "model.latent_dim": np.int64(2)})
+    assert cfg.train.lr == 0.001 and type(cfg.model.latent_dim) is int
+    fitted = vaekit.fit(cfg, tmp_path / "np", progress=False, log=lambda s: None, epochs=np.int64(1),
+                        max_minutes=np.float32(5))
+    saved = json.loads((fitted.path / "config.json").read_text())
+    assert saved["train"]["lr"] == 0.001 and saved["train"]["epochs"] == 1
+    metrics = vaekit.evaluate_run(fitted.path, iwae_k=np.int64(3))
+    assert metrics["iwae_k"] == 3 and type(metrics["iwae_k"]) is int
+    assert vaekit.sample_run(run, tmp_path / "s.npy", np.int32(20), seed=np.uint8(7))["n"] == 20
+    assert vaekit.reconstruct_run(run, tmp_path / "r.npy", np.int16(3))["n"] == 3
+    assert fitted.model.sample(np.int64(2)).shape[0] == 2
+    for bad, says in ((np.float64(2.0), "--iwae-k np.float64(2.0)"), (np.bool_(True), "--iwae-k np.True_")):
+        with pytest.raises(VaekitError, match=re.escape(says)):
+            vaekit.evaluate_run(fitted.path, iwae_k=bad)
+
+
+def test_overrides_are_a_dict_of_dotted_keys_or_sections_as_config_json_nests_them():
+    base = vaekit.RunConfig.from_dict(TINY)
+    assert base.with_overrides({"train": {"epochs": 3}, "model.latent_dim": 4}).train.epochs == 3
+    assert base.with_overrides(None).to_dict() == base.to_dict()
+    for bad, says in (([("train.epochs", 2)], "overrides: a list; give a dict"), ("train.epochs=2", "overrides: a str"),
+                      ({1: 2}, "key 1 is not a string"), ({"train": {"epochz": 1}}, "unknown config key 'train.epochz'")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            base.with_overrides(bad)
+    with pytest.raises(ConfigError, match="overrides: a str"):
+        vaekit.config_for_data("blobs", "train.epochs=2")
 
 
 def test_fit_trains_only_on_data_its_saved_config_loads_again(tmp_path):

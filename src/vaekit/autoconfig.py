@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from .config import RunConfig
+from .config import RunConfig, dotted
 from .data import Dataset
 from .models.spatial import map_size
 
@@ -156,7 +156,7 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     from .data import load_dataset
     from .data.folder import ImageSizesDiffer, probe_folder
 
-    overrides = {**(overrides or {}), "data.dataset": dataset}
+    overrides = {**dotted(overrides), "data.dataset": dataset}
     # Checked before any file is opened: every value's range, and whether each data flag applies (that of
     # --resize is known after the probe, that of a model flag once the model is chosen from the data).
     RunConfig().check_values(overrides)

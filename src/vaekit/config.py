@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError, VaekitError, did_you_mean, show
+from .errors import ConfigError, VaekitError, did_you_mean, integer, real, show
 from .files import user_path
 
 FORMAT_VERSION = 1
@@ -182,17 +182,18 @@ class RunConfig:
             raise ConfigError(f"{path}: nested too deeply to be a config.json") from None
         return cls.from_dict(d, source=str(path))
 
-    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> RunConfig:
         """A copy with dotted keys (``model.latent_dim``) set; string values are parsed by field type."""
+        overrides = dotted(overrides)
         cfg = self._overridden(overrides).without_misplaced(keep=overrides)
         cfg.validate()
         return cfg
 
-    def check_values(self, overrides: dict[str, Any]) -> None:
+    def check_values(self, overrides: Mapping[str, Any] | None) -> None:
         """Refuse an override that is unknown, of the wrong type or out of its range, without the data:
         what a model chosen from the data would change (whether a setting applies to it) is checked
         once it is chosen, and the rest is refused before any file is read."""
-        self._overridden(overrides).check_ranges()
+        self._overridden(dotted(overrides)).check_ranges()
 
     def _overridden(self, overrides: dict[str, Any]) -> RunConfig:
         d = self.to_dict()
@@ -402,6 +403,25 @@ def _field_type(cls: type, parts: list[str]) -> Any:
     return _hints(cls)[parts[-1]]
 
 
+def dotted(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Overrides as one flat dict of dotted keys: None is none, and a section given as a dict
+    (``{"train": {"epochs": 2}}``, as config.json nests it) is spelled out (``train.epochs``)."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides: a {type(overrides).__name__}; give a dict of dotted keys, "
+                          "e.g. {'train.epochs': 2}")
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"overrides: key {show(key)} is not a string; give dotted keys, e.g. 'train.epochs'")
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in dotted(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:
     """Recursively build dataclass ``cls`` from ``d``, checking keys and value types."""
     hints = _hints(cls)
@@ -434,10 +454,12 @@ def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: '{key}' must be a list")
         return [_check_type(v, args[0], source, key) for v in value]
-    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if ftype is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+    if ftype is float and real(value) is not None:  # an int, or numpy's numbers: kept as Python's float
+        return real(value)
+    if ftype is int and integer(value) is not None:
+        return integer(value)
+    if ftype is int and real(value) is not None and real(value).is_integer():
+        return int(real(value))
     if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
         given = f"the string {show(repr(value))}" if isinstance(value, str) else show(value)
         raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {given}")

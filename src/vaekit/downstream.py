@@ -107,7 +107,7 @@ def probe_run(run_dir: str | Path, k: int = 5, out: str | Path | None = None,
 
     run_dir = user_path(run_dir, "run_dir")
     out = _figure_path(run_dir, out, "probe-confusion.png")
-    whole_number(k, "-k")
+    k = whole_number(k, "-k")
     with writing_into(run_dir, [out], "probe", "-o FILE.png", data_dir):
         view = open_run(run_dir, data_dir=data_dir, device=device)
         full = probe(view.model, view.data, knn_k=k)
@@ -125,7 +125,7 @@ def anomaly_run(run_dir: str | Path, iwae_k: int = 0, out: str | Path | None = N
 
     run_dir = user_path(run_dir, "run_dir")
     out = _figure_path(run_dir, out, "anomaly-scores.png")
-    whole_number(iwae_k, "--iwae-k", lo=0)
+    iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
     with writing_into(run_dir, [out], "anomaly", "-o FILE.png", data_dir):
         view = open_run(run_dir, data_dir=data_dir, device=device)
         result = anomaly_scores(view.model, view.data, view.run.config.data.holdout_classes, iwae_k,

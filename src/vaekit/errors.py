@@ -4,6 +4,7 @@ and the helpers that keep every message to one short line."""
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from typing import Any, Iterable
 
@@ -65,24 +66,48 @@ RANGES: dict[str, tuple[int, int]] = {
 MAX_MINUTES = 10**7
 
 
+def integer(value: Any) -> int | None:
+    """``value`` as a Python int when it is a whole number of any integer type (numpy's too), else
+    None; a bool is not a count."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def real(value: Any) -> float | None:
+    """``value`` as a Python float when it is a real number of any type (numpy's too, not a bool), else
+    None. A narrower float keeps its shortest decimal (numpy's float32 0.001 is 0.001, not 0.0010000000474974513)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:  # a Fraction's '1/3'
+        return float(value)
+
+
 def whole_number(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
     """A count given to a Python function, checked as the CLI checks its flag ``name``: a whole
-    number in [lo, hi] (by default the flag's range in RANGES), else a one-line error naming it."""
+    number in [lo, hi] (by default the flag's range in RANGES), else a one-line error naming it.
+    Returns it as a Python int (a numpy integer becomes one, so it can be written to JSON)."""
     known_lo, known_hi = RANGES.get(name, (1, None))
     lo, hi = known_lo if lo is None else lo, known_hi if hi is None else hi
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+    n = integer(value)
+    if n is None or n < lo or (hi is not None and n > hi):
         within = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
-        raise VaekitError(f"{name.rpartition(' ')[2]} {value!r}: give a whole number, {within}")
-    return value
+        raise VaekitError(f"{name.rpartition(' ')[2]} {show(value)}: give a whole number, {within}")
+    return n
 
 
 def minutes(value: Any, name: str = "--max-minutes") -> float | None:
     """A time limit given to a Python function (None: no limit), checked as the CLI checks it."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_MINUTES:
-        raise VaekitError(f"{name} {value!r}: give a number of minutes above 0, at most {MAX_MINUTES:g}")
-    return float(value)
+    m = real(value)
+    if m is None or not 0 < m <= MAX_MINUTES:
+        raise VaekitError(f"{name} {show(value)}: give a number of minutes above 0, at most {MAX_MINUTES:g}")
+    return m
 
 
 def _escape(text: str) -> str:

@@ -247,9 +247,9 @@ def evaluate_run(
     """
     from .samplers import DEFAULT_COMPONENTS, check_sampler
 
-    whole_number(iwae_k, "--iwae-k", lo=0)
+    iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
     if generation:
-        whole_number(generation_n, "--generation-n", lo=10)
+        generation_n = whole_number(generation_n, "--generation-n", lo=10)
         check_sampler(sampler, components)
     elif (generation_n, sampler, components) != (GENERATION_N, "prior", DEFAULT_COMPONENTS):
         raise VaekitError("generation_n, sampler and components apply only with generation=True (--generation)")

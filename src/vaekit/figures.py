@@ -306,7 +306,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     from .files import output_file
     from .runlock import outside_the_data, writing_into
 
-    whole_number(n, "n", hi=64)
+    n = whole_number(n, "n", hi=64)
     run_a, run_b = user_path(run_a, "run_a"), user_path(run_b, "run_b")
     out = output_file(out, (".png",), "-o") if out is not None else run_a / PLOTS_DIR / "compare.png"
     outside_the_data(run_b, [out], "-o", data_dir)

@@ -172,7 +172,7 @@ def sample_run(run_dir: str | Path, out: str | Path, n: int = 64, *, seed: int =
     from .samplers import check_sampler, gmm_for_run, sample_codes
 
     out, n = output_file(out, OUTPUTS, "-o"), whole_number(n, "-n")
-    whole_number(seed, "--seed")
+    seed = whole_number(seed, "--seed")
     check_sampler(sampler, components, refit, data_dir)
     run_dir = user_path(run_dir, "run_dir")
     with writing_into(run_dir, [out], "sample", "-o FILE", data_dir):  # none in the image folder; the run's lock inside it

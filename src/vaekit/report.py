@@ -96,7 +96,7 @@ def report_run(
     from .runlock import writing_into
 
     run_dir = user_path(run_dir, "run_dir")
-    whole_number(iwae_k, "--iwae-k", lo=0)
+    iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
     if out is not None:
         page = output_file(out, (".html",), "-o")
         with writing_into(run_dir, [page], "report", data_dir=data_dir), tempfile.TemporaryDirectory(prefix="vaekit-report-") as tmp:

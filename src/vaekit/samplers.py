@@ -122,7 +122,7 @@ def check_sampler(sampler: str, components: int = DEFAULT_COMPONENTS, refit: boo
     from when sampling), before anything is loaded or fitted."""
     if sampler not in SAMPLER_FUNCTIONS:
         raise VaekitError(f"--sampler {show(str(sampler))}: unknown; choose from {', '.join(SAMPLER_FUNCTIONS)}")
-    whole_number(components, "--components")
+    components = whole_number(components, "--components")
     for flag, given in (("--components", components != DEFAULT_COMPONENTS), ("--refit", refit),
                         ("--data-dir", data_dir is not None)):
         if given and sampler != "gmm":
@@ -134,7 +134,7 @@ def fit_gmm(codes: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0) 
     """Fit a full-covariance mixture to codes (rows) by EM (scikit-learn), reproducibly."""
     from sklearn.mixture import GaussianMixture as SkGMM
 
-    whole_number(components, "--components")
+    components = whole_number(components, "--components")
     x = codes.detach().double().cpu().numpy()
     if len(x) < 2 * components:
         raise VaekitError(f"--components {components}: a mixture of {components} needs at least {2 * components} "

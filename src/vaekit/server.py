@@ -224,7 +224,7 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
 
     if not 1 <= len(run_dirs) <= 2:
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
-    whole_number(port, "--port")
+    port = whole_number(port, "--port")
     check_sampler(sampler, components)
     sock = bind(host, port)
     try:

@@ -90,9 +90,9 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     from .evaluate import evaluate_run, run_data
 
     base, betas, out = as_run_config(base), parse_values(betas), output_folder(out, "--out")
-    whole_number(iwae_k, "--iwae-k", lo=0)
-    whole_number(generation_n, "--generation-n", lo=10)
-    whole_number(jobs, "--jobs", hi=64)
+    iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
+    generation_n = whole_number(generation_n, "--generation-n", lo=10)
+    jobs = whole_number(jobs, "--jobs", hi=64)
     check_outside(base.data, out, "--out")
     runs = [(b, out / f"beta-{b:g}", base.with_overrides({"objective.beta": b})) for b in betas]
     for beta, path, cfg in runs:  # refuse a foreign folder or another run's before any training starts

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, integer
 from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .distributions import DiagonalGaussian, PointMass, full_precision
 from .nets import get_arch
@@ -126,8 +126,10 @@ class LatentModel(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Decode n draws from the prior; returns expected images/vectors. A conditional model draws
         the classes ``y`` (default: ``default_labels``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        count = integer(n)
+        if count is None or count < 0:
             raise ValueError(f"sample: n = {n!r}; give a whole number of samples >= 0")
+        n = count
         z = self.prior.sample(n, self, generator)
         return self.mean(self.decode(z, self.default_labels(n) if y is None else y))
 

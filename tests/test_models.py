@@ -43,6 +43,44 @@ def test_build_and_interface(kind, arch, shape, hidden):
     assert recon.shape == kl.shape == (5,)
 
 
+MISFITS = [  # (what is handed over, the words of the refusal)
+    (lambda m, x, z: m.encode(x.numpy()), "x: a ndarray; give a torch tensor"),
+    (lambda m, x, z: m.encode(x[0]), "add the batch axis: x[None]"),
+    (lambda m, x, z: m.posterior(x[..., :-1]), "this model takes (N, "),
+    (lambda m, x, z: m(x[:, None]), "this model takes (N, "),
+    (lambda m, x, z: m.reconstruct((x * 255).to(torch.uint8)), "x holds uint8: give floats as the model was trained on them (8-bit images: x.float() / 255)"),
+    (lambda m, x, z: m.decode(z[:, :-1]), "z of shape (5, 2): this model takes (N, 3)"),
+    (lambda m, x, z: m.decode(z.tolist()), "z: a list"),
+    (lambda m, x, z: m.sample(-1), "sample: n = -1"),
+]
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(hidden=[16], latent_dim=3), ModelConfig(kind="ae", hidden=[16], latent_dim=3),
+                                 ModelConfig(arch="conv", hidden=[8, 16], latent_dim=3),
+                                 ModelConfig(kind="hvae", hidden=[16], latent_dims=[2, 1])],
+                         ids=["vae", "ae", "conv", "hvae"])
+@pytest.mark.parametrize("call,words", MISFITS)
+def test_a_tensor_that_does_not_fit_the_model_is_refused_by_name_before_torch_fails_inside(cfg, call, words):
+    """Every family's methods name what they were given and what they take (an InputError, a ValueError
+    too), where torch said "mat1 and mat2 shapes cannot be multiplied" from inside a layer."""
+    from vaekit.errors import InputError
+
+    model = build_model(cfg, (1, 8, 8))
+    x, z = torch.rand(5, 1, 8, 8), torch.randn(5, 3)
+    with pytest.raises(InputError) as e:
+        call(model, x, z)
+    assert words in str(e.value) and isinstance(e.value, ValueError)
+
+
+def test_a_conditional_model_names_labels_that_are_not_a_tensor():
+    from vaekit.errors import InputError
+
+    model = build_model(ModelConfig(hidden=[16], latent_dim=3, conditional=True, classes=4), (6,))
+    with pytest.raises(InputError, match="y: a list; give a torch tensor of class numbers"):
+        model.encode(torch.rand(2, 6), [0, 1])
+    assert model.encode(torch.rand(2, 6), torch.tensor([0, 3]))[0].shape == (2, 3)
+
+
 def test_seed001_conv_shapes_and_parameter_count():
     vae = build_model(ModelConfig(arch="conv", hidden=[16, 32], latent_dim=2, likelihood="mse",
                                   output="sigmoid"), (1, 28, 28))

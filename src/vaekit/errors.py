@@ -23,6 +23,11 @@ class ConfigError(VaekitError):
     """A configuration value or preset that is unknown or out of range."""
 
 
+class InputError(VaekitError, ValueError):
+    """A tensor handed to a model's method that does not fit the model (not a tensor, another shape,
+    integers where the model reads floats), said before torch's own error from deep inside a layer."""
+
+
 class RunFolderError(VaekitError):
     """A run folder that is missing, incomplete, inconsistent or in use."""
 

@@ -11,14 +11,14 @@ method that encodes or decodes takes ``y`` (class numbers), which unconditional 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError, integer
+from ..errors import ConfigError, InputError, integer
 from ..likelihoods import Likelihood, build_likelihood, param_shape, resolve_output
 from .distributions import DiagonalGaussian, PointMass, full_precision
 from .nets import get_arch
@@ -57,6 +57,19 @@ class LatentModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def check_input(self, x: Any, name: str, shape: tuple[int, ...]) -> None:
+        """Refuse what a method cannot take, naming it: ``x`` must be a float tensor of shape (N, *shape)."""
+        if not isinstance(x, Tensor):
+            raise InputError(f"{name}: a {type(x).__name__}; give a torch tensor (torch.as_tensor({name}))")
+        if x.shape[1:] != shape or x.dim() != len(shape) + 1:
+            takes = f"(N, {', '.join(map(str, shape))})"
+            hint = f"; add the batch axis: {name}[None]" if x.shape == shape else ""
+            raise InputError(f"{name} of shape {tuple(x.shape)}: this model takes {takes}{hint}")
+        if not x.is_floating_point():
+            hint = " (8-bit images: x.float() / 255)" if name == "x" else ""
+            raise InputError(f"{name} holds {str(x.dtype).replace('torch.', '')}: give floats as the model was "
+                             f"trained on them{hint}")
+
     def with_label(self, h: Tensor, y: Tensor | None) -> Tensor:
         """h with the one-hot label of each row appended (a conditional model); h itself otherwise.
         ``y`` holds class numbers (rows,), or class weights (rows, classes) to blend classes."""
@@ -64,6 +77,8 @@ class LatentModel(nn.Module):
             return h
         if y is None:
             raise ConfigError("this model is conditional: give the class label of every example (y)")
+        if not isinstance(y, Tensor):
+            raise InputError(f"y: a {type(y).__name__}; give a torch tensor of class numbers (torch.as_tensor(y))")
         if y.dim() == 2 and y.shape == (h.shape[0], self.classes) and y.is_floating_point():
             return torch.cat([h, y.to(h.dtype)], dim=-1)
         if y.shape != h.shape[:1] or y.is_floating_point():
@@ -76,6 +91,7 @@ class LatentModel(nn.Module):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Posterior parameters (mu, logvar); the AE returns (code, None)."""
+        self.check_input(x, "x", self.data_shape)
         h = self.with_label(self.encoder(self.arch.prepare(self.likelihood.model_input(x))), y)
         # under autocast the heads' outputs go back to float32
         return full_precision(self.fc_mu(h)), (full_precision(self.fc_logvar(h)) if self.variational else None)
@@ -94,6 +110,7 @@ class LatentModel(nn.Module):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """The likelihood's parameters for each z (logits for Bernoulli), shaped like the data (or
         with more channels where the likelihood needs them: ``param_shape``)."""
+        self.check_input(z, "z", (self.latent_dim,))
         return full_precision(self.decoder(self.with_label(z, y))).reshape(z.shape[0], *self.param_shape)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -128,7 +145,7 @@ class LatentModel(nn.Module):
         the classes ``y`` (default: ``default_labels``)."""
         count = integer(n)
         if count is None or count < 0:
-            raise ValueError(f"sample: n = {n!r}; give a whole number of samples >= 0")
+            raise InputError(f"sample: n = {n!r}; give a whole number of samples >= 0")
         n = count
         z = self.prior.sample(n, self, generator)
         return self.mean(self.decode(z, self.default_labels(n) if y is None else y))

@@ -186,6 +186,7 @@ class HVAE(LatentModel):
         return list(torch.split(z, self.dims, dim=-1))
 
     def bottom_up(self, x: Tensor) -> list[Tensor]:
+        self.check_input(x, "x", self.data_shape)
         d = self.encoder(self.arch.prepare(self.likelihood.model_input(x)))
         features = []
         for block in self.up:
@@ -243,6 +244,7 @@ class HVAE(LatentModel):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """p(x | z_1): the decoder reads the bottom layer of the concatenated code (no label: a
         hierarchy is not conditional, ``y`` is ignored)."""
+        self.check_input(z, "z", (self.latent_dim,))
         z1 = z[..., : self.dims[0]]
         return full_precision(self.decoder(z1)).reshape(z1.shape[0], *self.param_shape)
 

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,33 @@ def test_a_damaged_history_leaves_the_curves_empty_with_its_reason(runs, tmp_pat
     curves = client.get("/api/0/curves").json()
     assert curves["history"] == [] and 'line 1: "test_loss": "x" is not a number' in curves["problem"]
     assert client.get("/api/0/map").status_code == 200
+
+
+def test_the_explorer_in_python_takes_numpy_and_torch_values(runs):
+    """Explorer(...) without the web: a code as a tuple, numpy array or tensor, numpy numbers for
+    indices and counts (json.dumps of the value in the refusal made each a TypeError); a refused value
+    is a RequestError naming the field, a map of no points is refused when the explorer is made."""
+    import torch
+
+    from vaekit.errors import VaekitError
+
+    e = Explorer(runs["digits"], map_points=np.int64(50))
+    want = e.decode([0.1, -0.2, 0.3, 0.0])
+    for code in ((0.1, -0.2, 0.3, 0.0), np.array([0.1, -0.2, 0.3, 0.0]), torch.tensor([0.1, -0.2, 0.3, 0.0]),
+                 [np.float32(0.1), np.float64(-0.2), 0.3, np.int64(0)]):
+        assert e.decode(code)["png"] == want["png"]
+    assert e.example(np.int64(3))["index"] == 3 and len(e.samples(np.int32(4), seed=np.int64(1))["samples"]) == 4
+    assert len(e.interpolate(np.int64(1), 2, steps=np.int16(4))["steps"]) == 4
+    assert len(e.map_points()["xy"]) == 50
+    for call, says in ((lambda: e.decode(object()), "code: expected a list of 4 numbers"),
+                       (lambda: e.decode(np.zeros((2, 2))), "code: expected a list of 4 numbers"),
+                       (lambda: e.decode([0, 0, 0, np.nan]), "code[3]: nan is not a finite number"),
+                       (lambda: e.example(np.float64(1.0)), "index: expected an integer"),
+                       (lambda: e.interpolate(0, 1, mode=object()), "mode: expected 'linear' or 'slerp', got <object")):
+        with pytest.raises(RequestError, match=re.escape(says)):
+            call()
+    with pytest.raises(VaekitError, match="map_points 0: give a whole number, at least 1"):
+        Explorer(runs["digits"], map_points=0)
 
 
 def test_a_hierarchy_is_explored_through_its_top_layer(runs):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_run, read_history
-from .errors import VaekitError
+from .errors import VaekitError, integer, real, show, whole_number
 from .figures import RunView
 from .files import user_path
 from .modelcard import evaluation
@@ -39,29 +39,44 @@ class RequestError(ValueError):
     """A request the explorer refuses; its message is the one-line reason sent back (HTTP 400)."""
 
 
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got {json.dumps(value)[:40]}")
+def _given(value: Any) -> str:
+    """A refused value as a message shows it: as JSON spells it (what a request sent), else its repr."""
     try:
-        n = int(value)
-    except ValueError:
-        raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got '{str(value)[:40]}'") from None
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # numpy arrays, tensors, objects given from Python
+        text = show(value, 40)
+    return text[:40]
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    n = integer(value)
+    if n is None and isinstance(value, str):  # a query string's number
+        try:
+            n = int(value)
+        except ValueError:
+            raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got '{str(value)[:40]}'") from None
+    if n is None:
+        raise RequestError(f"{name}: expected an integer in {lo}..{hi}, got {_given(value)}")
     if not lo <= n <= hi:
         raise RequestError(f"{name}: {n} is outside {lo}..{hi}")
     return n
 
 
 def _float(value: Any, name: str, limit: float = CODE_LIMIT) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{name}: expected a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value) or abs(value) > limit:
-        raise RequestError(f"{name}: {value} is not a finite number within +-{limit:g}")
-    return float(value)
+    x = real(value)
+    if x is None:
+        raise RequestError(f"{name}: expected a number, got {_given(value)}")
+    if not math.isfinite(x) or abs(x) > limit:
+        raise RequestError(f"{name}: {x} is not a finite number within +-{limit:g}")
+    return x
 
 
 def _code(value: Any, name: str, dim: int) -> list[float]:
-    if not isinstance(value, list) or len(value) != dim:
-        got = f"a list of {len(value)}" if isinstance(value, list) else json.dumps(value)[:40]
+    """A latent code: a JSON list, or from Python also a tuple, a 1-d numpy array or tensor."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", None) == 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) != dim:
+        got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else _given(value)
         raise RequestError(f"{name}: expected a list of {dim} numbers (the latent code), got {got}")
     return [_float(v, f"{name}[{i}]") for i, v in enumerate(value)]
 
@@ -77,6 +92,7 @@ class Explorer:
         from .evaluate import run_data
 
         check_sampler(sampler, components)
+        map_points = whole_number(map_points, "map_points")
         self.path = run_dir = user_path(run_dir, "run_dir")
         run = load_run(run_dir, device)
         run.model.train(False)
@@ -198,7 +214,7 @@ class Explorer:
         i, j = _int(a, "a", 0, self.n - 1), _int(b, "b", 0, self.n - 1)
         k = _int(steps, "steps", 2, MAX_BATCH)
         if mode not in ("linear", "slerp"):
-            raise RequestError(f"mode: expected 'linear' or 'slerp', got {json.dumps(mode)[:40]}")
+            raise RequestError(f"mode: expected 'linear' or 'slerp', got {_given(mode)}")
         _, codes, labels = self._examples
         t = torch.linspace(0, 1, k, device=codes.device)
         za, zb = codes[i], codes[j]
@@ -215,7 +231,7 @@ class Explorer:
         k, s = _int(n, "n", 1, MAX_BATCH), _int(seed, "seed", 0, 2**31 - 1)
         if sampler not in self.samplers:
             fit = " (this run has no fitted mixture: start `vaekit serve --sampler gmm`)" if sampler == "gmm" else ""
-            raise RequestError(f"sampler: {json.dumps(sampler)[:40]} is not one of {', '.join(self.samplers)}{fit}")
+            raise RequestError(f"sampler: {_given(sampler)} is not one of {', '.join(self.samplers)}{fit}")
         y = None if label is None else self._labels(label, k).to(self.model.device)
         gen = torch.Generator(device=self.model.device).manual_seed(s)
         with self._lock, torch.no_grad():

@@ -216,6 +216,44 @@ def test_overrides_are_a_dict_of_dotted_keys_or_sections_as_config_json_nests_th
         vaekit.config_for_data("blobs", "train.epochs=2")
 
 
+def test_config_sections_are_dataclasses_or_dicts_and_their_types_are_checked(tmp_path):
+    """RunConfig(train={...}), build_model({...}) and load_dataset({...}) were AttributeErrors, a
+    TrainConfig(epochs="3") a TypeError inside the range check, load_dataset of an out-of-range
+    DataConfig a download attempt."""
+    cfg = vaekit.RunConfig(data={"dataset": "digits"}, train={"epochs": 3})
+    assert isinstance(cfg.train, vaekit.TrainConfig) and cfg.train.epochs == 3 and cfg.train.batch_size == 128
+    assert vaekit.build_model({"hidden": [8], "latent_dim": 2}, (6,)).latent_dim == 2
+    assert vaekit.load_dataset({"dataset": "blobs:5"}, progress=False).shape == (5,)
+    for call, says in ((lambda: vaekit.RunConfig(train=vaekit.TrainConfig(epochs="3")).validate(),
+                        "'train.epochs' must be int, got the string '3'"),
+                       (lambda: vaekit.RunConfig(train={"epochz": 3}), "unknown key 'train.epochz'"),
+                       (lambda: vaekit.fit(vaekit.RunConfig(model=vaekit.ModelConfig(hidden="400")), tmp_path / "r"),
+                        "'model.hidden' must be a list"),
+                       (lambda: vaekit.build_model("vae", (6,)), "cfg: a str; give a ModelConfig or a dict"),
+                       (lambda: vaekit.load_dataset("digits"), "cfg: a str; give a DataConfig or a dict"),
+                       (lambda: vaekit.load_dataset(vaekit.DataConfig(dataset="mnist", test_fraction=5)),
+                        "data.test_fraction=5.0 must be in (0, 1)")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            call()
+    assert not (tmp_path / "r").exists()
+
+
+def test_save_png_and_the_posterior_name_what_they_cannot_take(tmp_path):
+    import torch
+
+    from vaekit.errors import InputError
+
+    picture = vaekit.sample_grid(vaekit.build_model({"hidden": [8], "latent_dim": 2}, (1, 8, 8)), 4)
+    assert vaekit.save_png(torch.from_numpy(picture), tmp_path / "s.png").stat().st_size > 0
+    for bad, path, says in ((picture / 255.0, "a.png", "float64 of shape"), (picture[None], "a.png", "(1, "),
+                            ([1, 2], "a.png", "a list"), (picture, "a.jpg", "write .png"), (picture, ".", "is a folder")):
+        with pytest.raises(VaekitError, match=re.escape(says)):
+            vaekit.save_png(bad, tmp_path / path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+    with pytest.raises(InputError, match=re.escape("mu (2, 3) and logvar (2, 4)")):
+        vaekit.DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
 def test_fit_trains_only_on_data_its_saved_config_loads_again(tmp_path):
     """Every later command reloads the data from config.json: data= that the config would not load
     (made by hand, loaded for another config, not a Dataset) are refused before the folder exists."""

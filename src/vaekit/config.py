@@ -132,6 +132,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        """A section given as a dict (``RunConfig(train={"epochs": 2})``) becomes its dataclass, its
+        keys checked as config.json's are; keys left out take their defaults."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                setattr(self, f.name, as_section(value, _hints(type(self))[f.name], "config", f"{f.name}."))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -224,7 +232,8 @@ class RunConfig:
             raise ConfigError(why)
 
     def check_ranges(self) -> None:
-        """Each value within its range."""
+        """Each value of its type (a RunConfig built in Python is not checked when made) and within its range."""
+        _build(type(self), asdict(self), "config", "")
         m, o, t, dc = self.model, self.objective, self.train, self.data
         checks = [
             (_NAME.fullmatch(self.preset) is not None, "preset", self.preset,
@@ -374,6 +383,16 @@ def _misplaced(cfg: RunConfig) -> dict[str, str]:
             here = ", ".join(f"{c}={show(str(_get(cfg, c)))}" for c in controls.split())
             found[key] = f"{flag} ({key}={show(_get(cfg, key))}) applies only to {where}, not with {here}"
     return found
+
+
+def as_section(value: Any, cls: type, what: str, prefix: str = "") -> Any:
+    """A config section (DataConfig, ModelConfig ...) as the Python API takes it: the dataclass or a
+    dict of its fields (keys left out take their defaults), each value's type checked."""
+    if isinstance(value, cls):
+        value = asdict(value)
+    elif not isinstance(value, Mapping):
+        raise ConfigError(f"{what}: a {type(value).__name__}; give a {cls.__name__} or a dict of its fields")
+    return _build(cls, dict(value), what, prefix)
 
 
 def as_run_config(cfg: RunConfig | Mapping[str, Any] | str | Path, what: str = "cfg") -> RunConfig:

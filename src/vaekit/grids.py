@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import budget
-from .errors import VaekitError, whole_number
+from .errors import InputError, VaekitError, whole_number
 from .files import user_path, write_via_buffer
 from .models import LatentModel
 
@@ -61,11 +61,21 @@ def check_grid(n: int, shape: tuple[int, ...], ncol: int | None = None, pad: int
     return ncol, nrow, zoom
 
 
-def save_png(picture: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 picture as a PNG, atomically."""
+def save_png(picture: np.ndarray | Tensor, path: str | Path) -> Path:
+    """Write a uint8 picture, (H, W) grey or (H, W, 3) colour as ``sample_grid`` makes it, as a PNG
+    file, atomically; anything else is refused by name before a file is touched."""
     from PIL import Image
 
-    return write_via_buffer(path, lambda buf: Image.fromarray(picture).save(buf, format="PNG"))
+    from .files import output_file
+
+    a = picture.detach().cpu().numpy() if isinstance(picture, Tensor) else picture
+    if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.size == 0 or not (
+            a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        given = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else f"a {type(a).__name__}"
+        raise InputError(f"save_png: {given}; give a uint8 picture of shape (H, W), (H, W, 3) or (H, W, 4), "
+                         "as sample_grid makes it")
+    out = output_file(path, (".png",), "path")
+    return write_via_buffer(out, lambda buf: Image.fromarray(a).save(buf, format="PNG"))
 
 
 def _need_images(model: LatentModel, what: str) -> None:

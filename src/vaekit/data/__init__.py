@@ -11,11 +11,12 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import torch
 
-from ..config import DOWNLOADED, DataConfig
+from ..config import DOWNLOADED, DataConfig, RunConfig, as_section
 from ..errors import DataError, did_you_mean, show
 from ..files import expand_home, user_path
 from .bundled import load_blobs, load_digits
@@ -48,8 +49,11 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(cfg: DataConfig, progress: bool = True) -> Dataset:
-    """Load the data set ``cfg.dataset`` names and apply static binarisation if asked."""
+def load_dataset(cfg: DataConfig | Mapping[str, Any], progress: bool = True) -> Dataset:
+    """Load the data set ``cfg.dataset`` names and apply static binarisation if asked. ``cfg`` may be a
+    dict of DataConfig's fields; its values are checked before any file is read."""
+    cfg = as_section(cfg, DataConfig, "cfg")
+    RunConfig(data=cfg).check_ranges()
     kind, _, arg = cfg.dataset.partition(":")
     loader = LOADERS.get(kind)
     if loader is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from .. import budget
-from ..config import ModelConfig, RunConfig
+from ..config import ModelConfig, RunConfig, as_section
 from ..errors import ConfigError, show
 from .ae import AE
 from .base import LatentModel
@@ -80,11 +82,13 @@ def check_batch_budget(model: LatentModel, batch_size: int, what: str, training:
                  f"{what} ({params:,} parameters, {batch_size:,} examples at once)")
 
 
-def build_model(cfg: ModelConfig, data_shape: tuple[int, ...], batch_size: int = 1,
+def build_model(cfg: ModelConfig | Mapping[str, Any], data_shape: tuple[int, ...], batch_size: int = 1,
                 training: bool = False) -> LatentModel:
     """Build the model ``cfg`` describes for examples of ``data_shape``, after checking that its
     weights, and its activations for ``batch_size`` examples at a time, fit the memory budget. A
-    ModelConfig given alone is checked as a run's would be (ranges, settings that do not apply)."""
+    ModelConfig given alone (or a dict of its fields) is checked as a run's would be (types, ranges,
+    settings that do not apply)."""
+    cfg = as_section(cfg, ModelConfig, "cfg")
     RunConfig(model=cfg).validate()
     data_shape = check_data_shape(data_shape)
     params = parameter_count(cfg, data_shape)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..distributed import noise_rows
+from ..errors import InputError
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -37,6 +38,9 @@ class DiagonalGaussian:
     """q(z|x) = N(mu, diag(exp(logvar))), batched over the leading dimension."""
 
     def __init__(self, mu: Tensor, logvar: Tensor) -> None:
+        if not (isinstance(mu, Tensor) and isinstance(logvar, Tensor)) or mu.shape != logvar.shape:
+            shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (mu, logvar)]
+            raise InputError(f"DiagonalGaussian: mu {shapes[0]} and logvar {shapes[1]}; give two tensors of one shape")
         self.mu = mu
         self.logvar = logvar
 

@@ -417,3 +417,14 @@ def test_runs_started_together_without_out_each_get_their_own_folder(tmp_path):
     folders = sorted((tmp_path / "runs").iterdir())
     assert len(folders) == 3 and all((f / "model.safetensors").is_file() for f in folders)
     assert sorted(json.loads((f / "config.json").read_text())["train"]["lr"] for f in folders) == [1e-3, 2e-3, 3e-3]
+
+
+def test_a_current_folder_that_was_deleted_is_one_line_not_mkls_fatal_error(tmp_path):
+    """In a deleted folder, loading torch ended the process with "Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so" (a shell whose folder was removed by another terminal, say)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m vaekit train --dataset blobs:50 --out "{tmp_path}/r"'
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("vaekit: error: the current folder no longer exists"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -1074,6 +1074,12 @@ def _main(argv: list[str]) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     _common_before_command(args)
     try:
+        os.getcwd()
+    except OSError:  # torch's MKL, loading, would end the process with a FATAL line and exit code 2
+        _error("the current folder no longer exists (deleted or moved away); cd into a folder that does and run "
+               "the command again")
+        return 2
+    try:
         empty = _expand_home(args)
     except VaekitError as e:
         _error(str(e))

@@ -231,6 +231,27 @@ def test_colour_photos_get_a_spatial_latent_at_the_deepest_resolution(side, stag
         assert "model.spatial_latent" not in chosen and chosen["model.latent_dim"] == 32
 
 
+def test_the_line_saying_what_was_chosen_describes_the_model_the_flags_make_with_it(tmp_path):
+    """`--model hvae` without a preset was refused ("needs two or more latent layers") and `--model ae`
+    was announced as "an MLP VAE": the line now describes the model trained, and a hierarchy gets two
+    layers (the latent size, then half of it) unless --latent-dims says."""
+    import torch
+
+    from vaekit.autoconfig import choose_model, config_for_data
+    from vaekit.data import Dataset
+
+    x = torch.rand(20, 6)
+    data = Dataset("vectors", x, None, x, None)
+    for given, says in (({"model.kind": "hvae"}, "an MLP hierarchical VAE (64, 64; latent layers 2, 1;"),
+                        ({"model.kind": "hvae", "model.latent_dims": "3,2,1"}, "latent layers 3, 2, 1;"),
+                        ({"model.kind": "ae"}, "an MLP autoencoder (64, 64; latent 2;"),
+                        ({"model.likelihood": "gaussian", "model.sigma": 0.5}, "Gaussian likelihood (sigma 0.5))")):
+        assert says in choose_model(data, given)[1]
+    said: list[str] = []
+    cfg, _ = config_for_data("digits", {"model.kind": "hvae", "model.latent_dim": 6}, progress=False, log=said.append)
+    assert cfg.model.latent_dims == [6, 3] and "hierarchical VAE (512, 256; latent layers 6, 3" in said[0]
+
+
 def test_two_runs_served_side_by_side_take_data_dir_where_their_data_are_files(tmp_path, monkeypatch):
     from vaekit.errors import DataError
     from vaekit.explore import Explorer

@@ -19,6 +19,7 @@ The rules, in order (an explicit preset or flag always wins over them):
   On CIFAR-10 this wiring beat a 64-d vector latent by 1.3 bits/dim in equal 8-minute runs;
 - likelihood otherwise: Bernoulli for grey images and for vectors of only 0s and 1s (values in
   [0, 1]); else a Gaussian with one learned sigma (embeddings, any real values);
+- `--model hvae` without `--latent-dims`: two latent layers, the latent size above and half of it;
 - batch size 128, or the number of training examples when fewer.
 """
 
@@ -51,21 +52,56 @@ _GROUPS = {
 
 def choose_model(data: Dataset, given: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     """Config overrides that fit ``data``, and one line saying what was chosen and why. ``given``: the
-    settings the user made (they always win, and a choice that belongs with one of them goes with it)."""
-    given = dict(given or {})
-    chosen, why = _choose(data)
+    settings the user made (they always win, and a choice that belongs with one of them goes with it);
+    the line describes the model they make together."""
+    given = dotted(given)
+    chosen, what = _choose(data)
     if chosen.get("model.spatial_latent") and (_GROUPS["model.spatial_latent"] & set(given)
                                                or given.get("model.spatial_latent", True) is False):
         chosen["model.latent_dim"] = _VECTOR_LATENT  # a vector latent again, sized as for other colour images
         chosen.pop("model.spatial_latent")
     kept = {k: v for k, v in chosen.items() if k not in given and not _GROUPS.get(k, set()) & set(given)}
+    cfg = RunConfig().with_choices(kept, given)
+    if cfg.model.kind == "hvae" and "model.latent_dims" not in given:  # two layers: the latent size, then half
+        latent = cfg.model.latent_dim
+        kept["model.latent_dims"] = f"{latent},{max(1, latent // 2)}"
+        cfg = RunConfig().with_choices(kept, given)
+    why = f"no --preset: chose {_described(cfg, data)} for {what}; any flag or --preset overrides this"
     mine = sorted(k for k in given if k.startswith("model.") and k in chosen)
     if mine:
         why += f" (your flags set {', '.join(k.split('.', 1)[1] for k in mine)}, and the choices that go with them)"
     return kept, why
 
 
+_ARCH_WORDS = {"conv": "a conv", "mlp": "an MLP", "resnet": "a residual conv"}
+_KIND_WORDS = {"vae": "VAE", "ae": "autoencoder", "hvae": "hierarchical VAE"}
+
+
+def _described(cfg: RunConfig, data: Dataset) -> str:
+    """The model a config makes, in words: 'an MLP VAE (400, 400; latent 20; Bernoulli likelihood)'."""
+    m = cfg.model
+    arch = _ARCH_WORDS.get(m.arch, f"a {m.arch}")
+    kind = ("conditional " if m.conditional else "") + _KIND_WORDS.get(m.kind, m.kind)
+    if m.kind == "hvae":
+        latent = f"latent layers {', '.join(map(str, m.latent_dims))}"
+    elif m.spatial_latent:
+        mh, mw = map_size(m.hidden, *data.shape[1:])
+        latent = f"spatial latent of {m.latent_dim // (mh * mw)} maps of {mh}x{mw}"
+    else:
+        latent = f"latent {m.latent_dim}"
+    likelihood = {
+        "bernoulli": "Bernoulli likelihood",
+        "mse": "squared error",
+        "gaussian": "Gaussian with learned sigma likelihood" if m.learn_sigma else f"Gaussian likelihood (sigma {m.sigma:g})",
+        "dlogistic": f"discretised logistic mixture of {m.mixtures}",
+    }.get(m.likelihood, f"{m.likelihood} likelihood")
+    if m.standardize:
+        likelihood += ", each feature standardised"
+    return f"{arch} {kind} ({', '.join(map(str, m.hidden))}; {latent}; {likelihood})"
+
+
 def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
+    """The settings for ``data`` and the data in words ('1x28x28 grey images')."""
     shape = data.shape
     lo, hi = data.value_range()
     if data.is_image:
@@ -78,6 +114,7 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
             arch, hidden = "mlp", [512, 256]
         latent = 16 if c == 1 and max(h, w) <= 32 else _VECTOR_LATENT
         bernoulli = c == 1
+        what = f"{c}x{h}x{w} {colour} images"
         if c == 3 and data.scale == 255.0 and str(data.train_x.dtype) == "torch.uint8" and h % 8 == 0 \
                 and w % 8 == 0 and min(h, w) >= 32:
             stages = [32, 64, 128] if min(h, w) >= 64 else [32, 64]
@@ -86,10 +123,7 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
                          "model.latent_dim": _MAPS * mh * mw, "model.spatial_latent": True,
                          "model.likelihood": "dlogistic", "model.mixtures": 5,
                          "model.learn_sigma": False, "train.batch_size": min(128, len(data.train_x))}
-            return overrides, (f"no --preset: chose a residual conv VAE ({', '.join(map(str, stages))}; spatial "
-                               f"latent of {_MAPS} maps of {mh}x{mw}; discretised logistic mixture of 5) for "
-                               f"{c}x{h}x{w} colour images; any flag or --preset overrides this")
-        what = f"{c}x{h}x{w} {colour} images"
+            return overrides, what
     else:
         (d,) = shape
         arch, hidden = "mlp", [_clamp(2 * d, 64, 512)] * 2
@@ -103,14 +137,9 @@ def _choose(data: Dataset) -> tuple[dict[str, Any], str]:
         "model.likelihood": likelihood, "model.learn_sigma": not bernoulli,
         "train.batch_size": min(128, len(data.train_x)),
     }
-    lik = "Bernoulli likelihood" if bernoulli else "Gaussian with learned sigma likelihood"
     if not data.is_image and not bernoulli:  # vectors of any scale: the model standardises each feature
         overrides["model.standardize"] = True
-        lik += ", each feature standardised"
-    name = {"conv": "a conv", "mlp": "an MLP"}[arch]
-    why = (f"no --preset: chose {name} VAE ({', '.join(map(str, hidden))}; latent {latent}; {lik}) "
-           f"for {what}; any flag or --preset overrides this")
-    return overrides, why
+    return overrides, what
 
 
 AUTO_MAX_SIDE = 128  # without --image-size, larger images are resized (as are images of mixed sizes)
@@ -174,4 +203,4 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
         data = load_dataset(RunConfig().with_overrides(_data_flags(overrides)).data, progress=progress)
     chosen, why = choose_model(data, given=overrides)
     log(why)
-    return RunConfig().with_overrides(chosen).with_overrides(overrides), data
+    return RunConfig().with_choices(chosen, overrides), data

@@ -197,6 +197,14 @@ class RunConfig:
         cfg.validate()
         return cfg
 
+    def with_choices(self, chosen: Mapping[str, Any], given: Mapping[str, Any] | None) -> RunConfig:
+        """A copy with the settings ``given`` by the user over those ``chosen`` for them (a model picked
+        to fit the data): a chosen setting that does not apply to the result is dropped, a given one refused."""
+        given = dotted(given)
+        cfg = self._overridden({**dotted(chosen), **given}).without_misplaced(keep=given)
+        cfg.validate()
+        return cfg
+
     def check_values(self, overrides: Mapping[str, Any] | None) -> None:
         """Refuse an override that is unknown, of the wrong type or out of its range, without the data:
         what a model chosen from the data would change (whether a setting applies to it) is checked

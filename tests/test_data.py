@@ -299,7 +299,7 @@ def test_an_animated_image_is_read_as_its_first_frame_and_said_so(tmp_path):
     Image.fromarray(first).save(tmp_path / "b.webp", save_all=True, append_images=[Image.fromarray(second)],
                                 lossless=True)
     Image.fromarray(second).save(tmp_path / "c.png")
-    with pytest.warns(UserWarning, match=r"2 animated image\(s\), e.g. .*a.gif: the first frame of each is read"):
+    with pytest.warns(UserWarning, match=r"2 animated images, e.g. .*a.gif: the first frame of each is read"):
         ds = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.34))
     firsts = sorted(int(v) for v in torch.cat([ds.train_x, ds.test_x])[:, 0, 0, 0])
     assert firsts == [20, 200, 200]

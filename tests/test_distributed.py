@@ -282,19 +282,32 @@ def test_nproc_runs_the_launcher_for_you_and_says_each_warning_once(tmp_path: Pa
               "--latent-dim", "2", "--batch-size", "8", "--epochs", "1", "--no-progress", "--nproc", "2", "--out",
               str(tmp_path / "r")])
     assert r.returncode == 0, _why(r)
-    assert r.stderr.strip().splitlines() == [f"vaekit: warning: {folder}: 1 animated image(s), e.g. {folder}/moving.gif: "
-                                             "the first frame of each is read"], r.stderr
+    assert r.stderr.strip().splitlines() == [f"vaekit: warning: {folder}: 1 animated image, e.g. {folder}/moving.gif: "
+                                             "the first frame of it is read"], r.stderr
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["batch_size"] == 8
     assert load_run(tmp_path / "r").epoch == 1
+
+
+def test_a_batch_smaller_than_the_processes_is_refused_as_such() -> None:
+    """--batch-size 1 with 3 processes was refused as if only "the last batch has 1"."""
+    from vaekit.config import RunConfig
+    from vaekit.distributed import Group
+    from vaekit.errors import ConfigError
+    from vaekit.train import check_shares
+
+    cfg = RunConfig().with_overrides({"train.batch_size": 2})
+    with pytest.raises(ConfigError, match=r"^--batch-size 2: too few examples per batch to give each of 3 processes one; give at least 3$"):
+        check_shares(cfg, 1800, Group(rank=0, world=3))
+    check_shares(cfg, 1800, Group(rank=0, world=2))
 
 
 def test_refusals_under_torchrun(tmp_path: Path) -> None:
     r = _run(_torchrun(2, *TRAIN, "--epochs", "1"))
     assert r.returncode != 0 and "give --out RUN_DIR" in r.stderr
-    r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--batch-size", "1", "--nproc", "2", "--out",
+    r = _run([sys.executable, "-m", "vaekit", *TRAIN, "--epochs", "1", "--batch-size", "1437", "--nproc", "2", "--out",
               str(tmp_path / "b")])  # every process refuses: the launcher says it once
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "vaekit: error: --batch-size 1: with 1438 training examples the last batch has 1, too few to give each of 2 "
+        "vaekit: error: --batch-size 1437: with 1438 training examples the last batch has 1, too few to give each of 2 "
         "processes one; choose another batch size"], r.stderr
     assert not (tmp_path / "b").exists()
     from vaekit.cli import main

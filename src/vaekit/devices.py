@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError, show
+from .errors import ConfigError, counted, show
 
 KINDS = ("cpu", "cuda", "mps")
 
@@ -23,7 +23,7 @@ def pick_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: no CUDA GPU is available on this machine; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            raise ConfigError(f"--device {name}: this machine has {counted(torch.cuda.device_count(), 'CUDA GPU')} (numbered from 0)")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {name}: Apple's MPS backend is not available on this machine; use --device cpu")
     return device

@@ -28,7 +28,7 @@ from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .children import child_environment
 from .config import MAX_BETA, RunConfig, as_run_config
 from .data import check_outside
-from .errors import ConfigError, TrainingInterrupted, VaekitError, one_line, show, whole_number
+from .errors import ConfigError, TrainingInterrupted, VaekitError, counted, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -175,7 +175,7 @@ def _train_in_processes(pending: list[tuple[float, Path, RunConfig]], out: Path,
                 log_path = logs / f"beta-{beta:g}.log"
                 sink = tempfile.TemporaryFile()  # no name: the log appears whole, when the child ends
                 child = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-                log(f"sweep: training beta = {beta:g} -> {path} (a child process, {threads} thread(s); log {log_path})")
+                log(f"sweep: training beta = {beta:g} -> {path} (a child process, {counted(threads, 'thread')}; log {log_path})")
                 running.append((beta, log_path, child, sink))
             time.sleep(0.2)
             for item in [r for r in running if r[2].poll() is not None]:

@@ -255,7 +255,10 @@ def with_classes(cfg: RunConfig, data: Dataset) -> RunConfig:
 def check_shares(cfg: RunConfig, n_train: int, group: distributed.Group) -> None:
     """Under data parallelism every global batch, the last one included, must give each process a row."""
     last = n_train % cfg.train.batch_size or cfg.train.batch_size
-    if group.active and min(cfg.train.batch_size, last) < group.world:
+    if group.active and cfg.train.batch_size < group.world:
+        raise ConfigError(f"--batch-size {cfg.train.batch_size}: too few examples per batch to give each of "
+                          f"{group.world} processes one; give at least {group.world}")
+    if group.active and last < group.world:
         raise ConfigError(f"--batch-size {cfg.train.batch_size}: with {n_train} training examples the last batch has "
                           f"{last}, too few to give each of {group.world} processes one; choose another batch size")
 

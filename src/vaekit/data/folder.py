@@ -13,7 +13,7 @@ import torch
 
 from ..config import DataConfig
 from .. import budget
-from ..errors import BudgetError, DataError, VaekitError, as_text, brief, show
+from ..errors import BudgetError, DataError, VaekitError, as_text, brief, counted, show
 from ..files import cache_dir, cache_used, expand_home, file_size, open_regular, write_cache
 from .dataset import Dataset, split
 
@@ -302,8 +302,8 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
                 [(a.shape[2], a.shape[1]) for a in (images[0], arr)])
         images.append(arr)
     if animated:
-        warnings.warn(f"{as_text(str(root))}: {len(animated)} animated image(s), e.g. {as_text(str(animated[0]))}: the "
-                      "first frame of each is read", stacklevel=2)
+        warnings.warn(f"{as_text(str(root))}: {counted(len(animated), 'animated image')}, e.g. {as_text(str(animated[0]))}: the "
+                      f"first frame of {'each' if len(animated) > 1 else 'it'} is read", stacklevel=2)
     x = np.stack(images)
     if cached is not None:
         write_cache(cached, lambda buf: np.save(buf, x, allow_pickle=False))
@@ -323,7 +323,7 @@ def load_folder(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
     for f in files:
         _check_image_name(f)
     if len(files) < 2 or n_train == 0 or n_train == len(files):
-        what = f"{len(files)} image(s)" if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
+        what = counted(len(files), 'image') if n_train is None else f"{n_train} training and {len(files) - (n_train or 0)} test images"
         raise DataError(f"{root}: found {what}; a data set needs at least 2 (and one of each in train/ and test/)")
     x = torch.from_numpy(_decode_all(root, files, "L" if cfg.channels == 1 else "RGB", cfg.image_size, cfg.resize,
                                      progress))

@@ -4,6 +4,7 @@ NaN/inf, a full disk. Each checks that nothing is lost and the run resumes exact
 from __future__ import annotations
 
 import json
+import re
 import os
 import random
 import signal
@@ -263,13 +264,31 @@ def test_too_little_free_space_is_refused_before_training(small_fs):
     assert not (fs / "r").exists()
 
 
-def test_mismatched_weights_and_config_are_refused(tmp_path):
+def test_mismatched_weights_and_config_are_refused_naming_the_edited_setting(tmp_path):
+    """A config.json edited after training (to resume with a larger latent, say) is named setting by
+    setting, from the model settings the weights file records; files without that record (older
+    runs) or with it damaged are refused as before, naming the first weight that differs and its shapes."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
     run = fit(small_cfg(1), tmp_path / "r", **QUIET)
     cfg = json.loads((run.path / "config.json").read_text())
+    saved = cfg["model"]["latent_dim"]
     cfg["model"]["latent_dim"] = 7
     (run.path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(RunFolderError, match="weights do not match config.json"):
-        load_run(run.path)
+    for loading in (lambda: load_run(run.path), lambda: fit(None, run.path, resume=True, **QUIET)):
+        with pytest.raises(RunFolderError, match=re.escape(f"config.json says model.latent_dim=7 where the weights "
+                                                           f"were saved with {saved}; edited after training?")):
+            loading()
+    weights = load_file(run.path / "model.safetensors")
+    with safe_open(run.path / "model.safetensors", "pt") as f:
+        meta = f.metadata()
+    for model_config in (None, "{not json", "[1]"):
+        older = {k: v for k, v in meta.items() if k != "model_config"}
+        save_file(weights, run.path / "model.safetensors", metadata={**older, **({"model_config": model_config} if model_config else {})})
+        with pytest.raises(RunFolderError, match=r"weights do not match config.json \(first difference: fc_mu.weight is "
+                                                 rf"\({saved}, (\d+)\) in the file, \(7, \1\) for config.json\)"):
+            load_run(run.path)
 
 
 def _train_through(entry: Path, out: Path) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ naming the file, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -17,7 +18,6 @@ import re
 import shutil
 import unicodedata
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,7 +46,7 @@ PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples"
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 
 
-@dataclass
+@dataclasses.dataclass
 class Run:
     """A loaded run folder: its config, its model (in eval mode) and the epochs it has done."""
 
@@ -245,7 +245,7 @@ def _int_meta(path: Path, meta: dict[str, str], key: str, default: int | None = 
     return int(text)
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainingState:
     """Where a run stands: completed epochs, steps into the next one, RNG states, partial sums."""
 
@@ -267,7 +267,7 @@ def save_checkpoint(
     """training_state.safetensors (weights, optimizer, RNG: self-consistent, used to resume), then
     model.safetensors (the weights users load). ``step`` > 0 marks a stop inside epoch + 1."""
     meta = {"epoch": str(epoch), "step": str(step), "data_shape": json.dumps(list(model.data_shape)),
-            "format_version": "1"}
+            "format_version": "1", "model_config": json.dumps(dataclasses.asdict(model.config))}
     state = optimizer.state_dict()
     weights = model.state_dict()
     tensors: dict[str, torch.Tensor] = {f"rng.{k}": v for k, v in rng.items()}
@@ -301,15 +301,39 @@ def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
     return _int_meta(path, meta, "epoch"), saved_data_shape(path, meta)
 
 
-def _check_weights_fit(path: Path, model: LatentModel, weights: dict[str, torch.Tensor]) -> None:
-    """The saved weights must be exactly the model's: same names, shapes and kinds of number."""
+def _check_weights_fit(path: Path, model: LatentModel, weights: dict[str, torch.Tensor],
+                      meta: dict[str, str]) -> None:
+    """The saved weights must be exactly the model's: same names, shapes and kinds of number. Where
+    they are not, the model settings config.json changed since the weights were saved are named."""
     expected = model.state_dict()
     differ = (sorted(set(expected) ^ set(weights))
               or [k for k in expected if weights[k].shape != expected[k].shape
                   or weights[k].is_floating_point() != expected[k].is_floating_point()])
-    if differ:
-        raise RunFolderError(f"{path}: weights do not match {CONFIG} (first difference: {show(differ[0])}); "
-                             "the files come from different runs")
+    if not differ:
+        return
+    edited = _edited_model_settings(meta, model)
+    if edited:
+        raise RunFolderError(f"{path}: {CONFIG} says {edited}; edited after training? Put it back (or train a new "
+                             "run with the new settings)")
+    first = differ[0]
+    shapes = (f" is {tuple(weights[first].shape)} in the file, {tuple(expected[first].shape)} for {CONFIG}"
+              if first in weights and first in expected else "")
+    raise RunFolderError(f"{path}: weights do not match {CONFIG} (first difference: {show(first)}{shapes}); "
+                         "the files come from different runs")
+
+
+def _edited_model_settings(meta: dict[str, str], model: LatentModel) -> str:
+    """'model.latent_dim=3 where the weights were saved with 16' for each model setting that differs from
+    the one the weights file recorded ('' for files written before it recorded them, or damaged)."""
+    try:
+        saved = json.loads(meta.get("model_config", "null"))
+    except ValueError:
+        return ""
+    if not isinstance(saved, dict):
+        return ""
+    now = dataclasses.asdict(model.config)
+    keys = [k for k in now if k in saved and saved[k] != now[k]]
+    return "; ".join(f"model.{k}={show(now[k])} where the weights were saved with {show(saved[k])}" for k in keys[:3])
 
 
 def _check_rng(path: Path, rng: dict[str, torch.Tensor], step: int) -> None:
@@ -337,7 +361,7 @@ def load_training_state(run_dir: Path, model: LatentModel, optimizer: torch.opti
         if not isinstance(scalars, dict):
             raise ValueError("optimizer scalars are not a map")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    _check_weights_fit(path, model, weights)
+    _check_weights_fit(path, model, weights, meta)
     params = list(model.parameters())
     state: dict[int, dict[str, Any]] = {}
     with untrusted(path, "optimizer state"):
@@ -383,7 +407,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         model = build_model(cfg.model, shape, batch_size=cfg.train.eval_batch_size)
     except ConfigError as e:
         raise RunFolderError(f"{run_dir / MODEL}: its data shape {list(shape)} does not fit {CONFIG} ({e})") from None
-    _check_weights_fit(run_dir / MODEL, model, tensors)
+    _check_weights_fit(run_dir / MODEL, model, tensors, meta)
     with untrusted(run_dir / MODEL, "weights file"):
         model.load_state_dict(tensors, strict=True)
     model.to(device).train(False)  # inference mode

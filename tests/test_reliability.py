@@ -276,19 +276,41 @@ def test_mismatched_weights_and_config_are_refused_naming_the_edited_setting(tmp
     saved = cfg["model"]["latent_dim"]
     cfg["model"]["latent_dim"] = 7
     (run.path / "config.json").write_text(json.dumps(cfg))
-    for loading in (lambda: load_run(run.path), lambda: fit(None, run.path, resume=True, **QUIET)):
-        with pytest.raises(RunFolderError, match=re.escape(f"config.json says model.latent_dim=7 where the weights "
-                                                           f"were saved with {saved}; edited after training?")):
+    for loading, saved_as in ((lambda: load_run(run.path), "the weights were saved with"),
+                              (lambda: fit(None, run.path, resume=True, epochs=2, **QUIET), "the run was trained with")):
+        with pytest.raises(RunFolderError, match=re.escape(f"config.json says model.latent_dim=7 where {saved_as} "
+                                                           f"{saved}; edited after training?")):
             loading()
     weights = load_file(run.path / "model.safetensors")
     with safe_open(run.path / "model.safetensors", "pt") as f:
         meta = f.metadata()
-    for model_config in (None, "{not json", "[1]"):
-        older = {k: v for k, v in meta.items() if k != "model_config"}
-        save_file(weights, run.path / "model.safetensors", metadata={**older, **({"model_config": model_config} if model_config else {})})
+    for record in (None, "{not json", "[1]"):
+        older = {k: v for k, v in meta.items() if k != "config"}
+        save_file(weights, run.path / "model.safetensors", metadata={**older, **({"config": record} if record else {})})
         with pytest.raises(RunFolderError, match=r"weights do not match config.json \(first difference: fc_mu.weight is "
                                                  rf"\({saved}, (\d+)\) in the file, \(7, \1\) for config.json\)"):
             load_run(run.path)
+
+
+def test_a_resume_goes_on_with_the_settings_it_was_trained_with_not_an_edited_config(tmp_path):
+    """config.json edited between a stop and --resume (a learning rate, a batch size, beta) was taken
+    silently: the history then mixed two runs under one config. Refused, naming what changed, with
+    every file kept; the settings a resume may change (epochs, device, the data's place) may be edited."""
+    run = fit(small_cfg(1), tmp_path / "r", **QUIET)
+    original = (run.path / "config.json").read_text()
+    cfg = json.loads(original)
+    lr = cfg["train"]["lr"]
+    cfg["train"]["lr"], cfg["objective"]["beta"] = 0.5, 4.0
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    with pytest.raises(RunFolderError, match=re.escape(f"says objective.beta=4.0 where the run was trained with 1.0; "
+                                                       f"train.lr=0.5 where the run was trained with {lr}; edited")):
+        fit(None, run.path, resume=True, epochs=2, **QUIET)
+    assert {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()} == before
+    cfg = json.loads(original)
+    cfg["train"]["epochs"], cfg["train"]["eval_batch_size"] = 2, 7
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    assert fit(None, run.path, resume=True, **QUIET).epoch == 2
 
 
 def _train_through(entry: Path, out: Path) -> subprocess.CompletedProcess:

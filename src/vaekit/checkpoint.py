@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from . import files
-from .config import MAX_CONFIG_BYTES, RunConfig
+from .config import MAX_CONFIG_BYTES, RESUME_MAY_CHANGE, RunConfig, flat
 from .devices import pick_device
 from .errors import ConfigError, RunFolderError, VaekitError, brief, show
 from .models import LatentModel, build_model, check_data_shape
@@ -263,11 +263,15 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     step: int = 0,
     partial: torch.Tensor | None = None,
+    cfg: RunConfig | None = None,
 ) -> None:
     """training_state.safetensors (weights, optimizer, RNG: self-consistent, used to resume), then
-    model.safetensors (the weights users load). ``step`` > 0 marks a stop inside epoch + 1."""
+    model.safetensors (the weights users load). ``step`` > 0 marks a stop inside epoch + 1. Both
+    record the config they were trained with (``cfg``), so that an edited config.json can be named."""
     meta = {"epoch": str(epoch), "step": str(step), "data_shape": json.dumps(list(model.data_shape)),
-            "format_version": "1", "model_config": json.dumps(dataclasses.asdict(model.config))}
+            "format_version": "1"}
+    if cfg is not None:
+        meta["config"] = json.dumps(cfg.to_dict())
     state = optimizer.state_dict()
     weights = model.state_dict()
     tensors: dict[str, torch.Tensor] = {f"rng.{k}": v for k, v in rng.items()}
@@ -284,6 +288,25 @@ def save_checkpoint(
     opt_meta = {"param_groups": state["param_groups"], "scalars": scalars}
     _save_tensors(run_dir / STATE, tensors, {**meta, "optimizer": json.dumps(opt_meta)})
     _save_tensors(run_dir / MODEL, weights, meta)
+
+
+def check_config_unedited(run_dir: Path, cfg: RunConfig) -> None:
+    """A resumed run goes on with the settings it was trained with: a config.json changed since the
+    last checkpoint (in a setting a resume may not change) is refused, naming each such setting."""
+    path = run_dir / STATE
+    if not path.exists():
+        return
+    then = _recorded_config(_read_tensors(path)[1])
+    if then is None:
+        return
+    now = {k: v for k, v in flat(cfg.to_dict()).items() if k not in RESUME_MAY_CHANGE and k != "data.labels"}
+    if str(now.get("data.dataset")).partition(":")[0] == str(then.get("data.dataset")).partition(":")[0]:
+        now.pop("data.dataset", None)  # the data's new place (the fingerprint check says if they changed)
+    edited = _edited(then, now, "the run was trained with")
+    if edited:
+        raise RunFolderError(f"{run_dir / CONFIG} says {edited}; edited after training? A resumed run goes on "
+                             f"with the settings it was trained with: put it back, or train a new run from it "
+                             f"(vaekit train --config {run_dir / CONFIG} --out NEW_DIR)")
 
 
 def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
@@ -311,7 +334,8 @@ def _check_weights_fit(path: Path, model: LatentModel, weights: dict[str, torch.
                   or weights[k].is_floating_point() != expected[k].is_floating_point()])
     if not differ:
         return
-    edited = _edited_model_settings(meta, model)
+    then = _recorded_config(meta)
+    edited = _edited(then, flat({"model": dataclasses.asdict(model.config)}), "the weights were saved with") if then else ""
     if edited:
         raise RunFolderError(f"{path}: {CONFIG} says {edited}; edited after training? Put it back (or train a new "
                              "run with the new settings)")
@@ -322,18 +346,22 @@ def _check_weights_fit(path: Path, model: LatentModel, weights: dict[str, torch.
                          "the files come from different runs")
 
 
-def _edited_model_settings(meta: dict[str, str], model: LatentModel) -> str:
-    """'model.latent_dim=3 where the weights were saved with 16' for each model setting that differs from
-    the one the weights file recorded ('' for files written before it recorded them, or damaged)."""
+def _recorded_config(meta: dict[str, str]) -> dict[str, Any] | None:
+    """The config a weights file was saved with, as dotted keys (None for files written before they
+    recorded it, or with the record damaged)."""
     try:
-        saved = json.loads(meta.get("model_config", "null"))
+        saved = json.loads(meta.get("config", "null"))
     except ValueError:
-        return ""
-    if not isinstance(saved, dict):
-        return ""
-    now = dataclasses.asdict(model.config)
-    keys = [k for k in now if k in saved and saved[k] != now[k]]
-    return "; ".join(f"model.{k}={show(now[k])} where the weights were saved with {show(saved[k])}" for k in keys[:3])
+        return None
+    return flat(saved) if isinstance(saved, dict) else None
+
+
+def _edited(then: dict[str, Any], now: dict[str, Any], saved_as: str) -> str:
+    """'model.latent_dim=3 where the weights were saved with 16' (``saved_as``: 'the weights were saved
+    with') for each setting of ``now`` that differs from ``then`` (both dotted keys)."""
+    keys = [k for k in now if k in then and then[k] != now[k]]
+    said = "; ".join(f"{k}={show(now[k])} where {saved_as} {show(then[k])}" for k in keys[:3])
+    return said + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
 def _check_rng(path: Path, rng: dict[str, torch.Tensor], step: int) -> None:

@@ -430,6 +430,19 @@ def _field_type(cls: type, parts: list[str]) -> Any:
     return _hints(cls)[parts[-1]]
 
 
+# What a run may change when it resumes, or a sweep's kept run differ in: the epochs extend it; where the
+# (checksummed) files are, the device, the loggers and the evaluation batch do not change what is trained.
+RESUME_MAY_CHANGE = frozenset({"train.epochs", "train.device", "train.log", "train.eval_batch_size", "data.data_dir"})
+
+
+def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys: {"train": {"lr": 0.1}} -> {"train.lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+    return out
+
+
 def dotted(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Overrides as one flat dict of dotted keys: None is none, and a section given as a dict
     (``{"train": {"epochs": 2}}``, as config.json nests it) is spelled out (``train.epochs``)."""

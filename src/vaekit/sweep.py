@@ -26,7 +26,7 @@ import torch
 from .budget import usable_cpus
 from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .children import child_environment
-from .config import MAX_BETA, RunConfig, as_run_config
+from .config import MAX_BETA, RESUME_MAY_CHANGE, RunConfig, as_run_config, flat
 from .data import check_outside
 from .errors import ConfigError, TrainingInterrupted, VaekitError, counted, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json
@@ -51,29 +51,17 @@ def parse_values(text: str | Sequence[float]) -> list[float]:
     return values
 
 
-# What a kept run may differ in: resume extends the epochs; where the (checksummed) files are, the
-# device, the loggers and the evaluation batch do not change what is trained.
-MAY_DIFFER = {"train.epochs", "train.device", "train.log", "train.eval_batch_size", "data.data_dir"}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def config_differences(saved: RunConfig, wanted: RunConfig) -> list[str]:
     """What a run folder's config says against the sweep's (paths made absolute as training makes
     them; the class count a run filled in from its data counts as asked)."""
     from .data import resolve_paths
 
-    a = _flat(saved.to_dict())
-    b = _flat(dataclasses.replace(wanted, data=resolve_paths(wanted.data)).to_dict())
+    a = flat(saved.to_dict())
+    b = flat(dataclasses.replace(wanted, data=resolve_paths(wanted.data)).to_dict())
     if not b.get("model.classes"):
         b["model.classes"] = a.get("model.classes")
     return [f"{k} {show(a.get(k), 40)} here, {show(b.get(k), 40)} asked" for k in sorted(set(a) | set(b))
-            if k not in MAY_DIFFER and a.get(k) != b.get(k)]
+            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
 
 
 def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Sequence[float], out: str | Path,

@@ -79,6 +79,7 @@ def _run_config(cfg: RunConfig | Mapping[str, Any] | str | Path | None, run_dir:
     the path of such a JSON file, as `--config` takes it."""
     if resume:  # a resumed run always continues with its saved config (a cfg passed along is not used)
         cfg = ckpt.load_config(run_dir)
+        ckpt.check_config_unedited(run_dir, cfg)
     elif cfg is None:
         raise ConfigError("fit needs a config (a RunConfig, e.g. vaekit.get_preset(...), a dict or a JSON "
                           "file) unless resume=True")
@@ -401,7 +402,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                         check_weights(model, epoch)
                         rng = {**rng_state(gen), "data_epoch_start": epoch_rng, **precision.state()}
                         if writer:
-                            ckpt.save_checkpoint(run_dir, model, optimizer, epoch - 1, rng, step + 1, sums)
+                            ckpt.save_checkpoint(run_dir, model, optimizer, epoch - 1, rng, step + 1, sums, cfg)
                         raise interrupted(stop.requested or "SIGTERM", run_dir, f"epoch {epoch}, step {step + 1}")
                 guard.check()
                 train_loss, train_recon, train_kl = (sums / n_train).tolist()  # one host sync per epoch
@@ -417,7 +418,8 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
                         "seconds": time.perf_counter() - t0,
                     }
                     history.append(record)  # type: ignore[union-attr]  # the writer has one
-                    ckpt.save_checkpoint(run_dir, model, optimizer, epoch, {**rng_state(gen), **precision.state()})
+                    ckpt.save_checkpoint(run_dir, model, optimizer, epoch, {**rng_state(gen), **precision.state()},
+                                         cfg=cfg)
                     (tqdm.write if progress else log)(_epoch_line(record, cfg.train.epochs))
                     loggers.epoch(record, model, data)
                 if distributed.agree(group, bool(stop.requested)) and epoch < cfg.train.epochs:
@@ -440,7 +442,7 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
         log(f"note: {run_dir}/plots and report.html were made before this training; refresh them with "
             f"vaekit plot {run_dir} (or vaekit report {run_dir})")
     if not (run_dir / ckpt.MODEL).exists():
-        ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen))
+        ckpt.save_checkpoint(run_dir, model, optimizer, start.epoch, rng_state(gen), cfg=cfg)
     finish_run(model, data, run_dir, cfg.seed, complete=done >= cfg.train.epochs)
     return done
 

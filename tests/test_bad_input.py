@@ -257,7 +257,7 @@ TABLE = [
     ("a file as the run folder", ["evaluate", "{t}/a_file"], ["{t}/a_file", "a file, not a run folder"]),
     ("config.json malformed", ["evaluate", "{t}/bad_json"], ["config.json", "not valid JSON"]),
     ("config.json of an unknown version", ["evaluate", "{t}/version"], ["format_version 99"]),
-    ("weights that do not fit the config", ["evaluate", "{t}/mismatch"], ["model.safetensors", "do not match"]),
+    ("weights that do not fit the config", ["evaluate", "{t}/mismatch"], ["model.safetensors", "config.json says model.latent_dim=", "edited after training"]),
     ("latent size 0", [*TRAIN, "--latent-dim", "0"], ["model.latent_dim=0"]),
     ("negative beta", [*TRAIN, "--beta", "-0.5"], ["objective.beta=-0.5", "must be in 0..1e+06"]),
     ("batch larger than the data", [*TRAIN, "--batch-size", "5000"], ["--batch-size 5000", "1438 training examples"]),

@@ -253,6 +253,8 @@ def _serve(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "serve", *args, "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
+    while line.startswith("note:"):
+        line = proc.stdout.readline()
     if "http://" not in line:
         proc.kill()
         raise AssertionError(f"serve did not start: {line} {proc.stderr.read()}")
@@ -278,6 +280,21 @@ def test_the_server_process_answers_and_stops_on_sigint(runs):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_listening_on_every_address_gives_a_url_other_machines_can_open(runs):
+    """--host 0.0.0.0 printed http://0.0.0.0:PORT/, which a browser on another machine cannot open."""
+    import socket
+
+    proc, url = _serve(str(runs["blobs"]), "--host", "0.0.0.0")
+    try:
+        assert url.startswith(f"http://{socket.gethostname()}:"), url
+        port = url.rsplit(":", 1)[1].strip("/")
+        assert len(json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=30).read())) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
 
 
 def _peak_rss_mb(pid: int) -> float:

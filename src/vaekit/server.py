@@ -235,7 +235,8 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
             e.map_points()  # the codes are computed before the first visitor waits for them
         app = create_app(explorers, host)
         actual = sock.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
+        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # a URL a browser elsewhere opens
+        shown = f"[{shown}]" if ":" in shown else shown
         if host not in ("127.0.0.1", "localhost", "::1"):
             log(f"note: --host {host} makes the explorer reachable from other machines on the network")
         log(f"vaekit serve: http://{shown}:{actual}/ ({', '.join(str(d) for d in run_dirs)}); Ctrl+C stops")

@@ -372,6 +372,10 @@ TABLE = [
     ("evaluate --iwae-k -1", ["evaluate", "{t}/trained", "--iwae-k", "-1"], ["--iwae-k", "out of range"]),
     ("plot --grid-dims of one dimension twice", ["plot", "{t}/trained", "--grid-dims", "0", "0", "--out", "{t}/new"],
      ["--grid-dims 0 0"]),
+    ("plot --grid-dims of one number", ["plot", "{t}/trained", "--grid-dims", "0", "--out", "{t}/new"],
+     ["--grid-dims", "expected two numbers, I J or I,J"]),
+    ("plot --grid-dims of three numbers", ["plot", "{t}/trained", "--grid-dims", "0,1,2", "--out", "{t}/new"],
+     ["--grid-dims", "expected two numbers, I J or I,J"]),
     ("--epochs -1", [*TRAIN, "--epochs", "-1"], ["train.epochs=-1"]),
     ("--max-minutes 0", [*TRAIN, "--max-minutes", "0"], ["--max-minutes", "positive"]),
     # Objectives by name, checked against the model before anything is written.

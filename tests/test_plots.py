@@ -227,6 +227,10 @@ def test_cli_evaluate_plot_report(digits_run, capsys, tmp_path):
     assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1", "3", "--out",
                  str(tmp_path / "dims")]) == 0
     assert _png_size(tmp_path / "dims" / "latent-grid.png") == (900, 900)
+    first = (tmp_path / "dims" / "latent-grid.png").read_bytes()  # spelled as other lists are: 1,3
+    assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1,3", "--out",
+                 str(tmp_path / "dims")]) == 0
+    assert (tmp_path / "dims" / "latent-grid.png").read_bytes() == first
     assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1", "9"]) == 2
     assert "--grid-dims 1 9" in capsys.readouterr().err
     assert main(["plot", str(digits_run), "--only", "nope"]) == 2

@@ -546,6 +546,30 @@ def counted(name: str) -> Callable[[str], int]:
     return int_in(*RANGES[name])
 
 
+def counted_list(name: str) -> Callable[[str], list[int]]:
+    """The converter of one word of a flag taking counts as other lists are spelled (``0,5``) or
+    as words (``0 5``): each count within the flag's range in RANGES."""
+    one = counted(name)
+
+    def parse(text: str) -> list[int]:
+        return [one(t) for t in text.split(",") if t.strip()] or [one(text)]
+
+    parse.__name__ = "integers"
+    parse.lo, parse.hi = one.lo, one.hi  # type: ignore[attr-defined]
+    return parse
+
+
+class _Pair(argparse.Action):
+    """Two counts, given as ``I J`` or ``I,J``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        numbers = [n for part in values for n in part]
+        if len(numbers) != 2:
+            parser.error(f"argument {option_string}: expected two numbers, I J or I,J")
+        setattr(namespace, self.dest, numbers)
+
+
 def _device_flag(parser: argparse.ArgumentParser) -> None:
     """``--device``, the same on every command that runs a model on a run folder's weights."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
@@ -784,8 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots (names as in RUN_DIR/plots/)")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
     pl.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    pl.add_argument("--grid-dims", nargs=2, type=counted("--grid-dims"), metavar=("I", "J"),
-                    help="latent grid over dimensions I and J (default: top two principal directions)")
+    pl.add_argument("--grid-dims", nargs="+", type=counted_list("--grid-dims"), action=_Pair, metavar=("I", "J"),
+                    help="latent grid over dimensions I and J, as I J or I,J (default: top two principal directions)")
     _device_flag(pl)
     pl.set_defaults(func=cmd_plot)
 

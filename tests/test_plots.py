@@ -231,6 +231,8 @@ def test_cli_evaluate_plot_report(digits_run, capsys, tmp_path):
     assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1,3", "--out",
                  str(tmp_path / "dims")]) == 0
     assert (tmp_path / "dims" / "latent-grid.png").read_bytes() == first
+    assert main(["plot", str(digits_run), "--only", "curves,samples", "kl-per-dim", "--out", str(tmp_path / "some")]) == 0
+    assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["curves.png", "kl-per-dim.png", "samples.png"]
     assert main(["plot", str(digits_run), "--only", "latent-grid", "--grid-dims", "1", "9"]) == 2
     assert "--grid-dims 1 9" in capsys.readouterr().err
     assert main(["plot", str(digits_run), "--only", "nope"]) == 2

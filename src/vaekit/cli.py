@@ -559,15 +559,27 @@ def counted_list(name: str) -> Callable[[str], list[int]]:
     return parse
 
 
-class _Pair(argparse.Action):
+def names(text: str) -> list[str]:
+    """One word of a flag taking names as words (``curves samples``) or as other lists are spelled (``curves,samples``)."""
+    return [t.strip() for t in text.split(",") if t.strip()] or [text]
+
+
+class _Words(argparse.Action):
+    """A flag of several words, each of which may hold a comma-separated list: one flat list."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [v for part in values for v in part])
+
+
+class _Pair(_Words):
     """Two counts, given as ``I J`` or ``I,J``."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        numbers = [n for part in values for n in part]
-        if len(numbers) != 2:
+        super().__call__(parser, namespace, values, option_string)
+        if len(getattr(namespace, self.dest)) != 2:
             parser.error(f"argument {option_string}: expected two numbers, I J or I,J")
-        setattr(namespace, self.dest, numbers)
 
 
 def _device_flag(parser: argparse.ArgumentParser) -> None:
@@ -680,7 +692,7 @@ def _add_train_arguments(t: argparse.ArgumentParser, skip: tuple[str, ...] = ())
         text = kw.get("help", "")
         if isinstance(target, str):
             value = _config_value(defaults, target)
-            shown = ",".join(map(str, value)) if isinstance(value, list) else ("none" if value is None else value)
+            shown = (",".join(map(str, value)) or "none") if isinstance(value, list) else ("none" if value is None else value)
             text += f" (default: the preset's; {DEFAULT_PRESET}: {shown})"
         t.add_argument(flag, **{"default": None, **kw, "help": text.strip()})
     t.add_argument("--no-download", action="store_true", help="never download; read local files only")
@@ -805,7 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = _sub(sub, "plot", help="write every plot of a run as PNG files", parents=common)
     pl.add_argument("run_dir", metavar="RUN_DIR", help="a run folder made by `vaekit train`")
-    pl.add_argument("--only", nargs="+", metavar="NAME", help="only these plots (names as in RUN_DIR/plots/)")
+    pl.add_argument("--only", nargs="+", type=names, action=_Words, metavar="NAME",
+                    help="only these plots (names as in RUN_DIR/plots/; NAME NAME or NAME,NAME)")
     pl.add_argument("--out", metavar="DIR", help="folder for the PNGs (default RUN_DIR/plots)")
     pl.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     pl.add_argument("--grid-dims", nargs="+", type=counted_list("--grid-dims"), action=_Pair, metavar=("I", "J"),

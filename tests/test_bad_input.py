@@ -376,6 +376,10 @@ TABLE = [
      ["--grid-dims", "expected two numbers, I J or I,J"]),
     ("plot --grid-dims of three numbers", ["plot", "{t}/trained", "--grid-dims", "0,1,2", "--out", "{t}/new"],
      ["--grid-dims", "expected two numbers, I J or I,J"]),
+    ("a logger named twice", [*TRAIN, "--log", "tensorboard", "--log", "tensorboard"],
+     ["train.log=['tensorboard', 'tensorboard'] names a logger twice"]),
+    ("a held-out class named twice", ["anomaly", "--holdout-class", "3,3", "--out", "{t}/new"],
+     ["data.holdout_classes=[3, 3] names a class twice"]),
     ("--epochs -1", [*TRAIN, "--epochs", "-1"], ["train.epochs=-1"]),
     ("--max-minutes 0", [*TRAIN, "--max-minutes", "0"], ["--max-minutes", "positive"]),
     # Objectives by name, checked against the model before anything is written.

@@ -428,3 +428,11 @@ def test_a_current_folder_that_was_deleted_is_one_line_not_mkls_fatal_error(tmp_
     r = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("vaekit: error: the current folder no longer exists"), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_list_flag_given_twice_means_both_values():
+    """`--holdout-class 3 --holdout-class 5` held out class 5 alone (argparse keeps the last value)."""
+    from vaekit.cli import build_parser
+
+    args = build_parser().parse_args(["anomaly", "--holdout-class", "3", "--holdout-class", "5,7", "--log", "tensorboard"])
+    assert args.holdout_class == "3,5,7" and args.log == "tensorboard"

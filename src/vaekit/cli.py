@@ -37,6 +37,16 @@ def class_arg(text: str) -> str:
     return text
 
 
+class _Joined(argparse.Action):
+    """A list flag given more than once means all its values (``--holdout-class 3 --holdout-class 5`` is
+    ``3,5``), where argparse keeps the last alone."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if not before else f"{before},{values}")
+
+
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, cifar10, digits, blobs[:D], "
@@ -82,7 +92,7 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
      dict(action="store_true", default=None, help="compile the training step with torch.compile")),
     ("--tensorboard", lambda v: {"train.log": "tensorboard"},
      dict(action="store_true", default=None, help="also log to TensorBoard in RUN_DIR/tensorboard (= --log tensorboard)")),
-    ("--log", "train.log", dict(metavar="NAME,NAME", help="loggers besides history.jsonl: tensorboard")),
+    ("--log", "train.log", dict(metavar="NAME,NAME", action=_Joined, help="loggers besides history.jsonl: tensorboard")),
     ("--beta", "objective.beta", dict(type=float, metavar="B", help="KL weight (1 = the true ELBO)")),
     ("--conditional", lambda v: {"model.conditional": True},
      dict(action="store_true", default=None, help="a conditional VAE/AE: encoder and decoder see the class label "
@@ -115,8 +125,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
     ("--seed", "seed", dict(type=int, help="seeds weights, batches and sampling")),
     ("--holdout-class", lambda v: {"data.holdout_classes": str(v)},
-     dict(type=class_arg, metavar="C", help="leave class C (a number, or a name such as a class folder's) out of "
-                                            "training (for `vaekit anomaly`)")),
+     dict(type=class_arg, metavar="C", action=_Joined,
+          help="leave class C (a number, or a name such as a class folder's; C,C or the flag again for more) out of "
+               "training (for `vaekit anomaly`)")),
 ]
 
 

@@ -473,7 +473,9 @@ def test_npz_labels_under_the_names_a_table_takes_and_never_lost_without_a_word(
 @pytest.mark.parametrize(
     "array,match",
     [
-        (np.zeros((4, 3, 2), np.float32), "expected a 2-d array"),
+        (np.zeros((4, 8, 8, 5), np.float32), r"expected vectors \(N, D\) or images .* got shape \(4, 8, 8, 5\)"),
+        (np.zeros((4, 2, 2, 2, 2), np.float32), "got shape"),
+        (np.zeros((4, 1, 8, 3), np.float32), r"could hold their 1 or their 3 channels first; save them as \(N, C, H, W\)"),
         (np.array([[1.0, 2.0], [0.0, 1.0], [1.0, np.nan]], np.float32), r"1 non-finite .* row 2 \(rows counted from 0\)"),
         (np.array([[1.0, 2.0], [1e300, -1e300]]), r"2 values beyond float32's range \(3.4e38\), the first in row 1"),
         (np.zeros((0, 5), np.float32), "too few rows"),
@@ -484,6 +486,32 @@ def test_vectors_bad_arrays(tmp_path, array, match):
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(DataError, match=match):
         load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'bad.npy'}"))
+
+
+def test_an_array_of_images_is_read_as_images(tmp_path):
+    """Images saved with numpy.save (as Keras and many tutorials hold MNIST or CIFAR: (N, 28, 28) or
+    (N, 32, 32, 3) bytes) were refused as "expected a 2-d array": they are images, 8-bit ones kept as
+    bytes like a folder's, channels-last ones turned channels-first, with their labels."""
+    from vaekit.autoconfig import choose_model
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (30, 16, 16), dtype=np.uint8)
+    colour = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "grey.npz", x=grey, y=np.arange(30) % 3)
+    np.save(tmp_path / "colour.npy", colour)
+    np.save(tmp_path / "floats.npy", rng.random((30, 3, 8, 8), dtype=np.float32))
+    g = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'grey.npz'}"), progress=False)
+    assert g.shape == (1, 16, 16) and g.is_image and g.train_x.dtype == torch.uint8 and g.scale == 255.0
+    assert g.train_y is not None and sorted(set(g.train_y.tolist()) | set(g.test_y.tolist())) == [0, 1, 2]
+    whole = torch.cat([g.train_x, g.test_x])[:, 0].numpy()
+    assert sorted(map(bytes, whole)) == sorted(map(bytes, grey))  # every image, whole
+    c = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'colour.npy'}"), progress=False)
+    assert c.shape == (3, 32, 32) and c.train_x.dtype == torch.uint8
+    first = c.train_x[0].permute(1, 2, 0).numpy()
+    assert any(np.array_equal(first, image) for image in colour)  # channels last -> first, pixels in place
+    assert "residual conv VAE" in choose_model(c)[1] and "3x32x32 colour images" in choose_model(c)[1]
+    f = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'floats.npy'}"), progress=False)
+    assert f.shape == (3, 8, 8) and f.train_x.dtype == torch.float32 and f.scale == 1.0
 
 
 def test_vectors_object_array_is_refused_without_unpickling(tmp_path):

@@ -180,7 +180,8 @@ def check_loaded_for(data: object, cfg: DataConfig) -> Dataset:
     if data.source is None:
         raise DataError("data=: this Dataset was made by hand, so the run folder could not load it again (evaluate, "
                         "sample, plot and resume reload the data from the saved config); save the arrays with "
-                        "numpy.save and train on dataset='vectors:FILE.npy' (images: dataset='folder:DIR')")
+                        "numpy.save and train on dataset='vectors:FILE.npy' (vectors (N, D), or images (N, C, H, W) as bytes "
+                        "or floats in [0, 1])")
     given, wanted = resolve_paths(data.source), resolve_paths(cfg)
     for key in IDENTITY:
         if getattr(given, key) != getattr(wanted, key):

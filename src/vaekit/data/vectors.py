@@ -1,4 +1,5 @@
-"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy or .npz, or a text table."""
+"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy or .npz, or a text table; an
+array of images ((N, H, W), (N, C, H, W) or (N, H, W, C)) is read as images."""
 
 from __future__ import annotations
 
@@ -138,13 +139,13 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
         x, y = _read_array(path, labels_elsewhere=bool(cfg.labels))
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":
         raise DataError(f"{path}: array dtype {x.dtype} is not numeric; save a float32 (N, D) array")
-    if x.ndim != 2:
-        raise DataError(f"{path}: expected a 2-d array (N, D), got shape {x.shape}")
-    if x.shape[0] < 2 or x.shape[1] < 1:
+    x = _as_examples(path, x)
+    if x.shape[0] < 2 or min(x.shape[1:]) < 1:
         raise DataError(f"{path}: array of shape {x.shape} has too few rows or columns (need N >= 2, D >= 1)")
     budget.check(x.size * 4 * 3, f"{path} as float32 (train and test copies)")
+    eight_bit = x.ndim == 4 and x.dtype == np.uint8  # images kept as bytes, made floats in [0, 1] per batch
     with np.errstate(over="ignore"):  # the overflow is found and named below
-        raw, x = x, x.astype(np.float32)
+        raw, x = x, (x if eight_bit else x.astype(np.float32))
     for values, what in ((raw, "non-finite value{} (NaN/inf)"), (x, "value{} beyond float32's range (3.4e38)")):
         bad = ~np.isfinite(values)
         if bad.any():
@@ -173,5 +174,29 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
             raise DataError(f"{cfg.labels or path}: labels must be class numbers 0, 1, 2, ..., got {int(y.min())} "
                             f"to {int(y.max())}")
         y = torch.from_numpy(y.astype(np.int64))
-    xt = torch.from_numpy(x)
-    return Dataset(f"vectors:{path}", *split(xt, y, cfg.test_fraction, cfg.split_seed), class_names=class_names)
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    return Dataset(f"vectors:{path}", *split(xt, y, cfg.test_fraction, cfg.split_seed),
+                   scale=255.0 if eight_bit else 1.0, class_names=class_names)
+
+
+CHANNELS = (1, 3)
+
+
+def _as_examples(path: Path, x: np.ndarray) -> np.ndarray:
+    """Rows of an array as vaekit's examples: (N, D) vectors, or images (N, C, H, W) from an array of
+    grey images (N, H, W) or of images channels first (N, C, H, W) or last (N, H, W, C), C 1 or 3."""
+    if x.ndim == 2:
+        return x
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        first, last = x.shape[1] in CHANNELS, x.shape[3] in CHANNELS
+        if first and last and x.shape[1] != x.shape[3]:
+            raise DataError(f"{path}: images of shape {x.shape[1:]} could hold their {x.shape[1]} or their "
+                            f"{x.shape[3]} channels first; save them as (N, C, H, W)")
+        if first:
+            return x
+        if last:
+            return x.transpose(0, 3, 1, 2)
+    raise DataError(f"{path}: expected vectors (N, D) or images (N, H, W), (N, C, H, W) or (N, H, W, C) with C "
+                    f"1 or 3, got shape {x.shape}")

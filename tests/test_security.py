@@ -100,7 +100,8 @@ def test_fuzz_npy(tmp_path_factory, data):
         ds = load_dataset(DataConfig(dataset=f"vectors:{path}"))
     except VaekitError:
         return
-    assert ds.train_x.dtype.is_floating_point and ds.train_x.ndim == 2
+    assert (ds.train_x.dtype.is_floating_point and ds.train_x.ndim in (2, 4)) or (
+        ds.train_x.dtype == torch.uint8 and ds.train_x.ndim == 4 and ds.scale == 255.0)  # vectors, or images
 
 
 _TABLE = b"a,b,label\n1.5,2,cat\n-3,4e-2,dog\n5,6,cat\n"

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -512,6 +513,27 @@ def test_an_array_of_images_is_read_as_images(tmp_path):
     assert "residual conv VAE" in choose_model(c)[1] and "3x32x32 colour images" in choose_model(c)[1]
     f = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'floats.npy'}"), progress=False)
     assert f.shape == (3, 8, 8) and f.train_x.dtype == torch.float32 and f.scale == 1.0
+
+
+def test_vectors_from_safetensors_and_pickles_refused(tmp_path):
+    """Embeddings saved as .safetensors (the Hugging Face format) are read like an .npz (data 'x' or
+    'embeddings', labels 'y' or 'labels'; half floats as float32); a torch.save .pt file is a pickle,
+    refused by name without being loaded; a damaged .safetensors file is one line."""
+    from safetensors.torch import save_file
+
+    x = torch.randn(40, 6)
+    save_file({"embeddings": x.to(torch.bfloat16), "labels": torch.arange(40) % 4}, tmp_path / "e.safetensors")
+    d = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'e.safetensors'}"), progress=False)
+    assert d.shape == (6,) and d.train_x.dtype == torch.float32 and d.train_y is not None
+    assert torch.equal(torch.cat([d.train_x, d.test_x]).sort(0).values, x.to(torch.bfloat16).float().sort(0).values)
+    save_file({"a": x, "b": x.clone()}, tmp_path / "two.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "e.safetensors").read_bytes()[:-7])
+    torch.save(x, tmp_path / "x.pt")
+    for name, says in (("two.safetensors", "has arrays ['a', 'b']; name the data 'x'"),
+                       ("cut.safetensors", "not a readable safetensors file"),
+                       ("x.pt", "a pickle (torch.save), which vaekit never loads")):
+        with pytest.raises(DataError, match=re.escape(says)):
+            load_dataset(DataConfig(dataset=f"vectors:{tmp_path / name}"), progress=False)
 
 
 def test_vectors_object_array_is_refused_without_unpickling(tmp_path):

@@ -75,8 +75,50 @@ def _check_sizes(path: Path, f: BinaryIO) -> None:
     f.seek(0)
 
 
+def _data_and_label_keys(path: Path, keys: list[str]) -> tuple[str, str | None]:
+    """Which of a file's named arrays are the data and the labels (X_KEYS, Y_KEYS; a lone array is the data)."""
+    xs, ys = [k for k in X_KEYS if k in keys], [k for k in Y_KEYS if k in keys]
+    for found, what in ((xs, "the data"), (ys, "the labels")):
+        if len(found) > 1:
+            raise DataError(f"{path}: arrays {show(found[0])} and {show(found[1])} could both be {what}; "
+                            "keep one of them")
+    xk = xs[0] if xs else keys[0] if len(keys) == 1 else None
+    if xk is None:
+        raise DataError(f"{path}: has arrays {show(keys)}; name the data 'x' (and labels 'y')")
+    return xk, ys[0] if ys else None
+
+
+PICKLED = (".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # torch.save and pickle files: never unpickled
+
+
+def _read_safetensors(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data (and labels) of a .safetensors file, named as in an .npz; half floats read as float32."""
+    from safetensors.torch import load
+
+    with open_regular(path, ".safetensors file") as f:
+        budget.check(2 * file_size(f), f"{path} (read, then its tensors)")
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or n > len(data) - 8:
+        raise DataError(f"{path}: not a safetensors file (header size {n} of {len(data)} bytes)")
+    try:
+        tensors = load(data)
+    except Exception as e:  # hostile bytes: any parser error is the file's
+        raise DataError(f"{path}: not a readable safetensors file ({brief(e)})") from None
+    del data
+    xk, yk = _data_and_label_keys(path, sorted(tensors))
+    as_numpy = lambda t: (t.float() if t.is_floating_point() and t.element_size() < 4 else t).numpy()  # noqa: E731
+    return as_numpy(tensors[xk]), (as_numpy(tensors[yk]) if yk else None)
+
+
 def _read_array(path: Path, labels_elsewhere: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """The data array and, from an .npz, its labels; ``labels_elsewhere``: --labels gives them."""
+    """The data array and, from an .npz or .safetensors file, its labels; ``labels_elsewhere``: --labels
+    gives them."""
+    if path.suffix.lower() in PICKLED:
+        raise DataError(f"{path}: a pickle (torch.save), which vaekit never loads (it can run code); save the "
+                        "tensor with numpy.save(FILE.npy, x.numpy()) or safetensors.torch.save_file")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
     with open_regular(path, ".npy/.npz file") as f:
         try:
             _check_sizes(path, f)
@@ -89,15 +131,7 @@ def _read_array(path: Path, labels_elsewhere: bool = False) -> tuple[np.ndarray,
             return loaded, None
         with loaded:
             keys = list(loaded.keys())
-            xs, ys = [k for k in X_KEYS if k in keys], [k for k in Y_KEYS if k in keys]
-            for found, what in ((xs, "the data"), (ys, "the labels")):
-                if len(found) > 1:
-                    raise DataError(f"{path}: arrays {show(found[0])} and {show(found[1])} could both be {what}; "
-                                    "keep one of them")
-            xk = xs[0] if xs else keys[0] if len(keys) == 1 else None
-            if xk is None:
-                raise DataError(f"{path}: .npz has arrays {show(keys)}; name the data 'x' (and labels 'y')")
-            yk = ys[0] if ys else None
+            xk, yk = _data_and_label_keys(path, keys)
             try:
                 x, y = loaded[xk], (loaded[yk] if yk else None)
             except Exception as e:  # corrupt member data: any parser error is the file's fault

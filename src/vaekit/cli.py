@@ -50,7 +50,7 @@ class _Joined(argparse.Action):
 # flag -> (config key, or a function from the value to overrides), argparse options
 TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--dataset", "data.dataset", dict(metavar="D", help="mnist, fashion-mnist, cifar10, digits, blobs[:D], "
-                                       "folder:PATH or vectors:PATH (.npy, .npz, .csv, .tsv, .txt)")),
+                                       "folder:PATH or vectors:PATH (.npy, .npz, .safetensors, .csv, .tsv, .txt)")),
     ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder with the IDX files (else $VAEKIT_DATA)")),
     ("--binarize", "data.binarize", dict(choices=["none", "static", "dynamic"],
                                          help="binarise pixels: once with a fixed seed, or afresh every batch")),

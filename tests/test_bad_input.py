@@ -138,7 +138,7 @@ def inputs(tmp_path_factory):
     gz = _idx_set(t / "idx_badgzip")
     (gz / "t10k-labels-idx1-ubyte").unlink()
     (gz / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx((5,)))[:-4])  # trailer cut
-    np.save(t / "rank3.npy", np.zeros((4, 3, 2), np.float32))
+    np.save(t / "rank5.npy", np.zeros((4, 3, 2, 2, 2), np.float32))
     np.save(t / "object.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     np.save(t / "nan.npy", np.array([[np.nan, 1.0], [0.0, 1.0], [1.0, 0.0]], np.float32))
     np.save(t / "empty.npy", np.zeros((0, 8), np.float32))
@@ -207,7 +207,7 @@ TABLE = [
     ("IDX labels and images differ", [*MNIST, "{t}/idx_counts"], ["t10k-labels-idx1-ubyte", "4 labels for 5 images"]),
     ("IDX not the official files", [*MNIST, "{t}/idx_checksum"], ["checksum mismatch", "download it again"]),
     ("gzip corrupt", [*MNIST, "{t}/idx_badgzip"], ["t10k-labels-idx1-ubyte.gz", "gzip"]),
-    (".npy of rank 3", [*TRAIN, "--dataset", "vectors:{t}/rank3.npy"], ["rank3.npy", "2-d array (N, D)"]),
+    (".npy of rank 5", [*TRAIN, "--dataset", "vectors:{t}/rank5.npy"], ["rank5.npy", "expected vectors (N, D) or images"]),
     (".npy of objects", [*TRAIN, "--dataset", "vectors:{t}/object.npy"], ["object.npy", "numpy.save as float32"]),
     (".npy with NaNs", [*TRAIN, "--dataset", "vectors:{t}/nan.npy", "--likelihood", "gaussian"], ["nan.npy", "NaN"]),
     ("a table with an empty field", [*TRAIN, "--dataset", "vectors:{t}/bad_line.csv"], ["bad_line.csv", "line 3, column 2 is empty"]),

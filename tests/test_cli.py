@@ -95,7 +95,7 @@ BAD_INPUT = [
         (["train", "--dataset", "cifar"], ["cifar"]),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}/empty", "--no-download"],
          ["train-images-idx3-ubyte", "empty"]),
-        (["train", "--dataset", "vectors:{tmp}/bad.npy"], ["bad.npy", "2-d"]),
+        (["train", "--dataset", "vectors:{tmp}/bad.npy"], ["bad.npy", "expected vectors (N, D) or images"]),
         (["train", "--dataset", "vectors:{tmp}/nan.npy", "--likelihood", "gaussian"], ["nan.npy", "non-finite"]),
         (["train", "--latent-dim", "0"], ["latent_dim"]),
         (["train", "--beta", "-1"], ["beta"]),
@@ -118,7 +118,7 @@ BAD_INPUT = [
 
 def _bad_input_files(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
-    np.save(tmp_path / "bad.npy", np.zeros((3, 4, 5), np.float32))
+    np.save(tmp_path / "bad.npy", np.zeros((3, 4, 5, 6, 7), np.float32))
     np.save(tmp_path / "nan.npy", np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text(json.dumps(

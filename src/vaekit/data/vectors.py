@@ -115,8 +115,8 @@ def _read_array(path: Path, labels_elsewhere: bool = False) -> tuple[np.ndarray,
     """The data array and, from an .npz or .safetensors file, its labels; ``labels_elsewhere``: --labels
     gives them."""
     if path.suffix.lower() in PICKLED:
-        raise DataError(f"{path}: a pickle (torch.save), which vaekit never loads (it can run code); save the "
-                        "tensor with numpy.save(FILE.npy, x.numpy()) or safetensors.torch.save_file")
+        raise DataError(f"{path}: a pickle (torch.save), which vaekit never loads (it can run code); give the "
+                        "tensor as an .npy file (numpy) or a .safetensors file instead")
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     with open_regular(path, ".npy/.npz file") as f:

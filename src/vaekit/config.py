@@ -454,15 +454,15 @@ def dotted(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"overrides: a {type(overrides).__name__}; give a dict of dotted keys, "
                           "e.g. {'train.epochs': 2}")
-    flat: dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in overrides.items():
         if not isinstance(key, str):
             raise ConfigError(f"overrides: key {show(key)} is not a string; give dotted keys, e.g. 'train.epochs'")
         if isinstance(value, Mapping):
-            flat.update({f"{key}.{k}": v for k, v in dotted(value).items()})
+            out.update({f"{key}.{k}": v for k, v in dotted(value).items()})
         else:
-            flat[key] = value
-    return flat
+            out[key] = value
+    return out
 
 
 def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:

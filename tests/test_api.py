@@ -254,6 +254,17 @@ def test_save_png_and_the_posterior_name_what_they_cannot_take(tmp_path):
         vaekit.DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 4))
 
 
+def test_a_loaded_run_gives_its_history_and_metrics(tmp_path):
+    """The numbers behind `plot`'s curves and `evaluate` in a notebook, without reading the files by hand."""
+    cfg = vaekit.RunConfig.from_dict(TINY).with_overrides({"train.epochs": 2})
+    run = vaekit.fit(cfg, tmp_path / "r", progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in run.history] == [1, 2] and run.history[-1]["test_loss"] > 0
+    assert run.metrics is None
+    measured = vaekit.evaluate_run(run.path, iwae_k=2)
+    saved = vaekit.load_run(run.path).metrics
+    assert saved["loss"] == measured["loss"] and saved["nll_iwae"] == measured["nll_iwae"] and saved["epoch"] == 2
+
+
 def test_fit_trains_only_on_data_its_saved_config_loads_again(tmp_path):
     """Every later command reloads the data from config.json: data= that the config would not load
     (made by hand, loaded for another config, not a Dataset) are refused before the folder exists."""

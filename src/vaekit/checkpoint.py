@@ -35,6 +35,7 @@ MODEL = "model.safetensors"
 STATE = "training_state.safetensors"
 HISTORY = "history.jsonl"
 DATA_RECORD = "data.json"  # where the data came from and their fingerprint
+METRICS = "metrics.json"  # what `vaekit evaluate` measured last
 # Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
 RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json",
              "README.md", "metrics.json", "sampler_gmm.safetensors")
@@ -55,6 +56,17 @@ class Run:
     model: LatentModel
     epoch: int
     data_shape: tuple[int, ...]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The per-epoch records of history.jsonl (losses, beta, lr, seconds), read now and checked."""
+        return read_history(self.path)
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """What `vaekit evaluate` last wrote to metrics.json (None before it has run)."""
+        found = files.read_json_if_there(self.path / METRICS, "metrics file", MAX_CONFIG_BYTES)
+        return found if isinstance(found, dict) else None
 
 
 @contextlib.contextmanager

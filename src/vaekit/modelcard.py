@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .checkpoint import load_config, read_history
+from .checkpoint import METRICS, load_config, read_history
 from .errors import RunFolderError, figure
 from .files import atomic_write, read_json_if_there, user_path
 from .likelihoods import NOT_NORMALISED
 from .models.spatial import latent_channels, map_size
 
 CARD = "README.md"
-METRICS = "metrics.json"
 HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "fashion_mnist", "cifar10": "cifar10"}
 DEFINITIONS = {
     "loss": "negative ELBO with beta = 1: reconstruction term + KL, nats per test example (lower is better)",

@@ -436,3 +436,12 @@ def test_a_list_flag_given_twice_means_both_values():
 
     args = build_parser().parse_args(["anomaly", "--holdout-class", "3", "--holdout-class", "5,7", "--log", "tensorboard"])
     assert args.holdout_class == "3,5,7" and args.log == "tensorboard"
+
+
+def test_a_file_name_cannot_send_escape_codes_to_the_terminal(tmp_path, capsys):
+    """Standard output shows control characters as escapes: a run folder named with "\\x1b[2J" (clear
+    the screen) or a terminal title sequence printed it raw in the "done:" line; errors already did."""
+    out = tmp_path / "run\x1b[2J\x07"
+    assert main(["train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "run\\x1b[2J\\x07" in printed

@@ -989,13 +989,17 @@ class _Discard(io.TextIOBase):
         return len(text)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline: no terminal tricks
+
+
 class _Stream(io.TextIOBase):
     """stdout or stderr as the commands see them: a write that fails (a reader that went away,
     ``| head``; ``> /dev/full``; a full disk) never stops the work. The stream becomes a sink and
     ``failed`` keeps the error, which the command reports once its work is done."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, escape: bool = False) -> None:
         self.stream = stream
+        self.escape = escape  # control characters (a file name's escape codes) written as visible escapes
         self.failed: OSError | None = None
 
     def _guard(self, call: Callable[[], Any], default: Any) -> Any:
@@ -1010,7 +1014,9 @@ class _Stream(io.TextIOBase):
             return default
 
     def write(self, text: str) -> int:
-        return self._guard(lambda: self.stream.write(text), len(text))
+        shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text) if self.escape else text
+        self._guard(lambda: self.stream.write(shown), None)
+        return len(text)
 
     def flush(self) -> None:
         self._guard(self.stream.flush, None)
@@ -1057,7 +1063,7 @@ def _standard_streams() -> Iterator[None]:
         elif isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             with contextlib.suppress(Exception):
                 stream.reconfigure(errors="backslashreplace")
-        setattr(sys, name, _Stream(stream))
+        setattr(sys, name, _Stream(stream, escape=name == "stdout"))  # stderr: the progress bars' own codes
     try:
         yield
     finally:

@@ -290,7 +290,7 @@ def _decode_all(root: Path, files: list[Path], mode: str, size: int | None, resi
             return x
     images, animated = [], []
     shown = progress and cached is not None  # folders below the cache's size decode in under a second
-    for i, f in enumerate(tqdm(files, desc=f"decoding {root.name or root}", unit="img", leave=False,
+    for i, f in enumerate(tqdm(files, desc=f"decoding {show(root.name or str(root), 40)}", unit="img", leave=False,
                                disable=None if shown else True)):
         arr = _load_image(f, mode, size, resize, animated)
         if i == 0:  # every image will have this size: the whole set must fit the budget

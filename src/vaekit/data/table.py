@@ -220,7 +220,7 @@ def _watched(raw: BinaryIO, path: Path, size: int, shown: bool) -> Iterator[Bina
         return
     from tqdm import tqdm
 
-    with tqdm(total=size, desc=f"parsing {path.name}", unit="B", unit_scale=True, leave=False, disable=None) as bar:
+    with tqdm(total=size, desc=f"parsing {show(path.name, 40)}", unit="B", unit_scale=True, leave=False, disable=None) as bar:
         yield _Counted(raw, bar)
 
 

@@ -216,3 +216,23 @@ def test_compile_on_the_cpu_trains_the_same_run_and_needs_a_compiler(digits_cfg,
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--compile: torch.compile needs a working C++ compiler" in r.stderr
     assert not (tmp_path / "nocc").exists()
+
+
+def test_a_warm_up_that_outlasts_the_run_is_said_before_training(tmp_path):
+    """`--warmup 20 --epochs 2` trained a beta-VAE with beta 0.1 and `--lr-warmup 20` never reached --lr,
+    without a word; each is now a note before the first epoch (a run that reaches them says nothing)."""
+    from vaekit.config import RunConfig
+
+    said: list[str] = []
+    cfg = RunConfig().with_overrides({"objective.schedule": "linear", "objective.warmup_epochs": 20,
+                                      "train.lr_warmup_epochs": 4.0, "train.epochs": 2})
+    fit(cfg, tmp_path / "a", progress=False, log=said.append)
+    notes = [s for s in said if s.startswith("note:")]
+    assert notes == ["note: the beta warm-up (20 epochs) outlasts the run's 2: beta ends at 0.1, not 1; train 20 "
+                     "epochs or more, or shorten --warmup",
+                     "note: the learning-rate warm-up (4 epochs) outlasts the run's 2: the rate ends at 50% of --lr; "
+                     "train longer or shorten --lr-warmup"]
+    said.clear()
+    fit(cfg.with_overrides({"objective.warmup_epochs": 2, "train.lr_warmup_epochs": 2.0}), tmp_path / "b",
+        progress=False, log=said.append)
+    assert not [s for s in said if s.startswith("note:")]

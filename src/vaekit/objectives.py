@@ -146,6 +146,15 @@ def beta_at(cfg: ObjectiveConfig, epoch: int) -> float:
     return fn(cfg, epoch)
 
 
+def unfinished_warmup(cfg: ObjectiveConfig, epochs: int) -> str | None:
+    """A note when a linear beta warm-up outlasts the run, which then ends on a loss that is not the
+    ELBO (beta below its target); None otherwise."""
+    if cfg.schedule != "linear" or beta_at(cfg, epochs) >= cfg.beta:
+        return None
+    return (f"the beta warm-up ({cfg.warmup_epochs} epochs) outlasts the run's {epochs}: beta ends at "
+            f"{beta_at(cfg, epochs):g}, not {cfg.beta:g}; train {cfg.warmup_epochs} epochs or more, or shorten --warmup")
+
+
 def iwae_log_px(
     model: LatentModel,
     x: Tensor,

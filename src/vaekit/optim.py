@@ -153,6 +153,14 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * fn(progress)
 
 
+def unfinished_lr_warmup(cfg: TrainConfig) -> str | None:
+    """A note when the learning-rate warm-up outlasts the run (the rate never reaches --lr); None otherwise."""
+    if cfg.lr_warmup_epochs <= cfg.epochs:
+        return None
+    return (f"the learning-rate warm-up ({cfg.lr_warmup_epochs:g} epochs) outlasts the run's {cfg.epochs}: the rate "
+            f"ends at {cfg.epochs / cfg.lr_warmup_epochs:.0%} of --lr; train longer or shorten --lr-warmup")
+
+
 def lr_setter(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> Callable[[int, int], None] | None:

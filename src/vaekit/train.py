@@ -31,8 +31,8 @@ from .loggers import Loggers, check_loggers
 from .matmul import cpu_matmul
 from .modelcard import CARD, write_model_card
 from .models import LatentModel, build_model
-from .objectives import beta_at, get_objective
-from .optim import lr_at, lr_setter, make_optimizer
+from .objectives import beta_at, get_objective, unfinished_warmup
+from .optim import lr_at, lr_setter, make_optimizer, unfinished_lr_warmup
 from .precision import Precision
 from .runlock import run_lock
 
@@ -326,8 +326,9 @@ def _loop(cfg: RunConfig, run_dir: Path, resume: bool, model: LatentModel, optim
 
     set_lr = lr_setter(optimizer, cfg.train, steps_per_epoch)
     precision = Precision(cfg.train.precision, device)
-    if writer and precision.note:
-        log(f"note: {precision.note}")
+    for note in (precision.note, unfinished_warmup(cfg.objective, cfg.train.epochs), unfinished_lr_warmup(cfg.train)):
+        if writer and note:
+            log(f"note: {note}")
     precision.load_state(start.rng)
     nhwc = channels_last(cfg, data, device)
     step_fn = _wrap(StepModule(model, cfg), device, group)

@@ -380,6 +380,10 @@ TABLE = [
      ["train.log=['tensorboard', 'tensorboard'] names a logger twice"]),
     ("a held-out class named twice", ["anomaly", "--holdout-class", "3,3", "--out", "{t}/new"],
      ["data.holdout_classes=[3, 3] names a class twice"]),
+    ("--image-shape for built-in images", [*TRAIN, "--image-shape", "8,8"],
+     ["--image-shape (data.image_shape=[8, 8]) applies only to vectors: data"]),
+    ("--image-shape with two channels", [*TRAIN, "--dataset", "vectors:{t}/rank5.npy", "--image-shape", "2,4,4"],
+     ["data.image_shape=[2, 4, 4] must be H,W (grey) or C,H,W or H,W,C with C 1 or 3"]),
     ("--epochs -1", [*TRAIN, "--epochs", "-1"], ["train.epochs=-1"]),
     ("--max-minutes 0", [*TRAIN, "--max-minutes", "0"], ["--max-minutes", "positive"]),
     # Objectives by name, checked against the model before anything is written.

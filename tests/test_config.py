@@ -114,7 +114,7 @@ MISPLACED = {
     "model.sigma": ({}, 0.5), "model.learn_sigma": ({}, True), "model.standardize": ({}, True),
     "model.pseudo_inputs": ({}, 10), "model.latent_dims": ({}, [4, 2]), "model.block_width": ({}, 32),
     "model.res_blocks": ({}, 3), "model.spatial_latent": ({}, True), "train.lr_min": ({}, 1e-5),
-    "data.channels": ({}, 3), "data.data_dir": ({}, "/somewhere"), "data.image_size": ({}, 16), "data.labels": ({}, "y.npy"),
+    "data.channels": ({}, 3), "data.data_dir": ({}, "/somewhere"), "data.image_size": ({}, 16), "data.labels": ({}, "y.npy"), "data.image_shape": ({}, [8, 8]),
     "data.resize": ({"data.dataset": "folder:/photos"}, "squash"),
     "data.test_fraction": ({"data.dataset": "mnist"}, 0.2),
 }

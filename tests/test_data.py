@@ -515,6 +515,27 @@ def test_an_array_of_images_is_read_as_images(tmp_path):
     assert f.shape == (3, 8, 8) and f.train_x.dtype == torch.float32 and f.scale == 1.0
 
 
+def test_rows_of_pixels_are_read_as_images_of_the_shape_given(tmp_path):
+    """A table of MNIST pixels (Kaggle's mnist_train.csv: a label, then 784 columns of 0..255) trained as
+    784-d vectors of a Gaussian; --image-shape 28,28 (here 4,4) reads each row as an image, 8-bit values
+    kept as bytes; H,W,C rows (flattened channels-last images) have their channels moved first."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 16))
+    (tmp_path / "px.csv").write_text("label," + ",".join(f"pixel{i}" for i in range(16)) + "\n" + "".join(
+        f"{i % 3}," + ",".join(map(str, row)) + "\n" for i, row in enumerate(pixels)))
+    d = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'px.csv'}", image_shape=[4, 4]), progress=False)
+    assert d.shape == (1, 4, 4) and d.train_x.dtype == torch.uint8 and d.scale == 255.0 and d.train_y is not None
+    assert sorted(map(bytes, torch.cat([d.train_x, d.test_x]).reshape(12, 16).numpy())) == \
+        sorted(map(bytes, pixels.astype(np.uint8)))
+    colour = rng.random((10, 2, 3, 3), dtype=np.float32)  # (N, H, W, C), saved as rows
+    np.save(tmp_path / "hwc.npy", colour.reshape(10, -1))
+    c = load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'hwc.npy'}", image_shape=[2, 3, 3]), progress=False)
+    assert c.shape == (3, 2, 3) and c.train_x.dtype == torch.float32
+    assert any(np.array_equal(c.train_x[0].permute(1, 2, 0).numpy(), image) for image in colour)
+    with pytest.raises(DataError, match=re.escape("--image-shape 5,5 holds 25 values, but its rows have 16")):
+        load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'px.csv'}", image_shape=[5, 5]), progress=False)
+
+
 def test_vectors_from_safetensors_and_pickles_refused(tmp_path):
     """Embeddings saved as .safetensors (the Hugging Face format) are read like an .npz (data 'x' or
     'embeddings', labels 'y' or 'labels'; half floats as float32); a torch.save .pt file is a pickle,

@@ -124,6 +124,9 @@ TRAIN_FLAGS: list[tuple[str, Any, dict[str, Any]]] = [
     ("--grad-clip", "train.grad_clip", dict(type=float, metavar="NORM", help="clip the gradient norm (0: off)")),
     ("--device", "train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
     ("--seed", "seed", dict(type=int, help="seeds weights, batches and sampling")),
+    ("--image-shape", "data.image_shape", dict(metavar="C,H,W",
+                                               help="vectors: read each row as an image of this shape: H,W (grey), "
+                                                    "C,H,W or H,W,C (C 1 or 3), e.g. 28,28 for a table of MNIST pixels")),
     ("--holdout-class", lambda v: {"data.holdout_classes": str(v)},
      dict(type=class_arg, metavar="C", action=_Joined,
           help="leave class C (a number, or a name such as a class folder's; C,C or the flag again for more) out of "

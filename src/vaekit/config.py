@@ -57,6 +57,7 @@ class DataConfig:
     image_size: int | None = None  # folder images: resize to this square size (None: keep, all equal)
     resize: str = "crop"  # how to make them square: crop (the centred square, scaled) | squash (both sides scaled)
     labels: str | None = None  # vectors: optional .npy of integer labels, one per row
+    image_shape: list[int] = field(default_factory=list)  # vectors: rows read as images of this shape (H,W or C,H,W or H,W,C)
     test_fraction: float = 0.1  # held-out share for sources without an official test split
     split_seed: int = 0  # fixes that held-out split and static binarisation
     holdout_classes: list[int] = field(default_factory=list)  # left out of training (anomaly detection)
@@ -291,6 +292,10 @@ class RunConfig:
              "must be class numbers >= 0"),
             (len(set(dc.holdout_classes)) == len(dc.holdout_classes), "data.holdout_classes", dc.holdout_classes,
              "names a class twice"),
+            (not dc.image_shape or (len(dc.image_shape) in (2, 3) and all(1 <= s <= MAX_IMAGE_SIZE for s in dc.image_shape)
+                                    and (len(dc.image_shape) == 2 or bool(set(dc.image_shape[::2]) & {1, 3}))),
+             "data.image_shape", dc.image_shape,
+             f"must be H,W (grey) or C,H,W or H,W,C with C 1 or 3, each side 1..{MAX_IMAGE_SIZE}"),
             (len(set(t.log)) == len(t.log), "train.log", t.log, "names a logger twice"),
             (len(self.train.device) <= 64 and len(dc.dataset) <= 4096, "train.device/data.dataset",
              self.train.device if len(self.train.device) > 64 else dc.dataset, "is too long"),
@@ -366,6 +371,7 @@ APPLIES: list[tuple[str, str, Callable[[RunConfig], bool], str, str]] = [
     ("train.lr_min", "--lr-min", lambda c: c.train.lr_schedule != "constant", "--lr-schedule cosine or linear",
      "train.lr_schedule"),
     ("data.channels", "--channels", lambda c: c.data.dataset.startswith("folder:"), "folder: data", "data.dataset"),
+    ("data.image_shape", "--image-shape", lambda c: c.data.dataset.startswith("vectors:"), "vectors: data", "data.dataset"),
     ("data.image_size", "--image-size", lambda c: c.data.dataset.startswith("folder:"), "folder: data",
      "data.dataset"),
     ("data.resize", "--resize", lambda c: c.data.dataset.startswith("folder:") and c.data.image_size is not None,

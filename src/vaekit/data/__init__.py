@@ -168,7 +168,7 @@ def relocate(cfg: DataConfig, data_dir: str | None) -> DataConfig:
 
 
 # what decides which examples a data config loads (where IDX files are read from does not: they are checksummed)
-IDENTITY = ("dataset", "channels", "image_size", "resize", "labels", "test_fraction", "split_seed", "holdout_classes", "binarize")
+IDENTITY = ("dataset", "channels", "image_size", "resize", "labels", "image_shape", "test_fraction", "split_seed", "holdout_classes", "binarize")
 
 
 def check_loaded_for(data: object, cfg: DataConfig) -> Dataset:

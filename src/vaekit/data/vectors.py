@@ -4,6 +4,7 @@ array of images ((N, H, W), (N, C, H, W) or (N, H, W, C)) is read as images."""
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 import zipfile
 from pathlib import Path
@@ -173,13 +174,15 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
         x, y = _read_array(path, labels_elsewhere=bool(cfg.labels))
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiub":
         raise DataError(f"{path}: array dtype {x.dtype} is not numeric; save a float32 (N, D) array")
+    if cfg.image_shape:
+        x = _reshaped(path, x, cfg.image_shape)
     x = _as_examples(path, x)
     if x.shape[0] < 2 or min(x.shape[1:]) < 1:
         raise DataError(f"{path}: array of shape {x.shape} has too few rows or columns (need N >= 2, D >= 1)")
     budget.check(x.size * 4 * 3, f"{path} as float32 (train and test copies)")
-    eight_bit = x.ndim == 4 and x.dtype == np.uint8  # images kept as bytes, made floats in [0, 1] per batch
+    eight_bit = x.ndim == 4 and _eight_bit(x)  # images kept as bytes, made floats in [0, 1] per batch
     with np.errstate(over="ignore"):  # the overflow is found and named below
-        raw, x = x, (x if eight_bit else x.astype(np.float32))
+        raw, x = x, (x.astype(np.uint8) if eight_bit else x.astype(np.float32))
     for values, what in ((raw, "non-finite value{} (NaN/inf)"), (x, "value{} beyond float32's range (3.4e38)")):
         bad = ~np.isfinite(values)
         if bad.any():
@@ -214,6 +217,26 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
 
 
 CHANNELS = (1, 3)
+
+
+def _reshaped(path: Path, x: np.ndarray, shape: list[int]) -> np.ndarray:
+    """Rows of D values as images of ``shape`` (--image-shape: H,W; C,H,W; or H,W,C, whose channels
+    ``_as_examples`` then moves first)."""
+    if x.ndim != 2 or x.shape[1] != math.prod(shape):
+        raise DataError(f"{path}: --image-shape {','.join(map(str, shape))} holds {math.prod(shape)} values, but "
+                        f"its rows have {x.shape[1] if x.ndim == 2 else 'shape ' + str(x.shape[1:])}")
+    return x.reshape(len(x), *shape)
+
+
+def _eight_bit(x: np.ndarray) -> bool:
+    """Images of whole numbers 0..255 (not all 0/1): 8-bit pixels, whatever type they were saved as."""
+    if x.dtype == np.uint8:
+        return True
+    if x.dtype.kind not in "fiu" or not x.size:
+        return False
+    with np.errstate(invalid="ignore"):
+        lo, hi = x.min(), x.max()
+        return bool(0 <= lo and 1 < hi <= 255 and np.array_equal(x, np.rint(x)))
 
 
 def _as_examples(path: Path, x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy or .npz, or a text table; an
-array of images ((N, H, W), (N, C, H, W) or (N, H, W, C)) is read as images."""
+"""A user's vectors (e.g. sentence embeddings): an (N, D) float array in .npy, .npz or .safetensors, or a
+text table. An array of images ((N, H, W), (N, C, H, W) or (N, H, W, C)) is read as images, and so are
+rows of pixels given ``data.image_shape``."""
 
 from __future__ import annotations
 

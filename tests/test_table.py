@@ -125,6 +125,19 @@ def test_a_pandas_row_index_is_left_out(tmp_path):
     assert x.tolist() == [[1.5, 2], [3, 4], [5, 6]] and y.tolist() == [0, 1, 0] and classes == ["cat", "dog"]
 
 
+def test_a_delimiter_ending_every_line_is_an_export_habit_not_an_empty_column(tmp_path):
+    """Spreadsheets and some exporters end each line with a delimiter: "line 2, column 4 is empty" refused
+    the file. The nameless last column is left out when it is empty on every line, and named when not."""
+    _write(tmp_path / "t.csv", "a,b,label,\n1.5,2,cat,\n3,4,dog,\n5,6,cat,\n")
+    x, y, classes = read_table(tmp_path / "t.csv")
+    assert x.tolist() == [[1.5, 2], [3, 4], [5, 6]] and y.tolist() == [0, 1, 0] and classes == ["cat", "dog"]
+    _write(tmp_path / "n.csv", "1.5;2;\n3;4;\n")
+    assert read_table(tmp_path / "n.csv")[0].tolist() == [[1.5, 2], [3, 4]]
+    _write(tmp_path / "v.csv", "a,b,\n1,2,\n3,4,7\n")
+    with pytest.raises(DataError, match="the last column has no name in the first line but row 2 holds 7"):
+        read_table(tmp_path / "v.csv")
+
+
 def test_large_tables_are_parsed_once_and_a_changed_or_damaged_cache_is_not_trusted(tmp_path, monkeypatch):
     from vaekit.data import table
 

@@ -88,6 +88,16 @@ def _full_rows(f: io.TextIOWrapper, path: Path, delimiter: str | None, skip: int
         yield fields
 
 
+def _empty_at_the_end(rows: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """Rows whose last field, under a nameless last column, must be empty: a delimiter ending every line
+    is an export's habit, a value there would be a column left out without a word."""
+    for n, fields in enumerate(rows, 1):
+        if fields[-1].strip().strip('"'):
+            raise DataError(f"{path}: the last column has no name in the first line but row {n} holds "
+                            f"{show(fields[-1].strip(), 20)} in it; name the column, or end no line with a delimiter")
+        yield fields
+
+
 def _fields(line: str, delimiter: str | None) -> list[str]:
     if delimiter is None:
         return line.split()
@@ -297,7 +307,9 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
     label = found[0] if found else None
     skip = number if header else number - 1
     index = header and names[0] == ""  # pandas' to_csv writes its row index as a nameless first column
-    columns = [j for j in range(len(names)) if j != label and not (index and j == 0)]
+    trailing = len(names) > 1 and names[-1] == ""  # a delimiter ending every line (spreadsheet exports)
+    columns = [j for j in range(len(names)) if j != label and not (index and j == 0)
+               and not (trailing and j == len(names) - 1)]
     if not columns:
         raise DataError(f"{path}: the only column is the label column {show(names[label])}; no values to model")
     with warnings.catch_warnings():
@@ -324,6 +336,8 @@ def _parse(path: Path, raw: BinaryIO) -> Table:
         labels = _Labels(path, names[label] if label is not None else "")
         with _text(raw) as f:
             rows = _full_rows(f, path, delimiter, skip, len(names))
+            if trailing:
+                rows = _empty_at_the_end(rows, path)
             if label is None:
                 count = sum(1 for _ in rows)
             else:

@@ -138,6 +138,17 @@ def test_a_delimiter_ending_every_line_is_an_export_habit_not_an_empty_column(tm
         read_table(tmp_path / "v.csv")
 
 
+def test_utf16_with_its_byte_order_mark_is_read_as_excel_writes_unicode_text(tmp_path):
+    """Excel's "Unicode text" export (UTF-16, tab-separated, CRLF) was "not UTF-8 text (byte 0)"."""
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):
+        bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+        _write(tmp_path / "t.txt", bom + "a\tb\tlabel\r\n1.5\t2\tcaf\u00e9\r\n3\t4\tth\u00e9\r\n".encode(encoding))
+        x, y, classes = read_table(tmp_path / "t.txt")
+        assert x.tolist() == [[1.5, 2], [3, 4]] and classes == ["caf\u00e9", "th\u00e9"], encoding
+    _write(tmp_path / "l.txt", "label\nb\u00e9\na\n".encode("utf-16"))
+    assert read_label_column(tmp_path / "l.txt")[1] == ["a", "b\u00e9"]
+
+
 def test_large_tables_are_parsed_once_and_a_changed_or_damaged_cache_is_not_trusted(tmp_path, monkeypatch):
     from vaekit.data import table
 

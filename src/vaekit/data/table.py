@@ -46,9 +46,14 @@ def is_text_table(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _text(raw: BinaryIO) -> Iterator[io.TextIOWrapper]:
-    """The file from its start as text; the binary file stays open for the next pass."""
+    """The file from its start as text: UTF-8, or UTF-16/32 where a byte-order mark says so (Excel's
+    "Unicode text" export); the binary file stays open for the next pass."""
     raw.seek(0)
-    f = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    head = raw.read(4)
+    raw.seek(0)
+    encoding = ("utf-32" if head in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") else
+                "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
+    f = io.TextIOWrapper(raw, encoding=encoding, newline="")
     try:
         yield f
     finally:
@@ -250,7 +255,7 @@ def read_table(path: Path, progress: bool = True) -> Table:
         except VaekitError:
             raise
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the table as UTF-8 or as .npy") from None
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}; UTF-16 is read where it starts with its byte-order mark); save the table as UTF-8 or as .npy") from None
         except (ValueError, csv.Error) as e:
             raise DataError(f"{path}: not a table of numbers ({brief(e)})") from None
     if cached:

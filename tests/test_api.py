@@ -265,6 +265,26 @@ def test_a_loaded_run_gives_its_history_and_metrics(tmp_path):
     assert saved["loss"] == measured["loss"] and saved["nll_iwae"] == measured["nll_iwae"] and saved["epoch"] == 2
 
 
+@pytest.mark.parametrize("call", [
+    lambda r, t, log: vaekit.fit(TINY, t / "new", progress=False, log=log),
+    lambda r, t, log: vaekit.config_for_data("blobs:8", {}, progress=False, log=log),
+    lambda r, t, log: vaekit.plot_run(r, t / "new", only=["curves"], log=log),
+    lambda r, t, log: vaekit.report_run(r, out=t / "new.html", log=log),
+    lambda r, t, log: vaekit.run_sweep(TINY, [1, 2], t / "new", log=log),
+    lambda r, t, log: vaekit.Explorer(r, log=log),
+], ids=["fit", "config_for_data", "plot_run", "report_run", "run_sweep", "Explorer"])
+def test_a_log_that_is_no_function_is_refused(run, tmp_path, call):
+    """log=5 was taken, and failed at the first line the work printed (for fit, only with progress=False)."""
+    with pytest.raises(VaekitError, match=re.escape("log: a int; give a function taking one line of text")):
+        call(run, tmp_path, 5)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.html").exists()
+
+
+def test_log_none_is_silence(tmp_path, capsys):
+    vaekit.fit(TINY, tmp_path / "quiet", progress=False, log=None)
+    assert capsys.readouterr().out == ""
+
+
 def test_fit_trains_only_on_data_its_saved_config_loads_again(tmp_path):
     """Every later command reloads the data from config.json: data= that the config would not load
     (made by hand, loaded for another config, not a Dataset) are refused before the folder exists."""

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from .config import RunConfig, dotted
+from .errors import line_sink
 from .data import Dataset
 from .models.spatial import map_size
 
@@ -185,7 +186,7 @@ def config_for_data(dataset: str, overrides: Mapping[str, Any] | None = None, *,
     from .data import load_dataset
     from .data.folder import ImageSizesDiffer, probe_folder
 
-    overrides = {**dotted(overrides), "data.dataset": dataset}
+    overrides, log = {**dotted(overrides), "data.dataset": dataset}, line_sink(log)
     # Checked before any file is opened: every value's range, and whether each data flag applies (that of
     # --resize is known after the probe, that of a model flag once the model is chosen from the data).
     RunConfig().check_values(overrides)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import numbers
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 MESSAGE_LIMIT = 600  # characters of one error line (values inside it are shortened first)
 
@@ -103,6 +103,17 @@ def whole_number(value: Any, name: str, lo: int | None = None, hi: int | None = 
         within = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
         raise VaekitError(f"{name.rpartition(' ')[2]} {show(value)}: give a whole number, {within}")
     return n
+
+
+def line_sink(log: Any, name: str = "log") -> Callable[[str], Any]:
+    """Where a function's progress lines go, as given from Python: a callable (print, logging.info), or
+    None for silence; anything else is refused by name before any work (it failed at the first line)."""
+    if log is None:
+        return lambda line: None
+    if not callable(log):
+        raise VaekitError(f"{name}: a {type(log).__name__}; give a function taking one line of text (print, "
+                          "logging.info) or None")
+    return log
 
 
 def minutes(value: Any, name: str = "--max-minutes") -> float | None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_run, read_history
-from .errors import VaekitError, integer, real, show, whole_number
+from .errors import VaekitError, integer, line_sink, real, show, whole_number
 from .figures import RunView
 from .files import user_path
 from .modelcard import evaluation
@@ -92,6 +92,7 @@ class Explorer:
         from .evaluate import run_data
 
         check_sampler(sampler, components)
+        log = line_sink(log)
         map_points = whole_number(map_points, "map_points")
         self.path = run_dir = user_path(run_dir, "run_dir")
         run = load_run(run_dir, device)

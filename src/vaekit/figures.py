@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from . import plots
 from .checkpoint import Run, load_run, read_history
 from .data import Dataset
-from .errors import VaekitError, did_you_mean, show, whole_number
+from .errors import VaekitError, did_you_mean, line_sink, show, whole_number
 from .evaluate import elbo_metrics, labels_for, latent_means, paired_loss, reconstruction_errors, run_data
 from .files import output_folder, user_path
 
@@ -263,7 +263,7 @@ def plot_run(
     """
     from .runlock import writing_into
 
-    only = [only] if isinstance(only, str) else only
+    only, log = ([only] if isinstance(only, str) else only), line_sink(log)
     unknown = sorted(set(only or []) - set(PLOTS), key=str)
     if unknown:
         raise VaekitError(f"unknown plot '{show(unknown[0])}'{did_you_mean(unknown[0], PLOTS)}; choose from "

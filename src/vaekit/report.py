@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import figure, whole_number
+from .errors import figure, line_sink, whole_number
 from .files import atomic_write, read_regular, user_path
 from .evaluate import DEFAULT_IWAE_K, evaluate_model
 from .figures import PLOTS, open_run, plot_run
@@ -95,7 +95,7 @@ def report_run(
     from .files import output_file
     from .runlock import writing_into
 
-    run_dir = user_path(run_dir, "run_dir")
+    run_dir, log = user_path(run_dir, "run_dir"), line_sink(log)
     iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
     if out is not None:
         page = output_file(out, (".html",), "-o")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .checkpoint import load_config
 from .data import reads_files
-from .errors import VaekitError, as_text, whole_number
+from .errors import VaekitError, as_text, line_sink, whole_number
 from .explore import Explorer, RequestError
 from .files import read_regular
 from .samplers import DEFAULT_COMPONENTS, check_sampler
@@ -224,7 +224,7 @@ def serve(run_dirs: str | Path | list[str | Path], host: str = "127.0.0.1", port
 
     if not 1 <= len(run_dirs) <= 2:
         raise VaekitError(f"vaekit serve takes one run folder, or two to compare; got {len(run_dirs)}")
-    port = whole_number(port, "--port")
+    port, log = whole_number(port, "--port"), line_sink(log)
     check_sampler(sampler, components)
     sock = bind(host, port)
     try:

@@ -28,7 +28,7 @@ from .checkpoint import is_run_folder, load_config, load_run, read_history
 from .children import child_environment
 from .config import MAX_BETA, RESUME_MAY_CHANGE, RunConfig, as_run_config, flat
 from .data import check_outside
-from .errors import ConfigError, TrainingInterrupted, VaekitError, counted, one_line, show, whole_number
+from .errors import ConfigError, TrainingInterrupted, VaekitError, counted, line_sink, one_line, show, whole_number
 from .files import atomic_write, output_folder, read_regular, strict_json
 
 COLUMNS = [("beta", "β", "{:g}"), ("loss", "−ELBO (β=1)", "{:.2f}"), ("recon", "recon", "{:.2f}"),
@@ -78,6 +78,7 @@ def run_sweep(base: RunConfig | Mapping[str, Any] | str | Path, betas: str | Seq
     from .evaluate import evaluate_run, run_data
 
     base, betas, out = as_run_config(base), parse_values(betas), output_folder(out, "--out")
+    log = line_sink(log)
     iwae_k = whole_number(iwae_k, "--iwae-k", lo=0)
     generation_n = whole_number(generation_n, "--generation-n", lo=10)
     jobs = whole_number(jobs, "--jobs", hi=64)

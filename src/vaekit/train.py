@@ -21,7 +21,7 @@ from .config import MAX_CLASSES, RunConfig, as_run_config
 from .data import Dataset, binarize, check_loaded_for, check_outside, load_dataset, relocate, resolve_paths
 from .devices import check_compile, pick_device
 from .errors import (BudgetError, ConfigError, DataError, PeerStopped, RunFolderError, TrainingInterrupted, VaekitError,
-                     minutes)
+                     line_sink, minutes)
 from .evaluate import elbo_metrics, labels_for
 from .faults import (FiniteGuard, NonFinite, StopOnSignal, check_weights, interrupted, non_finite_error,
                      rng_state, set_rng_state)
@@ -123,7 +123,7 @@ def fit(
     Started by torchrun (``WORLD_SIZE`` > 1), the processes train one run together (distributed.py).
     """
     run_dir = user_path(run_dir, "run_dir")
-    max_minutes = minutes(max_minutes)
+    max_minutes, log = minutes(max_minutes), line_sink(log)
     group = distributed.from_environment()
     cfg = _run_config(cfg, run_dir, resume, epochs, overrides)
     device = distributed.device_for(group, pick_device(cfg.train.device))

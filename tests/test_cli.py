@@ -445,3 +445,17 @@ def test_a_file_name_cannot_send_escape_codes_to_the_terminal(tmp_path, capsys):
     assert main(["train", "--preset", "tiny-4-8-2", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x07" not in printed and "run\\x1b[2J\\x07" in printed
+
+
+def test_one_test_example_gives_no_standard_error_rather_than_zero(tmp_path, capsys):
+    """A test split of one example printed '± 0.0000' (and wrote loss_se 0): a spread of one value is
+    unknown, not nothing."""
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32))
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", f"vectors:{tmp_path / 'v.npy'}", "--test-fraction", "0.02", "--epochs", "1",
+                 "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--iwae-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "n = 1," in out and "±" not in out
+    assert json.loads((run / "metrics.json").read_text())["loss_se"] is None

@@ -131,6 +131,9 @@ def test_vae_metric_dict():
     assert m["loss_se"] == pytest.approx(per.std(ddof=1) / math.sqrt(len(per))) and m["loss_se"] > 0
     nll = iwae_nll(model, data, 50, progress=False).numpy()  # the same seed: the same estimates
     assert m["nll_iwae_se"] == pytest.approx(nll.std(ddof=1) / math.sqrt(len(nll)))
+    from vaekit.evaluate import standard_error
+
+    assert standard_error(torch.tensor([2.5])) is None  # one example has no spread to measure: unknown, not 0
 
 
 def test_a_wide_latents_kl_per_dim_is_one_short_line_naming_its_largest_dims():

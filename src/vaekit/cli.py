@@ -352,7 +352,7 @@ def format_metrics(m: dict[str, Any]) -> str:
             v, se = m[key], m.get(f"{key}_se")
             spread = f" ± {figure(se)}" if isinstance(se, float) else ""  # the standard error over the test examples
             lines.append(f"  {label:<28} {figure(v) if isinstance(v, float) else v:>12}{spread}  {unit}".rstrip())
-    if "loss_se" in m:
+    if isinstance(m.get("loss_se"), float):
         lines.append("  (± : standard error of the mean over the test examples, std / sqrt(n))")
     if "kl_per_layer" in m:
         lines.append("  KL per latent layer (bottom first) " + " ".join(f"{v:.2f}" for v in m["kl_per_layer"])
@@ -431,8 +431,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name:>24}: latent range [{st['min']:.2f}, {st['max']:.2f}], std {st['std']:.3f}")
     if "negative_elbo" in result:
         e = result["negative_elbo"]
-        print(f"negative ELBO (beta = 1) on RUN_A's {e['n']} test examples: A {figure(e['a'])}, B {figure(e['b'])}; "
-              f"A - B = {figure(e['difference'])} ± {figure(e['difference_se'])} (paired standard error)")
+        print(f"negative ELBO (beta = 1) on RUN_A's {count_of(e['n'], 'test example')}: A {figure(e['a'])}, B {figure(e['b'])}; "
+              f"A - B = {figure(e['difference'])}" + (f" ± {figure(e['difference_se'])} (paired standard error)"
+                                                       if isinstance(e["difference_se"], float) else
+                                                       " (one example: no standard error)"))
     print(f"wrote {result['plot']}")
     return 0
 

@@ -86,10 +86,10 @@ def elbo_metrics(
     return metrics
 
 
-def standard_error(values: Tensor) -> float:
+def standard_error(values: Tensor) -> float | None:
     """The standard error of the mean of per-example values (sample std / sqrt(n)): how far the test
-    set's finite size alone may move a mean; 0 for fewer than two values."""
-    return float(values.double().std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    set's finite size alone may move a mean; None (unknown, not 0) for fewer than two values."""
+    return float(values.double().std() / math.sqrt(len(values))) if len(values) > 1 else None
 
 
 def paired_loss(model_a: LatentModel, model_b: LatentModel, data: Dataset, split: str = "test",

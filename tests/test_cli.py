@@ -457,5 +457,6 @@ def test_one_test_example_gives_no_standard_error_rather_than_zero(tmp_path, cap
     capsys.readouterr()
     assert main(["evaluate", str(run), "--iwae-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "n = 1," in out and "±" not in out
-    assert json.loads((run / "metrics.json").read_text())["loss_se"] is None
+    assert "n = 1," in out and "±" not in out and "unknown" in out  # active units: no variation to measure
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["loss_se"] is None and saved["active_units"] is None and saved["mse_std"] is None

@@ -351,7 +351,8 @@ def format_metrics(m: dict[str, Any]) -> str:
         if key in m:
             v, se = m[key], m.get(f"{key}_se")
             spread = f" ± {figure(se)}" if isinstance(se, float) else ""  # the standard error over the test examples
-            lines.append(f"  {label:<28} {figure(v) if isinstance(v, float) else v:>12}{spread}  {unit}".rstrip())
+            shown = figure(v) if isinstance(v, float) else "unknown" if v is None else v  # None: one example
+            lines.append(f"  {label:<28} {shown:>12}{spread}  {unit}".rstrip())
     if isinstance(m.get("loss_se"), float):
         lines.append("  (± : standard error of the mean over the test examples, std / sqrt(n))")
     if "kl_per_layer" in m:

@@ -124,10 +124,11 @@ def reconstruction_errors(model: LatentModel, data: Dataset, split: str = "test"
     return torch.cat(errors)
 
 
-def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
-    """Latent dimensions whose posterior mean varies across the data (variance above threshold)."""
+def active_units(means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int | None:
+    """Latent dimensions whose posterior mean varies across the data (variance above threshold); None
+    (unknown) for fewer than two examples, which show no variation to measure."""
     if len(means) < 2:
-        return 0
+        return None
     return int((means.double().var(0) > threshold).sum())
 
 
@@ -178,7 +179,7 @@ def evaluate_model(
     errors = reconstruction_errors(model, data, "test", batch_size).double()
     stats = {
         "mse_mean": float(errors.mean()), "mse_median": float(errors.median()),
-        "mse_std": float(errors.std()) if len(errors) > 1 else 0.0,
+        "mse_std": float(errors.std()) if len(errors) > 1 else None,
         "mse_min": float(errors.min()), "mse_max": float(errors.max()),
     }
     if not model.variational:

@@ -69,10 +69,12 @@ figcaption{color:#555;font-size:.92em}
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # a figure one example cannot give (a spread), or a non-finite one
+        return "unknown"
     if isinstance(v, float):
         return figure(v)
     if isinstance(v, list):
-        return " ".join(str(x) if isinstance(x, int) else f"{x:.2f}" for x in v)
+        return " ".join(str(x) if isinstance(x, int) else "–" if x is None else f"{x:.2f}" for x in v)
     return html.escape(str(v))
 
 

@@ -536,6 +536,29 @@ def test_rows_of_pixels_are_read_as_images_of_the_shape_given(tmp_path):
         load_dataset(DataConfig(dataset=f"vectors:{tmp_path / 'px.csv'}", image_shape=[5, 5]), progress=False)
 
 
+def test_a_held_out_class_the_test_split_lacks_is_refused_before_training(tmp_path):
+    """`anomaly --holdout-class C` trained a whole run, then said "the test split needs examples of both
+    held-out and seen classes"; a class found only in the test split was "no class C to hold out"."""
+    x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    refused = 0
+    for where in range(60):  # the rare class's one example lands in train for one split, in test for another
+        y = np.zeros(60, int)
+        y[where] = 1
+        np.savez(tmp_path / "rare.npz", x=x, y=y)
+        cfg = DataConfig(dataset=f"vectors:{tmp_path / 'rare.npz'}", holdout_classes=[1])
+        try:
+            d = load_dataset(cfg, progress=False)
+        except DataError as e:
+            assert "none of its test examples is of the held-out class 1" in str(e)
+            refused += 1
+            continue
+        assert int((d.test_y == 1).sum()) == 1 and not (d.train_y == 1).any()  # found in test: held out
+        assert refused  # and, before, in the training split only: refused
+        break
+    else:
+        raise AssertionError("no split put the rare example in the test split")
+
+
 def test_vectors_from_safetensors_and_pickles_refused(tmp_path):
     """Embeddings saved as .safetensors (the Hugging Face format) are read like an .npz (data 'x' or
     'embeddings', labels 'y' or 'labels'; half floats as float32); a torch.save .pt file is a pickle,

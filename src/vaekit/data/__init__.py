@@ -65,13 +65,21 @@ def load_dataset(cfg: DataConfig | Mapping[str, Any], progress: bool = True) -> 
     if cfg.holdout_classes:
         if ds.train_y is None:
             raise DataError(f"{cfg.dataset}: has no labels, so no class can be held out")
-        missing = sorted(set(cfg.holdout_classes) - set(ds.train_y.unique().tolist()))
+        present = set(ds.train_y.unique().tolist()) | set(ds.test_y.unique().tolist() if ds.test_y is not None else [])
+        missing = sorted(set(cfg.holdout_classes) - present)
         if missing:
-            labels = sorted(ds.train_y.unique().tolist())
+            labels = sorted(present)
             named = f"; its classes are {show(', '.join(repr(n) for n in ds.class_names), 200)}" if ds.class_names else ""
             raise DataError(f"{cfg.dataset}: no class {missing[0]} to hold out (labels are {labels}{named})")
         keep = ~torch.isin(ds.train_y, torch.tensor(cfg.holdout_classes))
         ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
+        held = int(torch.isin(ds.test_y, torch.tensor(cfg.holdout_classes)).sum()) if ds.test_y is not None else 0
+        if held == 0 or held == len(ds.test_x) or not len(ds.train_x):
+            what = ("none of its test examples is of" if held == 0 else
+                    "every test example is of" if held == len(ds.test_x) else "every training example is of")
+            raise DataError(f"{cfg.dataset}: {what} the held-out class{'es' if len(cfg.holdout_classes) > 1 else ''} "
+                            f"{', '.join(map(str, cfg.holdout_classes))}, so held-out and seen classes cannot be told "
+                            "apart; hold out another class, or change --test-fraction or data.split_seed")
     if cfg.binarize != "none":
         lo, hi = ds.value_range()
         if lo < 0 or hi > 1:  # Bernoulli draws need probabilities; clamping would binarise nonsense

@@ -166,12 +166,18 @@ def test_two_nodes_with_a_rendezvous_train_the_same_run_as_one(tmp_path: Path, u
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
             "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vaekit-test", "-m", "vaekit", *LONG,
             "--out", str(run)]
-    nodes = [subprocess.Popen(node, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    logs = [(tmp_path / f"node{i}.out", tmp_path / f"node{i}.err") for i in range(2)]
+    nodes = []
+    for out, err in logs:  # into files, not pipes: a node blocked on a full pipe nobody reads would hold the other
+        with open(out, "w") as o, open(err, "w") as e:
+            nodes.append(subprocess.Popen(node, env=ENV, text=True, stdout=o, stderr=e))
     try:
-        said = [p.communicate(timeout=240) for p in nodes]
+        for p in nodes:
+            p.wait(timeout=240)
     finally:
         for p in nodes:
             p.kill()
+    said = [(out.read_text(), err.read_text()) for out, err in logs]
     assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in said]
     assert sum(out.count(f"done: {EPOCHS} epochs") for out, _ in said) == 1  # rank 0, on whichever node
     for (ta, ea), (tb, eb) in zip(_losses(uninterrupted), _losses(run)):

@@ -247,6 +247,10 @@ def test_the_line_saying_what_was_chosen_describes_the_model_the_flags_make_with
                         ({"model.kind": "ae"}, "an MLP autoencoder (64, 64; latent 2;"),
                         ({"model.likelihood": "gaussian", "model.sigma": 0.5}, "Gaussian likelihood (sigma 0.5))")):
         assert says in choose_model(data, given)[1]
+    pixels = torch.randint(0, 256, (20, 3 * 16 * 16)).float()  # a table of colour pixels, as read
+    line = choose_model(Dataset("vectors", pixels, None, pixels, None))[1]
+    assert line.endswith("rows of 768 whole numbers in 0..255 look like images: --image-shape 16,16,3 reads them so")
+    assert "look like images" not in choose_model(Dataset("vectors", pixels / 7, None, pixels / 7, None))[1]
     said: list[str] = []
     cfg, _ = config_for_data("digits", {"model.kind": "hvae", "model.latent_dim": 6}, progress=False, log=said.append)
     assert cfg.model.latent_dims == [6, 3] and "hierarchical VAE (512, 256; latent layers 6, 3" in said[0]

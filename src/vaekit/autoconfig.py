@@ -25,6 +25,7 @@ The rules, in order (an explicit preset or flag always wins over them):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -71,7 +72,26 @@ def choose_model(data: Dataset, given: Mapping[str, Any] | None = None) -> tuple
     mine = sorted(k for k in given if k.startswith("model.") and k in chosen)
     if mine:
         why += f" (your flags set {', '.join(k.split('.', 1)[1] for k in mine)}, and the choices that go with them)"
+    shape = _pixel_rows(data)
+    if shape:
+        why += f"; rows of {data.shape[0]} whole numbers in 0..255 look like images: --image-shape {shape} reads them so"
     return kept, why
+
+
+def _pixel_rows(data: Dataset) -> str | None:
+    """The --image-shape that vectors of 8-bit pixel values would have (a table of MNIST: 784 values of
+    0..255 -> '28,28'), if they look like square grey or colour images; None otherwise."""
+    if data.is_image or data.scale != 1.0:
+        return None
+    (d,) = data.shape
+    lo, hi = data.value_range()
+    if not (0 <= lo and 1 < hi <= 255) or not bool((data.train_x == data.train_x.round()).all()):
+        return None
+    for channels, suffix in ((1, ""), (3, ",3")):
+        side = math.isqrt(d // channels)
+        if side >= 8 and channels * side * side == d:
+            return f"{side},{side}{suffix}"
+    return None
 
 
 _ARCH_WORDS = {"conv": "a conv", "mlp": "an MLP", "resnet": "a residual conv"}

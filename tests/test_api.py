@@ -223,6 +223,7 @@ def test_config_sections_are_dataclasses_or_dicts_and_their_types_are_checked(tm
     cfg = vaekit.RunConfig(data={"dataset": "digits"}, train={"epochs": 3})
     assert isinstance(cfg.train, vaekit.TrainConfig) and cfg.train.epochs == 3 and cfg.train.batch_size == 128
     assert vaekit.build_model({"hidden": [8], "latent_dim": 2}, (6,)).latent_dim == 2
+    assert cfg.with_overrides({"model.hidden": (30, 20)}).model.hidden == [30, 20]  # a tuple is a list to JSON
     assert vaekit.load_dataset({"dataset": "blobs:5"}, progress=False).shape == (5,)
     for call, says in ((lambda: vaekit.RunConfig(train=vaekit.TrainConfig(epochs="3")).validate(),
                         "'train.epochs' must be int, got the string '3'"),

@@ -500,7 +500,7 @@ def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
         inner = [a for a in args if a is not type(None)][0]
         return _check_type(value, inner, source, key)
     if origin is list:
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):  # a tuple from Python is a list to JSON
             raise ConfigError(f"{source}: '{key}' must be a list")
         return [_check_type(v, args[0], source, key) for v in value]
     if ftype is float and real(value) is not None:  # an int, or numpy's numbers: kept as Python's float

@@ -50,6 +50,7 @@ MISFITS = [  # (what is handed over, the words of the refusal)
     (lambda m, x, z: m(x[:, None]), "this model takes (N, "),
     (lambda m, x, z: m.reconstruct((x * 255).to(torch.uint8)), "x holds uint8: give floats as the model was trained on them (8-bit images: x.float() / 255)"),
     (lambda m, x, z: m.decode(z[:, :-1]), "z of shape (5, 2): this model takes (N, 3)"),
+    (lambda m, x, z: m.encode(x.double()), "x holds float64, the model's weights float32: give x.to(torch.float32)"),
     (lambda m, x, z: m.decode(z.tolist()), "z: a list"),
     (lambda m, x, z: m.sample(-1), "sample: n = -1"),
 ]

@@ -25,6 +25,14 @@ from .nets import get_arch
 from .priors import build_prior
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast runs on this kind of device (torch before 2.4 asks CPU and CUDA apart)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 class LatentModel(nn.Module):
     """x -> encoder -> (mu, logvar) -> z -> decoder -> parameters of p(x|z)."""
 
@@ -69,6 +77,11 @@ class LatentModel(nn.Module):
             hint = " (8-bit images: x.float() / 255)" if name == "x" else ""
             raise InputError(f"{name} holds {str(x.dtype).replace('torch.', '')}: give floats as the model was "
                              f"trained on them{hint}")
+        weights = next(self.parameters()).dtype
+        if x.dtype != weights and not _autocast_on(x.device.type):
+            kind = str(weights).replace("torch.", "")
+            raise InputError(f"{name} holds {str(x.dtype).replace('torch.', '')}, the model's weights {kind}: give "
+                             f"{name}.to({weights}) (or convert the model)")
 
     def with_label(self, h: Tensor, y: Tensor | None) -> Tensor:
         """h with the one-hot label of each row appended (a conditional model); h itself otherwise.

@@ -38,7 +38,7 @@ DATA_RECORD = "data.json"  # where the data came from and their fingerprint
 METRICS = "metrics.json"  # what `vaekit evaluate` measured last
 # Everything vaekit may write into a run folder: --overwrite removes these and nothing else.
 RUN_FILES = (CONFIG, MODEL, STATE, HISTORY, DATA_RECORD, "samples.png", "reconstructions.png", "report.html", "bench_nll.json",
-             "README.md", "metrics.json", "sampler_gmm.safetensors")
+             "README.md", METRICS, "sampler_gmm.safetensors")
 RUN_DIRS = ("tensorboard", "onnx")  # folders only vaekit writes (TensorBoard events, exported graphs)
 PLOTS_DIR = "plots"
 PLOT_FILES = ("curves", "kl-per-dim", "latent-scatter", "latent-grid", "samples", "real-vs-generated",
@@ -302,16 +302,13 @@ def save_checkpoint(
     _save_tensors(run_dir / MODEL, weights, meta)
 
 
-def check_config_unedited(run_dir: Path, cfg: RunConfig) -> None:
+def _check_config_unedited(run_dir: Path, meta: dict[str, str]) -> None:
     """A resumed run goes on with the settings it was trained with: a config.json changed since the
-    last checkpoint (in a setting a resume may not change) is refused, naming each such setting."""
-    path = run_dir / STATE
-    if not path.exists():
-        return
-    then = _recorded_config(_read_tensors(path)[1])
+    checkpoint (``meta``: its metadata) in a setting a resume may not change is refused, naming each."""
+    then = _recorded_config(meta)
     if then is None:
         return
-    now = {k: v for k, v in flat(cfg.to_dict()).items() if k not in RESUME_MAY_CHANGE and k != "data.labels"}
+    now = {k: v for k, v in flat(load_config(run_dir).to_dict()).items() if k not in RESUME_MAY_CHANGE and k != "data.labels"}
     if str(now.get("data.dataset")).partition(":")[0] == str(then.get("data.dataset")).partition(":")[0]:
         now.pop("data.dataset", None)  # the data's new place (the fingerprint check says if they changed)
     edited = _edited(then, now, "the run was trained with")
@@ -322,9 +319,9 @@ def check_config_unedited(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
-    """(epoch, data shape) of the saved training state, or None when there is none yet. A run that
-    has weights but no training state (removed to save space, say) cannot be resumed: starting it
-    again would overwrite what it learned."""
+    """(epoch, data shape) of the saved training state to resume, or None when there is none yet. A
+    run that has weights but no training state (removed to save space, say) cannot be resumed: starting
+    it again would overwrite what it learned; nor can one whose config.json was edited since."""
     path = run_dir / STATE
     if not path.exists():
         if (run_dir / MODEL).exists():
@@ -333,6 +330,7 @@ def read_state_meta(run_dir: Path) -> tuple[int, tuple[int, ...]] | None:
                                  f"again from the start, give a new --out or --overwrite instead of --resume")
         return None
     _, meta = _read_tensors(path)
+    _check_config_unedited(run_dir, meta)
     return _int_meta(path, meta, "epoch"), saved_data_shape(path, meta)
 
 

@@ -79,7 +79,6 @@ def _run_config(cfg: RunConfig | Mapping[str, Any] | str | Path | None, run_dir:
     the path of such a JSON file, as `--config` takes it."""
     if resume:  # a resumed run always continues with its saved config (a cfg passed along is not used)
         cfg = ckpt.load_config(run_dir)
-        ckpt.check_config_unedited(run_dir, cfg)
     elif cfg is None:
         raise ConfigError("fit needs a config (a RunConfig, e.g. vaekit.get_preset(...), a dict or a JSON "
                           "file) unless resume=True")

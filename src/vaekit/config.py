@@ -503,12 +503,15 @@ def _check_type(value: Any, ftype: Any, source: str, key: str) -> Any:
         if not isinstance(value, (list, tuple)):  # a tuple from Python is a list to JSON
             raise ConfigError(f"{source}: '{key}' must be a list")
         return [_check_type(v, args[0], source, key) for v in value]
-    if ftype is float and real(value) is not None:  # an int, or numpy's numbers: kept as Python's float
-        return real(value)
-    if ftype is int and integer(value) is not None:
-        return integer(value)
-    if ftype is int and real(value) is not None and real(value).is_integer():
-        return int(real(value))
+    number = real(value)  # any real number, numpy's too, as Python's float (None for anything else)
+    if ftype is float and number is not None:
+        return number
+    if ftype is int:
+        whole = integer(value)
+        if whole is None and number is not None and number.is_integer():
+            whole = int(number)  # 2.0, as JSON may spell a count
+        if whole is not None:
+            return whole
     if not isinstance(value, ftype) or (ftype is not bool and isinstance(value, bool)):
         given = f"the string {show(repr(value))}" if isinstance(value, str) else show(value)
         raise ConfigError(f"{source}: '{key}' must be {ftype.__name__}, got {given}")

@@ -83,9 +83,10 @@ def _pixel_rows(data: Dataset) -> str | None:
     0..255 -> '28,28'), if they look like square grey or colour images; None otherwise."""
     if data.is_image or data.scale != 1.0:
         return None
+    from .data.vectors import eight_bit
+
     (d,) = data.shape
-    lo, hi = data.value_range()
-    if not (0 <= lo and 1 < hi <= 255) or not bool((data.train_x == data.train_x.round()).all()):
+    if not eight_bit(data.train_x.cpu().numpy()):
         return None
     for channels, suffix in ((1, ""), (3, ",3")):
         side = math.isqrt(d // channels)

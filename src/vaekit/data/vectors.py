@@ -181,9 +181,9 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
     if x.shape[0] < 2 or min(x.shape[1:]) < 1:
         raise DataError(f"{path}: array of shape {x.shape} has too few rows or columns (need N >= 2, D >= 1)")
     budget.check(x.size * 4 * 3, f"{path} as float32 (train and test copies)")
-    eight_bit = x.ndim == 4 and _eight_bit(x)  # images kept as bytes, made floats in [0, 1] per batch
+    pixels8 = x.ndim == 4 and eight_bit(x)  # images kept as bytes, made floats in [0, 1] per batch
     with np.errstate(over="ignore"):  # the overflow is found and named below
-        raw, x = x, (x.astype(np.uint8) if eight_bit else x.astype(np.float32))
+        raw, x = x, (x.astype(np.uint8) if pixels8 else x.astype(np.float32))
     for values, what in ((raw, "non-finite value{} (NaN/inf)"), (x, "value{} beyond float32's range (3.4e38)")):
         bad = ~np.isfinite(values)
         if bad.any():
@@ -214,7 +214,7 @@ def load_vectors(cfg: DataConfig, arg: str, progress: bool = True) -> Dataset:
         y = torch.from_numpy(y.astype(np.int64))
     xt = torch.from_numpy(np.ascontiguousarray(x))
     return Dataset(f"vectors:{path}", *split(xt, y, cfg.test_fraction, cfg.split_seed),
-                   scale=255.0 if eight_bit else 1.0, class_names=class_names)
+                   scale=255.0 if pixels8 else 1.0, class_names=class_names)
 
 
 CHANNELS = (1, 3)
@@ -229,8 +229,9 @@ def _reshaped(path: Path, x: np.ndarray, shape: list[int]) -> np.ndarray:
     return x.reshape(len(x), *shape)
 
 
-def _eight_bit(x: np.ndarray) -> bool:
-    """Images of whole numbers 0..255 (not all 0/1): 8-bit pixels, whatever type they were saved as."""
+def eight_bit(x: np.ndarray) -> bool:
+    """Whole numbers 0..255 (not all 0/1): 8-bit pixels, whatever type they were saved as (images kept as
+    bytes; rows of them suggest --image-shape)."""
     if x.dtype == np.uint8:
         return True
     if x.dtype.kind not in "fiu" or not x.size:

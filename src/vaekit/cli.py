@@ -563,22 +563,22 @@ def counted(name: str) -> Callable[[str], int]:
     return int_in(*RANGES[name])
 
 
+def names(text: str) -> list[str]:
+    """One word of a flag taking names as words (``curves samples``) or as other lists are spelled (``curves,samples``)."""
+    return [t.strip() for t in text.split(",") if t.strip()] or [text]
+
+
 def counted_list(name: str) -> Callable[[str], list[int]]:
-    """The converter of one word of a flag taking counts as other lists are spelled (``0,5``) or
-    as words (``0 5``): each count within the flag's range in RANGES."""
+    """The converter of one word of a flag taking counts as words (``0 5``) or as other lists are
+    spelled (``0,5``): each count within the flag's range in RANGES."""
     one = counted(name)
 
     def parse(text: str) -> list[int]:
-        return [one(t) for t in text.split(",") if t.strip()] or [one(text)]
+        return [one(t) for t in names(text)]
 
     parse.__name__ = "integers"
     parse.lo, parse.hi = one.lo, one.hi  # type: ignore[attr-defined]
     return parse
-
-
-def names(text: str) -> list[str]:
-    """One word of a flag taking names as words (``curves samples``) or as other lists are spelled (``curves,samples``)."""
-    return [t.strip() for t in text.split(",") if t.strip()] or [text]
 
 
 class _Words(argparse.Action):
